@@ -1,0 +1,1 @@
+"""The `vlb` command: runs the whole system on one machine, starting local services when needed."""

@@ -1,0 +1,140 @@
+"""TenantSnapshot: the whole routing config of one tenant, as the control plane compiles it and the
+engines hold it. Travels msgpack-encoded in the JetStream KV bucket ``vlb-config`` under
+``tenant.<tenant_id>``. Webhook keys travel only as sha256 hashes; agent credentials as a Fernet token
+made with ``VLB_SNAPSHOT_KEY``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from shared.enums import NoAgentAction, Strategy, TargetType
+
+# Bump when a change is not backwards compatible; engines refuse a snapshot whose schema_version is
+# newer than the one they were built with.
+SNAPSHOT_SCHEMA_VERSION = 1
+
+
+class RetentionDays(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    call_records: Annotated[int, Meta(ge=30, le=3650)] = 365
+    cdrs: Annotated[int, Meta(ge=30, le=3650)] = 365
+    webhook_audit: Annotated[int, Meta(ge=30, le=3650)] = 90
+
+
+class TenantSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Tenant-wide settings (``GET/PUT /api/tenant``)."""
+
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
+    no_agent_action: NoAgentAction = NoAgentAction.SAY_AND_HANGUP
+    no_agent_message: Annotated[str, Meta(max_length=500)] = (
+        "We are sorry, no agent is available to take your call. Please try again later."
+    )
+    # Raw CXML answered when the engine meets an unexpected error; None = the built-in apology.
+    fallback_cxml: Annotated[str, Meta(max_length=8192)] | None = None
+    retention_days: RetentionDays = RetentionDays()
+
+
+class GroupSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Agent-group settings (SPEC §2.3)."""
+
+    window_hours: Annotated[int, Meta(ge=1, le=168)] = 24
+    fallback_enabled: bool = True
+    max_attempts: Annotated[int, Meta(ge=1, le=10)] = 3
+    ring_timeout_s: Annotated[int, Meta(ge=5, le=120)] = 30
+    no_agent_action: NoAgentAction = NoAgentAction.SAY_AND_HANGUP
+    no_agent_message: Annotated[str, Meta(max_length=500)] | None = None
+
+
+class DomainSnap(msgspec.Struct, kw_only=True, frozen=True):
+    id: int
+    name: str
+    key_hash: str  # sha256 hex of the webhook key
+    allowed_networks: list[str] = []
+    max_requests_per_second: float | None = None
+    # Other names the voice-application path may carry instead of the domain (application ids/names).
+    aliases: list[str] = []
+
+
+class AgentSnap(msgspec.Struct, kw_only=True, frozen=True):
+    id: int
+    name: str
+    provider: str
+    service_value: str
+    enabled: bool = True
+    # Fernet token (snapshot key) of msgpack {"username": str|None, "password": str|None}; None = none.
+    credentials: str | None = None
+
+
+class MemberSnap(msgspec.Struct, kw_only=True, frozen=True):
+    agent_id: int
+    priority: int = 1
+    capacity: int = 0  # 0 = unlimited
+    weight: int = 100
+
+
+class GroupSnap(msgspec.Struct, kw_only=True, frozen=True):
+    id: int
+    name: str
+    strategy: Strategy
+    enabled: bool = True
+    settings: GroupSettings = GroupSettings()
+    members: list[MemberSnap] = []
+
+
+class InboundRuleSnap(msgspec.Struct, kw_only=True, frozen=True):
+    id: int
+    name: str | None = None
+    pattern: str
+    caller_pattern: str | None = None
+    target_type: TargetType
+    target_id: int
+    priority: int = 100
+    enabled: bool = True
+    domain_id: int | None = None
+
+
+class TrunkSnap(msgspec.Struct, kw_only=True, frozen=True):
+    id: int
+    name: str
+    cloudonix_trunk: str
+    priority: int = 100
+    is_default: bool = False
+    enabled: bool = True
+
+
+class OutboundRuleSnap(msgspec.Struct, kw_only=True, frozen=True):
+    id: int
+    name: str
+    caller_id: str | None = None  # pattern on the calling number/extension
+    destination_pattern: str
+    trunk_ids: list[int] = []
+    caller_id_override: str | None = None
+    strip_prefix: str | None = None
+    add_prefix: str | None = None
+    priority: int = 100
+    enabled: bool = True
+
+
+class TenantSnapshot(msgspec.Struct, kw_only=True, frozen=True):
+    schema_version: int = SNAPSHOT_SCHEMA_VERSION
+    tenant_id: int
+    version: int
+    compiled_at: float  # epoch seconds
+    settings: TenantSettings = TenantSettings()
+    domains: list[DomainSnap] = []
+    agents: list[AgentSnap] = []
+    groups: list[GroupSnap] = []
+    inbound_rules: list[InboundRuleSnap] = []
+    outbound_rules: list[OutboundRuleSnap] = []
+    trunks: list[TrunkSnap] = []
+
+
+def snapshot_key(tenant_id: int) -> str:
+    """The KV key a tenant's snapshot lives under."""
+    return f"tenant.{tenant_id}"
+
+
+SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()
+SNAPSHOT_DECODER = msgspec.msgpack.Decoder(TenantSnapshot)
