@@ -1,0 +1,1 @@
+"""The control plane: a Litestar API for tenants, config, call records and analytics."""

@@ -1,0 +1,1 @@
+"""The routing engine: a bare ASGI app that answers Cloudonix webhooks with CXML."""

@@ -1,0 +1,22 @@
+"""Routing-engine settings, from ``VLB_*`` environment variables (see shared.settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from shared.settings import CommonSettings, load_settings
+
+
+class EngineSettings(CommonSettings, kw_only=True, frozen=True):
+    engine_host: str = "127.0.0.1"
+    engine_port: int = 8080
+    engine_workers: int = 2
+    trust_proxy: bool = False
+    idempotency_ttl_s: int = 86400
+    active_slot_ttl_s: int = 14400
+    max_body_bytes: int = 262144
+
+
+@lru_cache(maxsize=1)
+def get_engine_settings() -> EngineSettings:
+    return load_settings(EngineSettings)
