@@ -1,0 +1,297 @@
+-- The routing engine's balancer: idempotency, agent selection and counter updates for one tenant,
+-- atomically, in one script call. Key names follow shared/redis_keys.py (change both together).
+--
+-- KEYS[1]  the tenant's key base "<prefix>:{t<tenant>}:" (routes the call to the tenant's slot)
+-- ARGV[1]  mode: "decide" | "release" | "stats" | "active"
+--
+-- decide  ARGV[2] idempotency TTL (s), ARGV[3] active-slot TTL (ms), ARGV[4] msgpack list of
+--         DecideRequest arrays: {tenant, session, stage, strategy, group, window_hours,
+--         max_attempts, fallback_enabled, {{agent, priority, capacity, weight}, ...}, {cxml, ...},
+--         failed_agent|nil}. Decides each in turn and returns a flat array of
+--         index, agent (0 = none), attempt, cxml, replay (0/1) per request.
+-- release ARGV[2] session -> 1 when the call's slot was freed, else 0.
+-- stats   ARGV[2] window_hours, ARGV[3..] agent ids -> flat window, active, last (ms, 0 = never).
+-- active  ARGV[2..] agent ids -> live slot count per agent.
+
+local base = KEYS[1]
+local mode = ARGV[1]
+local floor = math.floor
+local tonumber = tonumber
+local tostring = tostring
+local call = redis.call
+
+local t = call('TIME')
+local now_s = tonumber(t[1])
+local now_ms = now_s * 1000 + floor(tonumber(t[2]) / 1000)
+local now_min = floor(now_s / 60)
+local now_hour = floor(now_min / 60)
+-- ZCOUNT lower bound: a slot whose expiry score is <= now is over.
+local live_from = '(' .. string.format('%d', now_ms)
+
+local function active_count(agent)
+  return call('ZCOUNT', base .. 'active:' .. agent, live_from, '+inf')
+end
+
+-- Calls routed to `agent` in the inclusive minute range [a, b]: whole hours from the hour buckets,
+-- partial hours at the edges from the minute buckets (at most 60 minute keys in all).
+local function range_sum(agent, a, b)
+  if a > b then return 0 end
+  local mk = base .. 'win:' .. agent .. ':'
+  local hk = base .. 'winh:' .. agent .. ':'
+  local keys = {}
+  local n = 0
+  local ha = floor(a / 60)
+  local hb = floor(b / 60)
+  if ha == hb and not (a % 60 == 0 and b % 60 == 59) then
+    for m = a, b do n = n + 1; keys[n] = mk .. m end
+  else
+    local first_full, last_full = ha, hb
+    if a % 60 ~= 0 then
+      for m = a, ha * 60 + 59 do n = n + 1; keys[n] = mk .. m end
+      first_full = ha + 1
+    end
+    if b % 60 ~= 59 then
+      for m = hb * 60, b do n = n + 1; keys[n] = mk .. m end
+      last_full = hb - 1
+    end
+    for h = first_full, last_full do n = n + 1; keys[n] = hk .. h end
+  end
+  local sum = 0
+  local vals = call('MGET', unpack(keys))
+  for i = 1, n do
+    local v = vals[i]
+    if v then sum = sum + tonumber(v) end
+  end
+  return sum
+end
+
+local function window_calls(agent, window_hours)
+  return range_sum(agent, now_min - window_hours * 60 + 1, now_min)
+end
+
+-- Increment a bucket and make sure it lives at least `ttl` seconds (buckets are shared by groups with
+-- different windows: never shorten a longer TTL set by another group).
+local function bump(key, ttl)
+  local v = call('INCR', key)
+  if v == 1 or call('TTL', key) < ttl then call('EXPIRE', key, ttl) end
+end
+
+if mode == 'release' then
+  local session = ARGV[2]
+  local ck = base .. 'call:' .. session
+  local cur = call('HGET', ck, 'cur')
+  if not cur or cur == '' then return 0 end
+  call('HSET', ck, 'cur', '')
+  return call('ZREM', base .. 'active:' .. cur, session)
+end
+
+if mode == 'stats' then
+  local wh = tonumber(ARGV[2])
+  local out = {}
+  for i = 3, #ARGV do
+    local agent = ARGV[i]
+    out[#out + 1] = window_calls(agent, wh)
+    out[#out + 1] = active_count(agent)
+    out[#out + 1] = tonumber(call('GET', base .. 'last:' .. agent) or '0')
+  end
+  return out
+end
+
+if mode == 'active' then
+  local out = {}
+  for i = 2, #ARGV do out[#out + 1] = active_count(ARGV[i]) end
+  return out
+end
+
+if mode ~= 'decide' then return redis.error_reply('unknown mode ' .. tostring(mode)) end
+
+local idem_ttl = tonumber(ARGV[2])
+local slot_ttl_ms = tonumber(ARGV[3])
+local expiry = string.format('%d', now_ms + slot_ttl_ms)
+local call_ttl = idem_ttl
+if floor(slot_ttl_ms / 1000) + 60 > call_ttl then call_ttl = floor(slot_ttl_ms / 1000) + 60 end
+local LAST_TTL = 8 * 86400
+local now_ms_s = string.format('%d', now_ms)
+local requests = cmsgpack.unpack(ARGV[4])
+
+-- Per-script caches: a batch reads each agent's counters once and keeps them current as it decides.
+local active_cache = {}
+local window_cache = {}
+
+local function active_of(agent)
+  local v = active_cache[agent]
+  if v == nil then
+    v = active_count(agent)
+    active_cache[agent] = v
+  end
+  return v
+end
+
+local function window_of(agent, wh)
+  local per = window_cache[agent]
+  if per == nil then
+    per = {}
+    window_cache[agent] = per
+  end
+  local v = per[wh]
+  if v == nil then
+    v = window_calls(agent, wh)
+    per[wh] = v
+  end
+  return v
+end
+
+local function is_free(c)
+  local cap = c[3]
+  return cap == 0 or active_of(c[1]) < cap
+end
+
+local function untried(tried, agent)
+  return not string.find(tried, ',' .. agent .. ',', 1, true)
+end
+
+local function pick_priority(cands, tried)
+  for i = 1, #cands do
+    local c = cands[i]
+    if untried(tried, c[1]) and is_free(c) then return i end
+  end
+  return -1
+end
+
+local function pick_round_robin(cands, tried, rrkey)
+  local n = #cands
+  local start = 1
+  local last = call('GET', rrkey)
+  if last then
+    local lp, la = string.match(last, '^(%-?%d+):(%d+)$')
+    lp = tonumber(lp)
+    la = tonumber(la)
+    if lp then
+      -- the first member after (lp, la) in (priority, id) order; wraps to the first
+      start = n + 1
+      for i = 1, n do
+        local c = cands[i]
+        if c[2] > lp or (c[2] == lp and c[1] > la) then
+          start = i
+          break
+        end
+      end
+      if start > n then start = 1 end
+    end
+  end
+  for k = 0, n - 1 do
+    local i = (start - 1 + k) % n + 1
+    local c = cands[i]
+    if untried(tried, c[1]) and is_free(c) then return i end
+  end
+  return -1
+end
+
+local function pick_load_balanced(cands, tried, wh)
+  -- Relative to capacity only when capacities differ; an unlimited member (0) counts as large as
+  -- the largest finite capacity among the candidates.
+  local differ = false
+  local maxcap = 0
+  for i = 1, #cands do
+    local cap = cands[i][3]
+    if cap > maxcap then maxcap = cap end
+    if cap ~= cands[1][3] then differ = true end
+  end
+  if maxcap == 0 then maxcap = 1 end
+  local best, best_calls, best_cap = -1, 0, 1
+  for i = 1, #cands do
+    local c = cands[i]
+    if untried(tried, c[1]) and is_free(c) then
+      local calls = window_of(c[1], wh)
+      local cap = 1
+      if differ then
+        cap = c[3]
+        if cap == 0 then cap = maxcap end
+      end
+      -- calls/cap < best_calls/best_cap, compared exactly; earlier (priority, id) wins ties
+      if best == -1 or calls * best_cap < best_calls * cap then
+        best, best_calls, best_cap = i, calls, cap
+      end
+    end
+  end
+  return best
+end
+
+local out = {}
+for r = 1, #requests do
+  local req = requests[r]
+  local session, stage, strategy = req[2], req[3], req[4]
+  local group, wh, max_attempts, fallback = req[5], req[6], req[7], req[8]
+  local cands, answers, failed = req[9], req[10], req[11]
+  local ik = base .. 'idem:' .. session .. ':' .. stage
+  local stored = call('GET', ik)
+  if stored then
+    local si, sa, st, rest = string.match(stored, '^(%-?%d+)|(%d+)|(%d+)|()')
+    out[#out + 1] = tonumber(si)
+    out[#out + 1] = tonumber(sa)
+    out[#out + 1] = tonumber(st)
+    out[#out + 1] = string.sub(stored, rest)
+    out[#out + 1] = 1
+  else
+    local attempt = 1
+    local is_dial = stage ~= 'app'
+    if is_dial then attempt = tonumber(string.match(stage, '^dial%-(%d+)$')) + 1 end
+    local ck = base .. 'call:' .. session
+    local state = call('HMGET', ck, 'cur', 'tried')
+    local cur, tried = state[1] or '', state[2] or ','
+    if failed and cur ~= '' and tonumber(cur) == failed then
+      -- free the failed dial's slot exactly once: `cur` is cleared with it
+      if call('ZREM', base .. 'active:' .. cur, session) == 1 then
+        local cached = active_cache[failed]
+        if cached ~= nil then active_cache[failed] = cached - 1 end
+      end
+      cur = ''
+    end
+    local idx = -1
+    if attempt <= max_attempts and not (is_dial and not fallback) and #cands > 0 then
+      if strategy == 'load_balanced' then
+        idx = pick_load_balanced(cands, tried, wh)
+      elseif strategy == 'round_robin' then
+        idx = pick_round_robin(cands, tried, base .. 'rr:' .. group)
+      else -- priority, single (one candidate)
+        idx = pick_priority(cands, tried)
+      end
+    end
+    local agent = 0
+    if idx > 0 then
+      local c = cands[idx]
+      agent = c[1]
+      local ak = base .. 'active:' .. agent
+      call('ZREMRANGEBYSCORE', ak, '-inf', now_ms_s)
+      call('ZADD', ak, expiry, session)
+      call('PEXPIRE', ak, slot_ttl_ms)
+      if active_cache[agent] ~= nil then active_cache[agent] = active_cache[agent] + 1 end
+      local wttl = wh * 3600 + 120
+      bump(base .. 'win:' .. agent .. ':' .. now_min, wttl)
+      bump(base .. 'winh:' .. agent .. ':' .. now_hour, wttl + 3600)
+      local per = window_cache[agent]
+      if per ~= nil then
+        for k, v in pairs(per) do per[k] = v + 1 end
+      end
+      call('SET', base .. 'last:' .. agent, now_ms_s, 'EX', LAST_TTL)
+      if strategy == 'round_robin' then
+        call('SET', base .. 'rr:' .. group, c[2] .. ':' .. agent)
+      end
+      cur = tostring(agent)
+      tried = tried .. agent .. ','
+    end
+    call('HSET', ck, 'cur', cur, 'tried', tried, 'att', attempt)
+    call('EXPIRE', ck, call_ttl)
+    local cxml
+    if idx > 0 then cxml = answers[idx] else cxml = answers[#answers] end
+    local zidx = idx - 1
+    if idx < 0 then zidx = -1 end
+    call('SET', ik, zidx .. '|' .. agent .. '|' .. attempt .. '|' .. cxml, 'EX', idem_ttl)
+    out[#out + 1] = zidx
+    out[#out + 1] = agent
+    out[#out + 1] = attempt
+    out[#out + 1] = cxml
+    out[#out + 1] = 0
+  end
+end
+return out

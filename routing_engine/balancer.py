@@ -1,0 +1,454 @@
+"""The balancer: picks an agent for a call with one Redis script call (balancer.lua) that does
+idempotency, selection and counter updates atomically, coalescing the decisions of one event-loop tick
+per tenant into one script call, and falling back to a local in-process view when Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from importlib.resources import files
+from typing import Any
+
+import msgspec
+import redis.asyncio
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.redis_keys import MAX_WINDOW_HOURS, MINUTES_PER_HOUR, TenantKeys
+
+logger = structlog.get_logger(__name__)
+
+SCRIPT = files("routing_engine").joinpath("balancer.lua").read_text(encoding="utf-8")
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+# Decisions per script call at most: bounds how long one script holds Redis under a burst.
+MAX_BATCH = 64
+# How long after a Redis failure decisions go straight to the local view before Redis is tried again.
+REDIS_RETRY_S = 1.0
+# Bounds of the local (degraded-mode) view.
+LOCAL_CALLS_LIMIT = 100_000
+# Replies of the decide script: index, agent (0 = none), attempt, cxml, replay.
+REPLY_FIELDS = 5
+RESET_CHUNK = 2000
+# What "Redis is unreachable" looks like (redis-py wraps most socket errors; OSError for the rest).
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+
+
+class Candidate(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    agent_id: int
+    priority: int
+    capacity: int  # 0 = unlimited
+    weight: int = 100
+
+
+class DecideRequest(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """One decision. Encoded as a msgpack array whose field order balancer.lua relies on."""
+
+    tenant_id: int
+    session: str  # Cloudonix session token
+    stage: str  # "app" (first request) or "dial-<n>" (dial-status after attempt n)
+    strategy: str  # "load_balanced" | "priority" | "round_robin" | "single" (agent target)
+    group_id: int  # 0 for single-agent targets
+    window_hours: int
+    max_attempts: int
+    fallback_enabled: bool
+    candidates: tuple[Candidate, ...]  # in (priority, agent_id) order
+    answers: tuple[str, ...]  # answers[i] for candidates[i]; answers[-1] is the no-agent CXML
+    failed_agent: int | None = None  # dial-status failure: the agent whose slot to free first
+
+
+class DecideResult(msgspec.Struct, frozen=True, gc=False):
+    index: int  # chosen candidate index, -1 = none
+    agent_id: int | None
+    attempt: int
+    cxml: str
+    replay: bool  # (tenant, session, stage) was decided before: nothing moved
+    degraded: bool  # Redis was unreachable and the local view decided
+
+
+class AgentCounters(msgspec.Struct, frozen=True, gc=False):
+    window_calls: int
+    active_calls: int
+    last_chosen_ms: int | None  # epoch ms
+
+
+_ENCODE = msgspec.msgpack.Encoder().encode
+
+
+def attempt_of(stage: str) -> int:
+    """The attempt a stage decides: 1 for "app", n+1 for "dial-<n>"; ValueError for anything else."""
+    if stage == "app":
+        return 1
+    if stage.startswith("dial-") and stage[5:].isdigit():
+        return int(stage[5:]) + 1
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def _check(req: DecideRequest) -> None:
+    attempt_of(req.stage)
+    if len(req.answers) != len(req.candidates) + 1:
+        raise ValueError("answers must hold one CXML per candidate plus the no-agent CXML")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def choose(
+    strategy: str,
+    candidates: Sequence[Candidate],
+    tried: Callable[[int], bool],
+    active: Callable[[int], int],
+    window: Callable[[int], int],
+    rr_last: tuple[int, int] | None,
+) -> int:
+    """The strategy rules of balancer.lua, for the local view: the chosen index or -1."""
+
+    def free(c: Candidate) -> bool:
+        return not tried(c.agent_id) and (c.capacity == 0 or active(c.agent_id) < c.capacity)
+
+    n = len(candidates)
+    if strategy == "round_robin":
+        start = 0
+        if rr_last is not None:
+            start = next((i for i, c in enumerate(candidates) if (c.priority, c.agent_id) > rr_last), 0)
+        for k in range(n):
+            i = (start + k) % n
+            if free(candidates[i]):
+                return i
+        return -1
+    if strategy == "load_balanced":
+        caps = {c.capacity for c in candidates}
+        differ = len(caps) > 1
+        maxcap = max(caps, default=0) or 1
+        best, best_calls, best_cap = -1, 0, 1
+        for i, c in enumerate(candidates):
+            if not free(c):
+                continue
+            calls = window(c.agent_id)
+            cap = (c.capacity or maxcap) if differ else 1
+            if best == -1 or calls * best_cap < best_calls * cap:
+                best, best_calls, best_cap = i, calls, cap
+        return best
+    return next((i for i, c in enumerate(candidates) if free(c)), -1)
+
+
+class _LocalCall:
+    __slots__ = ("cur", "tried")
+
+    def __init__(self) -> None:
+        self.tried: set[int] = set()
+        self.cur: int | None = None
+
+
+class LocalView:
+    """What one process knows when Redis is unreachable: its own degraded decisions (active slots,
+    choices per agent, round-robin pointers, per-call state, answers for replays). Bounded."""
+
+    def __init__(self, active_slot_ttl_s: int) -> None:
+        self._slot_ttl = float(active_slot_ttl_s)
+        self.active: dict[tuple[int, int], dict[str, float]] = {}
+        self.chosen: dict[tuple[int, int], int] = {}
+        self.rr: dict[tuple[int, int], tuple[int, int]] = {}
+        self.calls: OrderedDict[tuple[int, str], _LocalCall] = OrderedDict()
+        self.answers: OrderedDict[tuple[int, str, str], DecideResult] = OrderedDict()
+
+    def _active_count(self, tenant_id: int, agent_id: int) -> int:
+        slots = self.active.get((tenant_id, agent_id))
+        if not slots:
+            return 0
+        now = time.monotonic()
+        for session in [s for s, exp in slots.items() if exp <= now]:
+            del slots[session]
+        return len(slots)
+
+    def decide(self, req: DecideRequest) -> DecideResult:
+        key = (req.tenant_id, req.session, req.stage)
+        stored = self.answers.get(key)
+        if stored is not None:
+            return msgspec.structs.replace(stored, replay=True)
+        t = req.tenant_id
+        attempt = attempt_of(req.stage)
+        call = self.calls.get((t, req.session))
+        if call is None:
+            call = self.calls[(t, req.session)] = _LocalCall()
+            if len(self.calls) > LOCAL_CALLS_LIMIT:
+                self.calls.popitem(last=False)
+        if req.failed_agent is not None and call.cur == req.failed_agent:
+            self._free(t, req.session, call)
+        index = -1
+        if attempt <= req.max_attempts and (req.stage == "app" or req.fallback_enabled):
+            index = choose(
+                req.strategy,
+                req.candidates,
+                call.tried.__contains__,
+                lambda a: self._active_count(t, a),
+                lambda a: self.chosen.get((t, a), 0),
+                self.rr.get((t, req.group_id)),
+            )
+        agent_id: int | None = None
+        if index >= 0:
+            c = req.candidates[index]
+            agent_id = c.agent_id
+            self.active.setdefault((t, agent_id), {})[req.session] = time.monotonic() + self._slot_ttl
+            self.chosen[(t, agent_id)] = self.chosen.get((t, agent_id), 0) + 1
+            if req.strategy == "round_robin":
+                self.rr[(t, req.group_id)] = (c.priority, agent_id)
+            call.cur = agent_id
+            call.tried.add(agent_id)
+        result = DecideResult(
+            index=index,
+            agent_id=agent_id,
+            attempt=attempt,
+            cxml=req.answers[index],
+            replay=False,
+            degraded=True,
+        )
+        self.answers[key] = result
+        if len(self.answers) > LOCAL_CALLS_LIMIT:
+            self.answers.popitem(last=False)
+        return result
+
+    def _free(self, tenant_id: int, session: str, call: _LocalCall) -> bool:
+        if call.cur is None:
+            return False
+        slots = self.active.get((tenant_id, call.cur), {})
+        call.cur = None
+        return slots.pop(session, None) is not None
+
+    def release(self, tenant_id: int, session: str) -> bool:
+        call = self.calls.get((tenant_id, session))
+        return call is not None and self._free(tenant_id, session, call)
+
+
+class _Batch:
+    __slots__ = ("futures", "requests")
+
+    def __init__(self) -> None:
+        self.requests: list[DecideRequest] = []
+        self.futures: list[asyncio.Future[DecideResult]] = []
+
+
+class Balancer:
+    """The engine's face of balancer.lua. ``decide`` never raises for Redis trouble: it answers from
+    the local view and says so (``degraded``). Plain int counters for metrics: ``decisions_total``,
+    ``replays_total``, ``degraded_total``, ``redis_errors_total``, ``script_calls_total``,
+    ``script_reloads_total``."""
+
+    def __init__(
+        self,
+        redis: redis.asyncio.Redis,
+        *,
+        prefix: str,
+        idempotency_ttl_s: int = 86400,
+        active_slot_ttl_s: int = 14400,
+        coalesce: bool = True,
+        max_batch: int = MAX_BATCH,
+        redis_retry_s: float = REDIS_RETRY_S,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._idem_ttl = str(idempotency_ttl_s)
+        self._slot_ttl_ms = str(active_slot_ttl_s * 1000)
+        self._coalesce = coalesce
+        self._max_batch = max_batch
+        self._redis_retry_s = redis_retry_s
+        self._keys: dict[int, TenantKeys] = {}
+        self._pending: dict[int, _Batch] = {}
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._redis_down_until = 0.0
+        self.local = LocalView(active_slot_ttl_s)
+        self.decisions_total = 0
+        self.replays_total = 0
+        self.degraded_total = 0
+        self.redis_errors_total = 0
+        self.script_calls_total = 0
+        self.script_reloads_total = 0
+
+    def keys(self, tenant_id: int) -> TenantKeys:
+        keys = self._keys.get(tenant_id)
+        if keys is None:
+            keys = self._keys[tenant_id] = TenantKeys(self._prefix, tenant_id)
+        return keys
+
+    async def _script(self, tenant_id: int, *args: str | bytes) -> Any:
+        base = self.keys(tenant_id).base
+        self.script_calls_total += 1
+        # execute_command: redis-py's evalsha()/script_load() are typed for both sync and async clients.
+        execute = self._redis.execute_command
+        try:
+            return await execute("EVALSHA", SCRIPT_SHA, 1, base, *args)  # type: ignore[no-untyped-call]
+        except NoScriptError:
+            self.script_reloads_total += 1
+            await execute("SCRIPT", "LOAD", SCRIPT)  # type: ignore[no-untyped-call]
+            return await execute("EVALSHA", SCRIPT_SHA, 1, base, *args)  # type: ignore[no-untyped-call]
+
+    # -- decisions ---------------------------------------------------------------------------------
+
+    async def decide(self, req: DecideRequest) -> DecideResult:
+        _check(req)
+        if self.local.answers:
+            stored = self.local.answers.get((req.tenant_id, req.session, req.stage))
+            if stored is not None:
+                self.replays_total += 1
+                return msgspec.structs.replace(stored, replay=True)
+        if not self._coalesce:
+            return (await self._decide_batch(req.tenant_id, [req]))[0]
+        batch = self._pending.get(req.tenant_id)
+        if batch is None or len(batch.requests) >= self._max_batch:
+            batch = self._pending[req.tenant_id] = _Batch()
+            # The task's first step runs on the next loop iteration: everything decided in this one
+            # joins the batch first.
+            task = asyncio.get_running_loop().create_task(self._flush(req.tenant_id, batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        future: asyncio.Future[DecideResult] = asyncio.get_running_loop().create_future()
+        batch.requests.append(req)
+        batch.futures.append(future)
+        return await future
+
+    async def _flush(self, tenant_id: int, batch: _Batch) -> None:
+        if self._pending.get(tenant_id) is batch:
+            del self._pending[tenant_id]
+        try:
+            results = await self._decide_batch(tenant_id, batch.requests)
+        except BaseException as exc:  # only a bug gets here: hand it to every waiting request
+            for future in batch.futures:
+                if not future.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        future.cancel()
+                    else:
+                        future.set_exception(exc)
+            raise
+        for future, result in zip(batch.futures, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def _decide_batch(self, tenant_id: int, requests: list[DecideRequest]) -> list[DecideResult]:
+        self.decisions_total += len(requests)
+        if self._redis_down_until and time.monotonic() < self._redis_down_until:
+            return self._decide_locally(requests)
+        try:
+            reply = await self._script(
+                tenant_id, "decide", self._idem_ttl, self._slot_ttl_ms, _ENCODE(requests)
+            )
+        except UNAVAILABLE as exc:
+            self._redis_failed(exc, error=False)
+            return self._decide_locally(requests)
+        except RedisError as exc:  # READONLY during a failover, OOM, ...: still answer the call
+            self._redis_failed(exc, error=True)
+            return self._decide_locally(requests)
+        if self._redis_down_until:
+            self._redis_down_until = 0.0
+            logger.info("balancer_redis_recovered")
+        results: list[DecideResult] = []
+        for i in range(0, len(reply), REPLY_FIELDS):
+            agent = int(reply[i + 1])
+            replay = reply[i + 4] == 1
+            if replay:
+                self.replays_total += 1
+            results.append(
+                DecideResult(
+                    index=int(reply[i]),
+                    agent_id=agent or None,
+                    attempt=int(reply[i + 2]),
+                    cxml=_text(reply[i + 3]),
+                    replay=replay,
+                    degraded=False,
+                )
+            )
+        return results
+
+    def _redis_failed(self, exc: BaseException, *, error: bool) -> None:
+        self.redis_errors_total += 1
+        if not self._redis_down_until:
+            log = logger.error if error else logger.warning
+            log("balancer_degraded", error=type(exc).__name__, detail=str(exc)[:200])
+        self._redis_down_until = time.monotonic() + self._redis_retry_s
+
+    def _decide_locally(self, requests: list[DecideRequest]) -> list[DecideResult]:
+        self.degraded_total += len(requests)
+        results = [self.local.decide(req) for req in requests]
+        self.replays_total += sum(1 for r in results if r.replay)
+        return results
+
+    # -- slots and counters ------------------------------------------------------------------------
+
+    async def release(self, tenant_id: int, session: str, *, reason: str) -> bool:
+        """Free the call's current agent slot; True only for the call that actually freed it."""
+        if self.local.release(tenant_id, session):
+            return True
+        try:
+            freed = await self._script(tenant_id, "release", session)
+        except UNAVAILABLE as exc:
+            # The slot expires by itself after the safety TTL.
+            self._redis_failed(exc, error=False)
+            return False
+        return bool(freed)
+
+    async def group_stats(
+        self, tenant_id: int, group_id: int, agent_ids: Sequence[int], window_hours: int
+    ) -> dict[int, AgentCounters]:
+        """Window calls, live active calls and last-chosen time (epoch ms) per agent."""
+        if not agent_ids:
+            return {}
+        reply = await self._script(tenant_id, "stats", str(window_hours), *map(str, agent_ids))
+        return {
+            agent: AgentCounters(
+                window_calls=int(reply[3 * i]),
+                active_calls=int(reply[3 * i + 1]),
+                last_chosen_ms=int(reply[3 * i + 2]) or None,
+            )
+            for i, agent in enumerate(agent_ids)
+        }
+
+    async def active_calls(self, tenant_id: int, agent_ids: Sequence[int]) -> dict[int, int]:
+        """Live (non-expired) slots per agent."""
+        if not agent_ids:
+            return {}
+        reply = await self._script(tenant_id, "active", *map(str, agent_ids))
+        return {agent: int(n) for agent, n in zip(agent_ids, reply, strict=True)}
+
+    async def reset_group(self, tenant_id: int, group_id: int, agent_ids: Sequence[int]) -> None:
+        """Clear the members' window buckets and the group's round-robin pointer (not active slots).
+        Window buckets are per agent, so this also resets them for other groups sharing an agent."""
+        keys = self.keys(tenant_id)
+        seconds, _micros = await self._redis.time()
+        now_min = int(seconds) // 60
+        names: list[str] = [keys.round_robin(group_id)]
+        minutes = MAX_WINDOW_HOURS * MINUTES_PER_HOUR + 2 * MINUTES_PER_HOUR
+        for agent in agent_ids:
+            names.extend(keys.window_minute(agent, m) for m in range(now_min - minutes, now_min + 2))
+            names.extend(
+                keys.window_hour(agent, h)
+                for h in range(now_min // MINUTES_PER_HOUR - MAX_WINDOW_HOURS - 2, now_min // 60 + 2)
+            )
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for i in range(0, len(names), RESET_CHUNK):
+                pipe.unlink(*names[i : i + RESET_CHUNK])
+            await pipe.execute()
+        self.local.rr.pop((tenant_id, group_id), None)
+        for agent in agent_ids:
+            self.local.chosen.pop((tenant_id, agent), None)
+
+    async def aclose(self) -> None:
+        """Wait for batches in flight (at shutdown)."""
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+
+__all__ = [
+    "AgentCounters",
+    "Balancer",
+    "Candidate",
+    "DecideRequest",
+    "DecideResult",
+    "LocalView",
+    "attempt_of",
+    "choose",
+]

@@ -1,0 +1,60 @@
+"""The Redis key layout both planes use for runtime counters (the engine's balancer writes them, the
+control plane reads and resets them). Every key carries the tenant in a hash tag, so one tenant's keys
+live on one Redis Cluster slot and one Lua script may touch them all.
+
+``routing_engine/balancer.lua`` builds the same names from :meth:`TenantKeys.base`; change both
+together.
+"""
+
+from __future__ import annotations
+
+# Window buckets: calls routed to an agent per epoch minute (``win``) and per epoch hour (``winh``,
+# hour = minute // 60). A rolling window sums the whole hours from ``winh`` and the two partial hours
+# at its edges from ``win`` (at most 60 minute keys + window_hours hour keys).
+MINUTES_PER_HOUR = 60
+# The longest window a group may use (SPEC §2.3); reset deletes buckets this far back.
+MAX_WINDOW_HOURS = 168
+
+
+def tenant_base(prefix: str, tenant_id: int) -> str:
+    """``<prefix>:{t<tenant>}:``, the start of every key of one tenant."""
+    return f"{prefix}:{{t{tenant_id}}}:"
+
+
+class TenantKeys:
+    """Key builders for one tenant; build once per tenant and reuse (the base is precomputed)."""
+
+    __slots__ = ("base", "tenant_id")
+
+    def __init__(self, prefix: str, tenant_id: int) -> None:
+        self.tenant_id = tenant_id
+        self.base = tenant_base(prefix, tenant_id)
+
+    def idem(self, session: str, stage: str) -> str:
+        """The stored decision for (session, stage): ``<attempt-index>|<agent>|<attempt>|<cxml>``."""
+        return f"{self.base}idem:{session}:{stage}"
+
+    def window_minute(self, agent_id: int, minute: int) -> str:
+        """Calls routed to ``agent_id`` during epoch minute ``minute`` (string counter)."""
+        return f"{self.base}win:{agent_id}:{minute}"
+
+    def window_hour(self, agent_id: int, hour: int) -> str:
+        """Calls routed to ``agent_id`` during epoch hour ``hour`` (string counter)."""
+        return f"{self.base}winh:{agent_id}:{hour}"
+
+    def active(self, agent_id: int) -> str:
+        """Sorted set of the sessions holding a slot of ``agent_id``, scored by expiry (epoch ms)."""
+        return f"{self.base}active:{agent_id}"
+
+    def round_robin(self, group_id: int) -> str:
+        """The last member chosen for a round-robin group, as ``<priority>:<agent_id>``."""
+        return f"{self.base}rr:{group_id}"
+
+    def call(self, session: str) -> str:
+        """Hash of one call's routing state: ``cur`` (agent holding a slot), ``tried`` (``,1,5,``),
+        ``att`` (last attempt number)."""
+        return f"{self.base}call:{session}"
+
+    def last_chosen(self, agent_id: int) -> str:
+        """When ``agent_id`` was last chosen (epoch ms)."""
+        return f"{self.base}last:{agent_id}"
