@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     ADMIN = "admin"
     VIEWER = "viewer"
 
 
-class Strategy(str, Enum):
+class Strategy(StrEnum):
     LOAD_BALANCED = "load_balanced"
     PRIORITY = "priority"
     ROUND_ROBIN = "round_robin"
 
 
-class TargetType(str, Enum):
+class TargetType(StrEnum):
     AGENT = "agent"
     GROUP = "group"
 
 
-class NoAgentAction(str, Enum):
+class NoAgentAction(StrEnum):
     SAY_AND_HANGUP = "say_and_hangup"
     REJECT_BUSY = "reject_busy"
     REJECT_CONGESTION = "reject_congestion"
 
 
-class CallStatus(str, Enum):
+class CallStatus(StrEnum):
     """The call-record state machine (SPEC §6)."""
 
     RECEIVED = "received"
@@ -47,7 +47,7 @@ TERMINAL_STATUSES = frozenset(
 )
 
 
-class Disposition(str, Enum):
+class Disposition(StrEnum):
     ANSWER = "ANSWER"
     BUSY = "BUSY"
     CANCEL = "CANCEL"
@@ -56,7 +56,7 @@ class Disposition(str, Enum):
     NOANSWER = "NOANSWER"
 
 
-class EventKind(str, Enum):
+class EventKind(StrEnum):
     ROUTED = "routed"
     DIAL_STATUS = "dial_status"
     SESSION_UPDATE = "session_update"

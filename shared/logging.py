@@ -8,8 +8,18 @@ import sys
 import structlog
 
 SECRET_FIELDS = frozenset(
-    {"password", "password_confirmation", "token", "authorization", "x-cx-apikey", "webhook_key",
-     "current_password", "new_password", "username_password", "secret"}
+    {
+        "password",
+        "password_confirmation",
+        "token",
+        "authorization",
+        "x-cx-apikey",
+        "webhook_key",
+        "current_password",
+        "new_password",
+        "username_password",
+        "secret",
+    }
 )
 
 
@@ -45,8 +55,10 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer])
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

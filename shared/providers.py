@@ -51,20 +51,40 @@ def _p(
     seed: bool = False,
     cxml: str = "service",
 ) -> _Rule:
-    info = ProviderInfo(key=key, name=name, cxml=cxml, service_value=words, requires_username=user,
-                        requires_password=password, seed=seed)
+    info = ProviderInfo(
+        key=key,
+        name=name,
+        cxml=cxml,
+        service_value=words,
+        requires_username=user,
+        requires_password=password,
+        seed=seed,
+    )
     return _Rule(info=info, accepts=accepts)
 
 
 _RULES: tuple[_Rule, ...] = (
     # The original system's seed list.
     _p("vapi", "Vapi", (E164, VAPI_ID), _NUMBER + ", or a Vapi assistant id", seed=True),
-    _p("synthflow", "Synthflow", (E164, SYNTHFLOW_URL), _NUMBER + ", or a Synthflow agent URL",
-       user=True, password=True, seed=True),
+    _p(
+        "synthflow",
+        "Synthflow",
+        (E164, SYNTHFLOW_URL),
+        _NUMBER + ", or a Synthflow agent URL",
+        user=True,
+        password=True,
+        seed=True,
+    ),
     _p("dasha", "Dasha", seed=True),
     _p("superdash.ai", "SuperDash.ai", user=True, password=True, seed=True),
-    _p("elevenlabs", "ElevenLabs", (E164, UUID, ELEVENLABS_AGENT),
-       _NUMBER + ", or an ElevenLabs agent id (UUID or agent_…)", user=True, seed=True),
+    _p(
+        "elevenlabs",
+        "ElevenLabs",
+        (E164, UUID, ELEVENLABS_AGENT),
+        _NUMBER + ", or an ElevenLabs agent id (UUID or agent_…)",
+        user=True,
+        seed=True,
+    ),
     _p("deepvox", "Deepvox", seed=True),
     _p("relayhawk", "RelayHawk", seed=True),
     _p("voicehub", "VoiceHub", seed=True),
@@ -104,8 +124,7 @@ _RULES: tuple[_Rule, ...] = (
     _p("telnyx-tls", "Telnyx (TLS)"),
     # Not a Cloudonix <Service> provider: dialled directly.
     _p("sip", "SIP URI", (SIP_URI,), "a SIP URI (sip:agent@host)", cxml="sip"),
-    _p("stream", "WebSocket stream", (WS_URL,), "a ws:// or wss:// URL to stream the call to",
-       cxml="stream"),
+    _p("stream", "WebSocket stream", (WS_URL,), "a ws:// or wss:// URL to stream the call to", cxml="stream"),
 )
 
 PROVIDERS: dict[str, ProviderInfo] = {r.info.key: r.info for r in _RULES}

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
 
 # The stdlib's own regex parser (public as sre_parse before 3.11, which now warns on import).
 from re import _constants as sre_constants  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
+from typing import Generic, Protocol, TypeVar
 
 MAX_PATTERN_LENGTH = 255
 MAX_REGEX_LENGTH = 200
@@ -38,16 +38,16 @@ def normalize_number(value: str) -> str:
 def _repeat_depth(parsed: sre_parse.SubPattern | list[tuple[object, object]]) -> int:
     """The deepest nesting of unbounded repeats: 2 or more means catastrophic backtracking risk."""
     deepest = 0
-    for op, arg in parsed:  # type: ignore[union-attr]
+    for op, arg in parsed:
         inner = 0
         if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT):
-            low, high, sub = arg  # type: ignore[misc]
+            _low, high, sub = arg  # type: ignore[misc]
             own = 1 if high == _UNBOUNDED or high > 10 else 0
             if op == sre_constants.POSSESSIVE_REPEAT:
                 own = 0
             inner = own + _repeat_depth(sub)
         elif op in (sre_constants.SUBPATTERN, sre_constants.ATOMIC_GROUP):
-            sub = arg[-1] if isinstance(arg, tuple) else arg  # type: ignore[index]
+            sub = arg[-1] if isinstance(arg, tuple) else arg
             inner = _repeat_depth(sub)
         elif op == sre_constants.BRANCH:
             _, branches = arg  # type: ignore[misc]
@@ -60,17 +60,17 @@ def _repeat_depth(parsed: sre_parse.SubPattern | list[tuple[object, object]]) ->
 
 
 def _has_backreference(parsed: sre_parse.SubPattern | list[tuple[object, object]]) -> bool:
-    for op, arg in parsed:  # type: ignore[union-attr]
+    for op, arg in parsed:
         if op in (sre_constants.GROUPREF, sre_constants.GROUPREF_EXISTS):
             return True
         subs: list[object] = []
         if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT):
             subs = [arg[2]]  # type: ignore[index]
         elif op in (sre_constants.SUBPATTERN, sre_constants.ATOMIC_GROUP):
-            subs = [arg[-1] if isinstance(arg, tuple) else arg]  # type: ignore[index]
+            subs = [arg[-1] if isinstance(arg, tuple) else arg]
         elif op == sre_constants.BRANCH:
             subs = list(arg[1])  # type: ignore[index]
-        if any(_has_backreference(s) for s in subs):  # type: ignore[arg-type]
+        if any(_has_backreference(s) for s in subs):
             return True
     return False
 
@@ -193,8 +193,9 @@ class RuleTable(Generic[R]):
         lengths: set[int] = set()
         for index, rule in enumerate(ordered):
             number = compile_pattern(number_of(rule))
-            entry = _Entry(rule=rule, number=number, caller=compile_pattern(caller_of(rule)),
-                           domain_id=domain_of(rule))
+            entry = _Entry(
+                rule=rule, number=number, caller=compile_pattern(caller_of(rule)), domain_id=domain_of(rule)
+            )
             table.entries.append(entry)
             if number.kind == "literal":
                 table.literal.setdefault(number.value, []).append(index)

@@ -1,0 +1,58 @@
+"""create_app(): plugins, routes and lifespan; nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.plugins.sqlalchemy import SQLAlchemyPlugin
+from redis.asyncio import Redis
+
+from control_plane.auth.context import provide_auth
+from control_plane.db.session import sqlalchemy_config
+from control_plane.errors import EXCEPTION_HANDLERS
+from control_plane.ops import (
+    HealthController,
+    MetricsController,
+    prometheus_config,
+    request_context_middleware,
+)
+from control_plane.routes import ROUTE_HANDLERS
+from control_plane.settings import ControlPlaneSettings, get_settings
+from shared.logging import configure_logging
+
+
+def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
+    settings = settings or get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.redis = Redis.from_url(settings.redis_url)
+        app.state.settings = settings
+        try:
+            yield
+        finally:
+            await app.state.redis.aclose()
+
+    return Litestar(
+        route_handlers=[HealthController, MetricsController, *ROUTE_HANDLERS],
+        dependencies={"auth": Provide(provide_auth)},
+        plugins=[SQLAlchemyPlugin(config=sqlalchemy_config(settings))],
+        middleware=[prometheus_config.middleware, request_context_middleware],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        cors_config=CORSConfig(allow_origins=["*"], allow_headers=["Authorization", "Content-Type"]),
+        openapi_config=OpenAPIConfig(
+            title="Voice Agent Load Balancer — control plane",
+            version="0.1.0",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        debug=settings.debug,
+    )

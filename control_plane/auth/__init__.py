@@ -1,0 +1,1 @@
+"""Registration, login, opaque bearer tokens, roles and the tenant's users."""

@@ -1,0 +1,38 @@
+"""Login throttling in Redis, so every control-plane replica counts the same failures."""
+
+from __future__ import annotations
+
+import hashlib
+
+from redis.asyncio import Redis
+
+
+class LoginThrottle:
+    def __init__(self, redis: Redis, prefix: str, max_attempts: int, window_s: int) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self.max_attempts = max_attempts
+        self.window_s = window_s
+
+    def _key(self, email: str, client: str) -> str:
+        digest = hashlib.sha256(f"{email.lower()}|{client}".encode()).hexdigest()[:32]
+        return f"{self._prefix}:login:{digest}"
+
+    async def retry_after(self, email: str, client: str) -> int:
+        """Seconds until another try is allowed; 0 when allowed now."""
+        key = self._key(email, client)
+        count = await self._redis.get(key)
+        if count is not None and int(count) >= self.max_attempts:
+            ttl = await self._redis.ttl(key)
+            return max(int(ttl), 1)
+        return 0
+
+    async def failed(self, email: str, client: str) -> None:
+        key = self._key(email, client)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, self.window_s, nx=True)
+            await pipe.execute()
+
+    async def succeeded(self, email: str, client: str) -> None:
+        await self._redis.delete(self._key(email, client))

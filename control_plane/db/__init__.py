@@ -1,0 +1,1 @@
+"""Database layer: declarative base, models, session config and Alembic migrations."""

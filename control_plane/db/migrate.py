@@ -1,0 +1,26 @@
+"""Run Alembic programmatically (no alembic.ini needed): ``upgrade(url)`` and ``revision(url, msg)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def autogenerate(database_url: str, message: str) -> None:
+    """Write a new revision from the models' difference with the database (developer tool)."""
+    command.revision(alembic_config(database_url), message=message, autogenerate=True)

@@ -1,0 +1,21 @@
+"""All models, imported here so Alembic and create_all see every table."""
+
+from control_plane.db.models.agents import VoiceAgent
+from control_plane.db.models.groups import AgentGroup, AgentGroupMember
+from control_plane.db.models.routing import InboundRoutingRule, OutboundRoutingRule, Trunk
+from control_plane.db.models.tenants import Domain, SnapshotOutbox, Tenant
+from control_plane.db.models.users import ApiToken, User
+
+__all__ = [
+    "AgentGroup",
+    "AgentGroupMember",
+    "ApiToken",
+    "Domain",
+    "InboundRoutingRule",
+    "OutboundRoutingRule",
+    "SnapshotOutbox",
+    "Tenant",
+    "Trunk",
+    "User",
+    "VoiceAgent",
+]

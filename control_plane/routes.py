@@ -1,0 +1,12 @@
+"""Every domain's controllers, registered in one list."""
+
+from __future__ import annotations
+
+from litestar.types import ControllerRouterHandler
+
+from control_plane.auth.controllers import AuthController, UsersController
+
+ROUTE_HANDLERS: list[ControllerRouterHandler] = [
+    AuthController,
+    UsersController,
+]
