@@ -15,6 +15,8 @@ class EngineSettings(CommonSettings, kw_only=True, frozen=True):
     idempotency_ttl_s: int = 86400
     active_slot_ttl_s: int = 14400
     max_body_bytes: int = 262144
+    # Call events held in memory while NATS is unreachable; beyond it the oldest are dropped (counted).
+    events_buffer_size: int = 10000
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,487 @@
+"""The routing engine's ASGI callable: a tiny router, the webhook handlers and the lifespan.
+
+Run it with ``granian --interface asgi --loop uvloop --factory routing_engine.app:create_app``.
+No framework on purpose: the whole request path is a few dict lookups, one Redis script call and a
+string join, and a framework's routing/middleware layers would cost more than the engine's own work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import msgspec
+import nats
+import redis.asyncio as aioredis
+import structlog
+from cryptography.fernet import Fernet
+from nats.aio.client import Client as NATS
+
+from routing_engine import metrics
+from routing_engine.balancer import Balancer
+from routing_engine.cxml import DEFAULT_FALLBACK, escape
+from routing_engine.decide import Decider, Decision
+from routing_engine.events import EventPublisher
+from routing_engine.rules import CompiledDomain, CompiledTenant
+from routing_engine.settings import EngineSettings, get_engine_settings
+from routing_engine.snapshots import SnapshotStore
+from routing_engine.webhooks import ParseError, VoiceRequest, parse_voice_request
+from shared.enums import EventKind
+from shared.events import CallEvent
+from shared.logging import configure_logging
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = structlog.get_logger("routing_engine")
+
+APPLICATION_PREFIX = "/api/voice/application/"
+DIAL_STATUS_SUFFIX = "/dial-status"
+XML_HEADERS = [(b"content-type", b"application/xml; charset=utf-8")]
+TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+NATS_RETRY_S = 1.0
+REDIS_TIMEOUT_S = 0.5
+
+_JSON = msgspec.json.Encoder()
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class RateLimiter:
+    """Per-domain requests-per-second ceiling, per replica, in memory (fixed one-second windows)."""
+
+    def __init__(self) -> None:
+        self._windows: dict[str, list[float]] = {}
+
+    def allow(self, key: str, limit: float) -> bool:
+        now = time.monotonic()
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= 1.0:
+            self._windows[key] = [now, 1.0]
+            return limit >= 1.0
+        window[1] += 1.0
+        return window[1] <= limit
+
+
+class EngineApp:
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self.engine_id = f"{socket.gethostname()}:{os.getpid()}"
+        fernet = Fernet(settings.snapshot_key.encode()) if settings.snapshot_key else None
+        self.store = SnapshotStore(bucket=settings.config_bucket, fernet=fernet)
+        self.events = EventPublisher(
+            stream=settings.events_stream,
+            subject_prefix=settings.events_subject_prefix,
+            capacity=settings.events_buffer_size,
+        )
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+            socket_timeout=REDIS_TIMEOUT_S,
+        )
+        self.balancer = Balancer(
+            self.redis,
+            prefix=settings.redis_prefix,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            active_slot_ttl_s=settings.active_slot_ttl_s,
+        )
+        self.decider = Decider(self.balancer)
+        self.limiter = RateLimiter()
+        self.public_url = settings.engine_public_url.rstrip("/")
+        self.nc: NATS | None = None
+        self._connector: asyncio.Task[None] | None = None
+        self._started = False
+
+    # --- lifespan ---
+
+    async def startup(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._connector = asyncio.get_running_loop().create_task(self._connect_nats(), name="vlb-nats")
+
+    async def _connect_nats(self) -> None:
+        while True:
+            try:
+                nc = await nats.connect(
+                    self.settings.nats_url,
+                    name=f"vlb-engine {self.engine_id}",
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    error_cb=self._nats_error,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                metrics.NATS_ERRORS.labels("connect").inc()
+                log.warning("nats_unavailable", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(NATS_RETRY_S)
+                continue
+            self.nc = nc
+            self.store.start(nc)
+            self.events.start(nc)
+            return
+
+    async def _nats_error(self, exc: Exception) -> None:
+        metrics.NATS_ERRORS.labels("connection").inc()
+
+    async def shutdown(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        await self.events.stop()
+        await self.store.stop()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+        self._started = False
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # --- ASGI entry point and router ---
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._route(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path.startswith(APPLICATION_PREFIX):
+            rest = path[len(APPLICATION_PREFIX) :].rstrip("/")
+            is_dial = rest.endswith(DIAL_STATUS_SUFFIX)
+            domain = rest[: -len(DIAL_STATUS_SUFFIX)] if is_dial else rest
+            if not domain or "/" in domain:
+                await _reply(send, 404, b"not found\n")
+                return
+            if method not in ("GET", "POST"):
+                await _reply(send, 405, b"method not allowed\n", [*TEXT_HEADERS, (b"allow", b"GET, POST")])
+                return
+            await self._voice(scope, receive, send, domain, is_dial)
+        # The session-update and CDR webhooks (/api/voice/session/...) are routed here in a later task.
+        elif path == "/health":
+            await _reply(send, 200, b'{"status":"ok"}', JSON_HEADERS)
+        elif path == "/ready":
+            await self._ready(send)
+        elif path == "/status":
+            await self._status(send)
+        elif path == "/metrics":
+            body, ctype = metrics.render_latest()
+            await _reply(send, 200, body, [(b"content-type", ctype.encode())])
+        else:
+            await _reply(send, 404, b"not found\n")
+
+    # --- service endpoints ---
+
+    async def redis_ok(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), REDIS_TIMEOUT_S))
+        except Exception:
+            metrics.REDIS_ERRORS.inc()
+            return False
+
+    async def _ready(self, send: Send) -> None:
+        # Redis down is "degraded", not "not ready": every replica shares it, and taking them all out
+        # of rotation would drop calls the local fallback could still answer.
+        loaded = self.store.loaded
+        redis_up = await self.redis_ok()
+        nats_up = self.nc is not None and self.nc.is_connected
+        status = "ready" if loaded and redis_up else ("degraded" if loaded else "not_ready")
+        body = _JSON.encode(
+            {
+                "status": status,
+                "snapshots_loaded": loaded,
+                "redis": redis_up,
+                "nats": nats_up,
+                "tenants": len(self.store.state.tenants),
+            }
+        )
+        await _reply(send, 200 if loaded else 503, body, JSON_HEADERS)
+
+    async def _status(self, send: Send) -> None:
+        tenants = {
+            str(t.tenant_id): {"version": t.version, "compiled_at": t.compiled_at, "applied_at": t.applied_at}
+            for t in self.store.state.tenants.values()
+        }
+        body = _JSON.encode(
+            {"engine_id": self.engine_id, "snapshots_loaded": self.store.loaded, "tenants": tenants}
+        )
+        await _reply(send, 200, body, JSON_HEADERS)
+
+    # --- the voice-application webhooks ---
+
+    async def _voice(
+        self, scope: Scope, receive: Receive, send: Send, domain_name: str, is_dial: bool
+    ) -> None:
+        path_kind = "dial_status" if is_dial else "application"
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        found = self.store.state.find_domain(domain_name)
+        if found is None:
+            await self._refuse(send, path_kind, 404, "unknown domain", "unknown_domain")
+            return
+        tenant, domain = found
+        if not _key_matches(headers, domain.key_hash):
+            await self._refuse(send, path_kind, 401, "missing or invalid webhook key", "bad_key")
+            return
+        if domain.networks and not self._client_allowed(scope, headers, domain):
+            await self._refuse(send, path_kind, 403, "source address not allowed", "network")
+            return
+        limit = domain.max_requests_per_second
+        if limit is not None and not self.limiter.allow(domain.name, limit):
+            await self._refuse(send, path_kind, 429, "too many requests", "rate_limit")
+            return
+        try:
+            body = await _read_body(scope, receive, headers, self.settings.max_body_bytes)
+        except BodyTooLarge:
+            metrics.REQUESTS.labels(path_kind, "too_large").inc()
+            await _reply(send, 413, b"request body too large\n")
+            return
+
+        started = time.perf_counter()
+        parsed = parse_voice_request(
+            scope["method"], headers.get("content-type", ""), scope.get("query_string", b""), body, headers
+        )
+        if isinstance(parsed, ParseError):
+            await self._bad_input(send, path_kind, tenant, domain, parsed)
+            return
+        if is_dial and not parsed.dial_call_status:
+            await self._bad_input(
+                send,
+                path_kind,
+                tenant,
+                domain,
+                ParseError(status=400, reason="missing DialCallStatus", session=parsed.session),
+            )
+            return
+
+        base_url = self.public_url or _request_base(scope, headers, self.settings.trust_proxy)
+        decision: Decision | None = None
+        try:
+            if is_dial:
+                decision = await self.decider.dial_status(tenant, domain, parsed, base_url)
+            else:
+                decision = await self.decider.voice(tenant, domain, parsed, base_url)
+            answer = decision.cxml
+            outcome = decision.outcome
+        except Exception:
+            # Never a 5xx to Cloudonix: the tenant's fallback answer, counted and logged.
+            metrics.FALLBACKS.inc()
+            log.exception("decision_failed", tenant_id=tenant.tenant_id, session=parsed.session)
+            answer = tenant.fallback or DEFAULT_FALLBACK
+            outcome = "fallback"
+        elapsed = time.perf_counter() - started
+        await _reply(send, 200, answer.encode(), XML_HEADERS)
+
+        # Off the response path from here on: metrics, the log line, the event.
+        metrics.DECISION_LATENCY.observe(elapsed)
+        metrics.REQUESTS.labels(path_kind, outcome).inc()
+        strategy = decision.strategy if decision is not None else ""
+        metrics.DECISIONS.labels(strategy or "none", outcome).inc()
+        if decision is not None:
+            if decision.replay:
+                metrics.REPLAYS.inc()
+            if decision.degraded:
+                metrics.DEGRADED.inc()
+        latency_us = int(elapsed * 1_000_000)
+        log.info(
+            "webhook",
+            path=path_kind,
+            session=parsed.session,
+            tenant_id=tenant.tenant_id,
+            domain=domain.name,
+            decision=outcome,
+            agent_id=decision.agent_id if decision else None,
+            attempt=decision.attempt if decision else None,
+            replay=decision.replay if decision else False,
+            latency_us=latency_us,
+        )
+        self._publish(tenant, domain, parsed, decision, outcome, is_dial, latency_us)
+
+    def _publish(
+        self,
+        tenant: CompiledTenant,
+        domain: CompiledDomain,
+        req: VoiceRequest,
+        decision: Decision | None,
+        outcome: str,
+        is_dial: bool,
+        latency_us: int,
+    ) -> None:
+        stage = decision.stage if decision is not None else ("dial" if is_dial else "app")
+        if is_dial and decision is None:
+            stage = f"dial-{req.attempt}"
+        kind = EventKind.DIAL_STATUS if is_dial else EventKind.ROUTED
+        self.events.publish(
+            CallEvent(
+                event_id=f"{tenant.tenant_id}:{req.session}:{stage}",
+                kind=kind,
+                tenant_id=tenant.tenant_id,
+                domain=domain.name,
+                session_token=req.session,
+                occurred_at=time.time(),
+                engine_id=self.engine_id,
+                direction=req.direction or None,
+                from_number=req.from_number or None,
+                to_number=req.to_number or None,
+                caller_name=req.caller_name,
+                rule_id=decision.rule_id if decision else None,
+                group_id=decision.group_id if decision else None,
+                agent_id=decision.agent_id if decision else req.agent_id,
+                attempt=decision.attempt if decision else None,
+                outcome=outcome,
+                status=req.dial_call_status,
+                snapshot_version=tenant.version,
+                latency_us=latency_us,
+                payload=msgspec.structs.asdict(req),
+            )
+        )
+
+    async def _refuse(self, send: Send, path_kind: str, status: int, reason: str, metric: str) -> None:
+        metrics.AUTH_FAILURES.labels(metric).inc()
+        metrics.REQUESTS.labels(path_kind, metric).inc()
+        await _reply(send, status, reason.encode() + b"\n")
+
+    async def _bad_input(
+        self, send: Send, path_kind: str, tenant: CompiledTenant, domain: CompiledDomain, error: ParseError
+    ) -> None:
+        metrics.REQUESTS.labels(path_kind, "bad_input").inc()
+        log.info(
+            "webhook_rejected",
+            path=path_kind,
+            tenant_id=tenant.tenant_id,
+            domain=domain.name,
+            session=error.session,
+            reason=error.reason,
+        )
+        if error.session is None:
+            await _reply(send, error.status, error.reason.encode() + b"\n")
+            return
+        # The call is known: answer it with valid CXML rather than leaving the caller in silence.
+        await _reply(send, 200, tenant.no_agent.encode(), XML_HEADERS)
+        self.events.publish(
+            CallEvent(
+                event_id=f"{tenant.tenant_id}:{error.session}:rejected:{path_kind}",
+                kind=EventKind.REJECTED,
+                tenant_id=tenant.tenant_id,
+                domain=domain.name,
+                session_token=error.session,
+                occurred_at=time.time(),
+                engine_id=self.engine_id,
+                outcome="bad_input",
+                snapshot_version=tenant.version,
+                payload={"reason": error.reason},
+            )
+        )
+
+    def _client_allowed(self, scope: Scope, headers: dict[str, str], domain: CompiledDomain) -> bool:
+        address = ""
+        if self.settings.trust_proxy:
+            forwarded = headers.get("x-forwarded-for", "")
+            # The right-most entry is the one our trusted proxy appended; the others are client-supplied.
+            address = forwarded.rsplit(",", 1)[-1].strip() if forwarded else ""
+        if not address:
+            client = scope.get("client")
+            address = client[0] if client else ""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in domain.networks)
+
+
+def _key_matches(headers: dict[str, str], key_hash: str) -> bool:
+    auth = headers.get("authorization", "")
+    key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    candidates = [k for k in (key, headers.get("x-cx-apikey", "").strip()) if k]
+    # Both headers are checked: Cloudonix may send the domain key in either one.
+    ok = False
+    for candidate in candidates:
+        digest = hashlib.sha256(candidate.encode()).hexdigest()
+        ok |= hmac.compare_digest(digest, key_hash)
+    return ok
+
+
+def _request_base(scope: Scope, headers: dict[str, str], trust_proxy: bool) -> str:
+    scheme = str(scope.get("scheme") or "http")
+    host = headers.get("host", "")
+    if trust_proxy:
+        scheme = headers.get("x-forwarded-proto", scheme).split(",", 1)[0].strip() or scheme
+        host = headers.get("x-forwarded-host", host).split(",", 1)[0].strip() or host
+    if not host:
+        server = scope.get("server")
+        host = f"{server[0]}:{server[1]}" if server else "localhost"
+    return escape(f"{scheme}://{host}")
+
+
+async def _read_body(scope: Scope, receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _reply(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*(headers or TEXT_HEADERS), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: EngineSettings | None = None) -> EngineApp:
+    """The ASGI app factory granian calls (``--factory routing_engine.app:create_app``)."""
+    settings = settings or get_engine_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return EngineApp(settings)

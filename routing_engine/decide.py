@@ -1,0 +1,175 @@
+"""The decision pipeline: from a parsed voice-application or dial-status request to the CXML answer.
+
+Rule matching and answer rendering are local (precompiled tables, string concatenation); the one
+await is the balancer's Redis script call, which also makes repeated webhooks idempotent.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from routing_engine import cxml
+from routing_engine.balancer import Balancer, DecideRequest
+from routing_engine.rules import CompiledDomain, CompiledTarget, CompiledTenant, OutboundRoute
+from routing_engine.webhooks import VoiceRequest
+from shared.snapshot import InboundRuleSnap
+
+DIAL_ENDED = frozenset({"completed", "answered"})
+DIAL_FAILED = frozenset({"busy", "no-answer", "noanswer", "failed", "canceled", "cancelled", "unknown"})
+# Directions that may also be routed by inbound rules when the called number matches one.
+INBOUND_CAPABLE = frozenset({"subscriber", "outbound-api"})
+
+
+class Decision(msgspec.Struct, kw_only=True, gc=False):
+    cxml: str
+    outcome: str  # routed | no_agent | no_route | outbound | ended | released
+    strategy: str = ""
+    stage: str = "app"
+    rule_id: int | None = None
+    group_id: int | None = None
+    agent_id: int | None = None
+    attempt: int | None = None
+    replay: bool = False
+    degraded: bool = False
+
+
+def _inbound_rule(
+    tenant: CompiledTenant, domain: CompiledDomain, req: VoiceRequest
+) -> InboundRuleSnap | None:
+    return tenant.inbound.first_match(req.to_number, req.from_number, domain.id)
+
+
+def _outbound(tenant: CompiledTenant, req: VoiceRequest) -> Decision:
+    rule = tenant.outbound.first_match(req.to_number, req.from_number)
+    route: OutboundRoute | None = tenant.outbound_routes.get(rule.id) if rule is not None else None
+    if route is None or not route.trunks:
+        route = tenant.default_route
+    if route is None:
+        return Decision(cxml=tenant.no_agent, outcome="no_route", strategy="outbound")
+    answer = cxml.outbound_answer(
+        route.caller_id_override or req.from_number, route.trunks, route.dial_number(req.to_number)
+    )
+    return Decision(cxml=answer, outcome="outbound", strategy="outbound", rule_id=route.rule_id)
+
+
+def _answers(
+    target: CompiledTarget, domain: CompiledDomain, req: VoiceRequest, base_url: str, attempt: int
+) -> tuple[str, ...]:
+    """One full answer per candidate (as if it were chosen) plus the no-agent answer, last."""
+    action = f"{base_url}{domain.dial_status_path}?attempt={attempt}&amp;agent="
+    caller = cxml.escape(req.from_number)
+    timeout = target.ring_timeout_s
+    rendered = [
+        cxml.agent_answer(fragment, action + str(cand.agent_id), timeout, caller)
+        for cand, fragment in zip(target.candidates, target.fragments, strict=True)
+    ]
+    rendered.append(target.no_agent)
+    return tuple(rendered)
+
+
+class Decider:
+    def __init__(self, balancer: Balancer) -> None:
+        self.balancer = balancer
+
+    async def _choose(
+        self,
+        tenant: CompiledTenant,
+        domain: CompiledDomain,
+        req: VoiceRequest,
+        rule: InboundRuleSnap,
+        target: CompiledTarget,
+        base_url: str,
+        stage: str,
+        attempt: int,
+        failed_agent: int | None,
+    ) -> Decision:
+        result = await self.balancer.decide(
+            DecideRequest(
+                tenant_id=tenant.tenant_id,
+                session=req.session,
+                stage=stage,
+                strategy=target.strategy,
+                group_id=target.group_id,
+                window_hours=target.window_hours,
+                max_attempts=target.max_attempts,
+                fallback_enabled=target.fallback_enabled,
+                candidates=target.candidates,
+                answers=_answers(target, domain, req, base_url, attempt),
+                failed_agent=failed_agent,
+            )
+        )
+        return Decision(
+            cxml=result.cxml,
+            outcome="routed" if result.agent_id is not None else "no_agent",
+            strategy=target.strategy,
+            stage=stage,
+            rule_id=rule.id,
+            group_id=target.group_id or None,
+            agent_id=result.agent_id,
+            attempt=result.attempt,
+            replay=result.replay,
+            degraded=result.degraded,
+        )
+
+    async def voice(
+        self, tenant: CompiledTenant, domain: CompiledDomain, req: VoiceRequest, base_url: str
+    ) -> Decision:
+        """The first request of a call."""
+        direction = req.direction
+        if direction and direction != "inbound" and direction not in INBOUND_CAPABLE:
+            direction = "inbound"  # unknown directions are treated as the common case
+        rule = _inbound_rule(tenant, domain, req)
+        if rule is None:
+            if direction in INBOUND_CAPABLE:
+                return _outbound(tenant, req)
+            return Decision(cxml=tenant.no_agent, outcome="no_route")
+        target = tenant.inbound_targets.get(rule.id)
+        if target is None or not target.candidates:
+            no_agent = target.no_agent if target is not None else tenant.no_agent
+            return Decision(
+                cxml=no_agent,
+                outcome="no_agent",
+                rule_id=rule.id,
+                strategy=target.strategy if target is not None else "",
+            )
+        return await self._choose(tenant, domain, req, rule, target, base_url, "app", 1, None)
+
+    async def dial_status(
+        self, tenant: CompiledTenant, domain: CompiledDomain, req: VoiceRequest, base_url: str
+    ) -> Decision:
+        """The ``<Dial action>`` callback of attempt ``req.attempt``."""
+        status = req.dial_call_status or ""
+        stage = f"dial-{req.attempt}"
+        if status in DIAL_ENDED:
+            if status == "completed":
+                # The agent leg is over; "answered" may still be live, so its slot stays held.
+                await self.balancer.release(tenant.tenant_id, req.session, reason=status)
+            return Decision(
+                cxml=cxml.HANGUP, outcome="ended", stage=stage, agent_id=req.agent_id, attempt=req.attempt
+            )
+        rule = _inbound_rule(tenant, domain, req)
+        target = tenant.inbound_targets.get(rule.id) if rule is not None else None
+        may_retry = (
+            status in DIAL_FAILED
+            and rule is not None
+            and target is not None
+            and target.fallback_enabled
+            and req.attempt < target.max_attempts
+            and target.candidates
+        )
+        if may_retry:
+            assert rule is not None
+            assert target is not None
+            return await self._choose(
+                tenant, domain, req, rule, target, base_url, stage, req.attempt + 1, req.agent_id
+            )
+        await self.balancer.release(tenant.tenant_id, req.session, reason=status or "unknown")
+        return Decision(
+            cxml=target.no_agent if target is not None else tenant.no_agent,
+            outcome="no_agent",
+            strategy=target.strategy if target is not None else "",
+            stage=stage,
+            rule_id=rule.id if rule is not None else None,
+            group_id=(target.group_id or None) if target is not None else None,
+            attempt=req.attempt,
+        )

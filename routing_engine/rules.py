@@ -1,0 +1,267 @@
+"""The compiled routing tables the hot path reads: one CompiledTenant per TenantSnapshot (rules
+pre-sorted, patterns pre-compiled, targets resolved, CXML fragments pre-rendered) and a domain → tenant
+map. A RoutingState is immutable once built; the snapshot watcher swaps in a new one with one
+reference assignment."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, field
+
+import structlog
+from cryptography.fernet import Fernet
+
+from routing_engine import cxml
+from routing_engine.balancer import Candidate
+from shared.routing import RuleTable
+from shared.snapshot import (
+    GroupSettings,
+    InboundRuleSnap,
+    OutboundRuleSnap,
+    TenantSnapshot,
+)
+
+log = structlog.get_logger("routing_engine.rules")
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# An agent rule target behaves like a one-member group with these settings.
+_SINGLE_AGENT_SETTINGS = GroupSettings(fallback_enabled=False, max_attempts=1)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledDomain:
+    id: int
+    name: str
+    key_hash: str
+    networks: tuple[IpNetwork, ...]
+    max_requests_per_second: float | None
+    # Path of the dial-status webhook for this domain, to which the base URL is prefixed per request.
+    dial_status_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTarget:
+    """What a rule sends the call to, ready for the balancer: an agent ("single") or a group."""
+
+    kind: str  # "agent" | "group"
+    target_id: int
+    strategy: str
+    group_id: int
+    window_hours: int
+    max_attempts: int
+    fallback_enabled: bool
+    ring_timeout_s: int
+    candidates: tuple[Candidate, ...]
+    fragments: tuple[cxml.AgentFragment, ...]  # parallel to candidates
+    no_agent: str  # full CXML
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRoute:
+    rule_id: int | None
+    trunks: list[str]
+    caller_id_override: str | None
+    strip_prefix: str | None
+    add_prefix: str | None
+
+    def dial_number(self, number: str) -> str:
+        if self.strip_prefix and number.startswith(self.strip_prefix):
+            number = number[len(self.strip_prefix) :]
+        if self.add_prefix:
+            number = self.add_prefix + number
+        return number
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTenant:
+    tenant_id: int
+    version: int
+    compiled_at: float
+    applied_at: float
+    inbound: RuleTable[InboundRuleSnap]
+    outbound: RuleTable[OutboundRuleSnap]
+    # Target per inbound rule id; None when the target is missing or disabled (→ no-agent answer).
+    inbound_targets: dict[int, CompiledTarget | None]
+    outbound_routes: dict[int, OutboundRoute]
+    default_route: OutboundRoute | None
+    domains: tuple[CompiledDomain, ...]
+    aliases: dict[str, CompiledDomain]  # lower-cased domain names and aliases
+    no_agent: str
+    fallback: str
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingState:
+    tenants: dict[int, CompiledTenant] = field(default_factory=dict)
+    domains: dict[str, tuple[CompiledTenant, CompiledDomain]] = field(default_factory=dict)
+
+    def find_domain(self, name: str) -> tuple[CompiledTenant, CompiledDomain] | None:
+        return self.domains.get(name.lower())
+
+
+def dial_status_path(domain: str) -> str:
+    return f"/api/voice/application/{domain}/dial-status"
+
+
+def _compile_domains(snap: TenantSnapshot, problems: list[str]) -> tuple[CompiledDomain, ...]:
+    out: list[CompiledDomain] = []
+    for d in snap.domains:
+        networks: list[IpNetwork] = []
+        for cidr in d.allowed_networks:
+            try:
+                networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
+            except ValueError:
+                problems.append(f"domain {d.name}: ignoring invalid network {cidr!r}")
+        out.append(
+            CompiledDomain(
+                id=d.id,
+                name=d.name,
+                key_hash=d.key_hash.lower(),
+                networks=tuple(networks),
+                max_requests_per_second=d.max_requests_per_second,
+                dial_status_path=cxml.escape(dial_status_path(d.name)),
+            )
+        )
+    return tuple(out)
+
+
+def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenant:
+    """Compile a snapshot; raises PatternError on a pattern the grammar refuses."""
+    problems: list[str] = []
+    settings = snap.settings
+    tenant_no_agent = cxml.no_agent_answer(settings.no_agent_action, settings.no_agent_message)
+
+    fragments: dict[int, cxml.AgentFragment] = {}
+    for agent in snap.agents:
+        if not agent.enabled:
+            continue
+        try:
+            creds = cxml.decrypt_credentials(agent.credentials, fernet)
+        except cxml.CredentialsError as exc:
+            problems.append(f"agent {agent.id}: {exc}; left out of routing")
+            continue
+        fragments[agent.id] = cxml.agent_fragment(agent.provider, agent.service_value, creds)
+
+    groups: dict[int, CompiledTarget] = {}
+    for group in snap.groups:
+        gs = group.settings
+        message = gs.no_agent_message if gs.no_agent_message is not None else settings.no_agent_message
+        members = sorted(
+            (m for m in group.members if m.agent_id in fragments),
+            key=lambda m: (m.priority, m.agent_id),
+        )
+        if not group.enabled:
+            members = []
+        groups[group.id] = CompiledTarget(
+            kind="group",
+            target_id=group.id,
+            strategy=str(group.strategy.value),
+            group_id=group.id,
+            window_hours=gs.window_hours,
+            max_attempts=gs.max_attempts,
+            fallback_enabled=gs.fallback_enabled,
+            ring_timeout_s=gs.ring_timeout_s,
+            candidates=tuple(
+                Candidate(agent_id=m.agent_id, priority=m.priority, capacity=m.capacity, weight=m.weight)
+                for m in members
+            ),
+            fragments=tuple(fragments[m.agent_id] for m in members),
+            no_agent=cxml.no_agent_answer(gs.no_agent_action, message),
+        )
+
+    def agent_target(agent_id: int) -> CompiledTarget | None:
+        fragment = fragments.get(agent_id)
+        if fragment is None:
+            return None
+        s = _SINGLE_AGENT_SETTINGS
+        return CompiledTarget(
+            kind="agent",
+            target_id=agent_id,
+            strategy="single",
+            group_id=0,
+            window_hours=s.window_hours,
+            max_attempts=s.max_attempts,
+            fallback_enabled=s.fallback_enabled,
+            ring_timeout_s=s.ring_timeout_s,
+            candidates=(Candidate(agent_id=agent_id, priority=1, capacity=0),),
+            fragments=(fragment,),
+            no_agent=tenant_no_agent,
+        )
+
+    inbound_targets: dict[int, CompiledTarget | None] = {}
+    for rule in snap.inbound_rules:
+        if rule.target_type.value == "agent":
+            inbound_targets[rule.id] = agent_target(rule.target_id)
+        else:
+            inbound_targets[rule.id] = groups.get(rule.target_id)
+
+    trunk_names = {t.id: t.cloudonix_trunk for t in snap.trunks if t.enabled}
+    defaults = sorted(
+        (t for t in snap.trunks if t.enabled and t.is_default), key=lambda t: (t.priority, t.id)
+    )
+    default_route = (
+        OutboundRoute(
+            rule_id=None,
+            trunks=[defaults[0].cloudonix_trunk],
+            caller_id_override=None,
+            strip_prefix=None,
+            add_prefix=None,
+        )
+        if defaults
+        else None
+    )
+    outbound_routes: dict[int, OutboundRoute] = {}
+    for orule in snap.outbound_rules:
+        trunks = [trunk_names[t] for t in orule.trunk_ids if t in trunk_names]
+        if not trunks and default_route is not None:
+            trunks = list(default_route.trunks)
+        outbound_routes[orule.id] = OutboundRoute(
+            rule_id=orule.id,
+            trunks=trunks,
+            caller_id_override=orule.caller_id_override,
+            strip_prefix=orule.strip_prefix,
+            add_prefix=orule.add_prefix,
+        )
+
+    domains = _compile_domains(snap, problems)
+    aliases: dict[str, CompiledDomain] = {}
+    by_id = {d.id: d for d in domains}
+    for d in snap.domains:
+        for name in (d.name, *d.aliases):
+            if name:
+                aliases[name.lower()] = by_id[d.id]
+
+    return CompiledTenant(
+        tenant_id=snap.tenant_id,
+        version=snap.version,
+        compiled_at=snap.compiled_at,
+        applied_at=time.time(),
+        inbound=RuleTable.build(
+            snap.inbound_rules, lambda r: r.pattern, lambda r: r.caller_pattern, lambda r: r.domain_id
+        ),
+        outbound=RuleTable.build(
+            snap.outbound_rules, lambda r: r.destination_pattern, lambda r: r.caller_id, lambda r: None
+        ),
+        inbound_targets=inbound_targets,
+        outbound_routes=outbound_routes,
+        default_route=default_route,
+        domains=domains,
+        aliases=aliases,
+        no_agent=tenant_no_agent,
+        fallback=cxml.fallback_answer(settings.fallback_cxml),
+        problems=tuple(problems),
+    )
+
+
+def build_state(tenants: dict[int, CompiledTenant]) -> RoutingState:
+    """A new state from the given tenants. A name claimed by two tenants goes to the lower tenant id
+    (the control plane keeps names unique; this only makes a transient overlap deterministic)."""
+    domains: dict[str, tuple[CompiledTenant, CompiledDomain]] = {}
+    for tenant_id in sorted(tenants, reverse=True):
+        tenant = tenants[tenant_id]
+        for name, domain in tenant.aliases.items():
+            domains[name] = (tenant, domain)
+    return RoutingState(tenants=dict(tenants), domains=domains)
