@@ -28,6 +28,9 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 # Decisions per script call at most: bounds how long one script holds Redis under a burst.
 MAX_BATCH = 64
+# Longest wait for one script call before the local view decides (redis-py's default retry policy
+# alone can take seconds against a dead server; Cloudonix is waiting on the call).
+DECIDE_TIMEOUT_S = 1.0
 # How long after a Redis failure decisions go straight to the local view before Redis is tried again.
 REDIS_RETRY_S = 1.0
 # Bounds of the local (degraded-mode) view.
@@ -250,6 +253,7 @@ class Balancer:
         coalesce: bool = True,
         max_batch: int = MAX_BATCH,
         redis_retry_s: float = REDIS_RETRY_S,
+        timeout_s: float = DECIDE_TIMEOUT_S,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
@@ -258,6 +262,7 @@ class Balancer:
         self._coalesce = coalesce
         self._max_batch = max_batch
         self._redis_retry_s = redis_retry_s
+        self._timeout_s = timeout_s
         self._keys: dict[int, TenantKeys] = {}
         self._pending: dict[int, _Batch] = {}
         self._flushes: set[asyncio.Task[None]] = set()
@@ -281,12 +286,13 @@ class Balancer:
         self.script_calls_total += 1
         # execute_command: redis-py's evalsha()/script_load() are typed for both sync and async clients.
         execute = self._redis.execute_command
-        try:
-            return await execute("EVALSHA", SCRIPT_SHA, 1, base, *args)  # type: ignore[no-untyped-call]
-        except NoScriptError:
-            self.script_reloads_total += 1
-            await execute("SCRIPT", "LOAD", SCRIPT)  # type: ignore[no-untyped-call]
-            return await execute("EVALSHA", SCRIPT_SHA, 1, base, *args)  # type: ignore[no-untyped-call]
+        async with asyncio.timeout(self._timeout_s):
+            try:
+                return await execute("EVALSHA", SCRIPT_SHA, 1, base, *args)  # type: ignore[no-untyped-call]
+            except NoScriptError:
+                self.script_reloads_total += 1
+                await execute("SCRIPT", "LOAD", SCRIPT)  # type: ignore[no-untyped-call]
+                return await execute("EVALSHA", SCRIPT_SHA, 1, base, *args)  # type: ignore[no-untyped-call]
 
     # -- decisions ---------------------------------------------------------------------------------
 
@@ -381,15 +387,16 @@ class Balancer:
 
     async def release(self, tenant_id: int, session: str, *, reason: str) -> bool:
         """Free the call's current agent slot; True only for the call that actually freed it."""
-        if self.local.release(tenant_id, session):
-            return True
+        # A decision that timed out may have been made both locally and in Redis: free both.
+        freed = self.local.release(tenant_id, session)
+        if self._redis_down_until and time.monotonic() < self._redis_down_until:
+            return freed
         try:
-            freed = await self._script(tenant_id, "release", session)
+            freed = bool(await self._script(tenant_id, "release", session)) or freed
         except UNAVAILABLE as exc:
-            # The slot expires by itself after the safety TTL.
+            # A Redis slot left behind expires by itself after the safety TTL.
             self._redis_failed(exc, error=False)
-            return False
-        return bool(freed)
+        return freed
 
     async def group_stats(
         self, tenant_id: int, group_id: int, agent_ids: Sequence[int], window_hours: int
