@@ -104,6 +104,7 @@ class EngineApp:
         self.nc: NATS | None = None
         self._connector: asyncio.Task[None] | None = None
         self._started = False
+        self._redis_errors_seen = 0
 
     # --- lifespan ---
 
@@ -200,12 +201,20 @@ class EngineApp:
         elif path == "/status":
             await self._status(send)
         elif path == "/metrics":
+            self._sync_balancer_metrics()
             body, ctype = metrics.render_latest()
             await _reply(send, 200, body, [(b"content-type", ctype.encode())])
         else:
             await _reply(send, 404, b"not found\n")
 
     # --- service endpoints ---
+
+    def _sync_balancer_metrics(self) -> None:
+        # The balancer keeps plain int counters (no prometheus import on its path); fold them in here.
+        errors = self.balancer.redis_errors_total
+        if errors > self._redis_errors_seen:
+            metrics.REDIS_ERRORS.inc(errors - self._redis_errors_seen)
+            self._redis_errors_seen = errors
 
     async def redis_ok(self) -> bool:
         try:
