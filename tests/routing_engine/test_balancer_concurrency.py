@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -67,16 +67,13 @@ async def test_two_processes_never_exceed_capacity() -> None:
     env = {**os.environ, "VLB_REDIS_URL": REDIS_URL, "PYTHONPATH": str(REPO)}
     start_at = f"{time.time() + 2.0:.3f}"
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, name, start_at],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WORKER, name, start_at, cwd=REPO, env=env, stdout=PIPE, stderr=PIPE
         )
         for name in "ab"
     ]
-    outputs = await asyncio.gather(*(asyncio.to_thread(p.communicate, timeout=60) for p in procs))
+    async with asyncio.timeout(60):
+        outputs = await asyncio.gather(*(p.communicate() for p in procs))
     for proc, (_out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err.decode()
     decided = {
