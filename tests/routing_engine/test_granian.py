@@ -18,6 +18,7 @@ import httpx
 import pytest
 from nats.js.kv import KeyValue
 
+from routing_engine import simulate
 from tests.routing_engine.harness import (
     demo_tenant,
     free_port,
@@ -69,7 +70,9 @@ def granian_engine() -> Iterator[str]:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-async def test_two_worker_granian_routes_calls(granian_engine: str, kv: KeyValue) -> None:
+async def test_two_worker_granian_routes_calls(
+    granian_engine: str, kv: KeyValue, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = demo_tenant()
     await put_snapshot(kv, config.snapshot)
     url = f"/api/voice/application/{config.domain}"
@@ -100,3 +103,24 @@ async def test_two_worker_granian_routes_calls(granian_engine: str, kv: KeyValue
         text = (await client.get("/metrics")).text
         assert "vlb_engine_idempotent_replays_total" in text
         assert 'vlb_engine_requests_total{outcome="routed",path="application"}' in text
+
+        # The simulator (what `vlb simulate` wraps) drives a whole failing-then-answered call.
+        argv = [
+            "--url",
+            granian_engine,
+            "--domain",
+            config.domain,
+            "--key",
+            config.key,
+            "--shape",
+            "form",
+            "--dial-status",
+            "no-answer",
+            "--dial-status",
+            "completed",
+        ]
+        assert await asyncio.to_thread(simulate.main, argv) == 0
+        out = capsys.readouterr().out
+        assert 'provider="vapi"' in out
+        assert 'provider="synthflow"' in out
+        assert "<Hangup/>" in out
