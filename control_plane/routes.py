@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from litestar.types import ControllerRouterHandler
 
+from control_plane.agents.controllers import ProvidersController, VoiceAgentsController
 from control_plane.auth.controllers import AuthController, UsersController
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     AuthController,
     UsersController,
+    ProvidersController,
+    VoiceAgentsController,
 ]
