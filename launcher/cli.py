@@ -1,0 +1,184 @@
+"""``vlb``: run the whole system on one machine, or one part of it.
+
+``vlb run`` uses PostgreSQL, Redis and NATS where they answer and starts local ones where they do not,
+migrates, seeds a demo tenant into an empty database, starts both planes and prints how to reach them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import structlog
+
+from launcher import demo, planes
+from launcher.keys import load_or_create_keys
+from launcher.postgres import ensure_database
+from launcher.process import ChildProcess, StartError, log_tail, signals_deferred
+from launcher.services import LocalServices, ServiceUrls, redact
+from launcher.settings import LauncherSettings, get_launcher_settings
+from shared.logging import configure_logging
+
+log = structlog.get_logger("launcher.cli")
+
+# Libraries whose INFO lines are noise in a launcher's output (every health poll, every Alembic plugin).
+QUIET_LOGGERS = {
+    "httpx": logging.WARNING,
+    "alembic": logging.WARNING,
+    "alembic.runtime.migration": logging.INFO,
+}
+
+
+def wanted_urls(settings: LauncherSettings) -> ServiceUrls:
+    return ServiceUrls(settings.database_url, settings.redis_url, settings.nats_url)
+
+
+def _stop_all(children: list[ChildProcess]) -> None:
+    with signals_deferred():
+        while children:
+            children.pop().stop()
+
+
+def _print_banner(
+    settings: LauncherSettings,
+    urls: ServiceUrls,
+    started: set[str],
+    engine: bool,
+    demo_login: dict[str, str] | None,
+) -> None:
+    def origin(name: str) -> str:
+        return "started locally" if name in started else "already running"
+
+    control_plane = planes.base_url(settings.host, settings.port)
+    lines = [
+        "",
+        "voice-lb is running",
+        f"  control plane   {control_plane}   (API docs {control_plane}/schema)",
+        (
+            f"  routing engine  {planes.base_url(settings.engine_host, settings.engine_port)}"
+            if engine
+            else "  routing engine  not started (routing_engine.app is not there yet)"
+        ),
+        f"  PostgreSQL      {redact(urls.database_url)}   ({origin('postgres')})",
+        f"  Redis           {redact(urls.redis_url)}   ({origin('redis')})",
+        f"  NATS            {redact(urls.nats_url)}   ({origin('nats')})",
+    ]
+    if demo_login:
+        lines.append("  demo tenant:")
+        lines += [f"    {key:<14}{value}" for key, value in demo_login.items()]
+    else:
+        lines.append("  demo tenant     none known (see the log above)")
+    lines += [f"  logs            {settings.data_path / 'logs'}", "  stop with Ctrl-C", ""]
+    print("\n".join(lines), flush=True)
+
+
+def cmd_run(settings: LauncherSettings) -> int:
+    keys = load_or_create_keys(settings.data_path, os.environ)
+    children: list[ChildProcess] = []
+    with LocalServices(settings.data_path, wanted_urls(settings)) as services:
+        urls = services.urls
+        try:
+            demo.migrate(urls.database_url)
+            demo_login = demo.seed_if_empty(urls.database_url, settings.data_path)
+            env = planes.plane_env(settings, urls, keys, os.environ)
+            children.append(planes.start_control_plane(settings, env))
+            engine = planes.engine_available()
+            if engine:
+                children.append(planes.start_engine(settings, env))
+            else:
+                log.warning("engine.skipped", reason="routing_engine.app does not exist yet")
+            _print_banner(settings, urls, {c.name for c in services.started}, engine, demo_login)
+            while all(child.running() for child in children):
+                time.sleep(0.5)
+            dead = next(child for child in children if not child.running())
+            log.error("process.exited", name=dead.name, code=dead.process.returncode)
+            print(log_tail(dead.log_path), file=sys.stderr)
+            return 1
+        finally:
+            _stop_all(children)
+
+
+def cmd_services(settings: LauncherSettings) -> int:
+    with LocalServices(settings.data_path, wanted_urls(settings)) as services:
+        for name, value in services.urls.as_env().items():
+            print(f"export {name}={value}", flush=True)
+        print("# services are up; Ctrl-C stops the ones started here", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(3600)
+
+
+def cmd_migrate(settings: LauncherSettings) -> int:
+    ensure_database(settings.database_url)
+    demo.migrate(settings.database_url)
+    return 0
+
+
+def cmd_seed_demo(settings: LauncherSettings) -> int:
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    login = demo.seed_if_empty(settings.database_url, settings.data_path)
+    for key, value in (login or {}).items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def cmd_control_plane(settings: LauncherSettings) -> int:
+    planes.exec_granian(planes.control_plane_argv(settings))
+    return 0  # not reached: exec replaces this process
+
+
+def cmd_engine(settings: LauncherSettings) -> int:
+    if not planes.engine_available():
+        log.error("engine.missing", reason="routing_engine.app does not exist yet")
+        return 1
+    planes.exec_granian(planes.engine_argv(settings))
+    return 0
+
+
+COMMANDS = {
+    "run": (cmd_run, "start everything (local services as needed), migrate, seed a demo, serve"),
+    "services": (cmd_services, "ensure PostgreSQL/Redis/NATS, print their URLs, keep them up"),
+    "migrate": (cmd_migrate, "create the database if missing and apply migrations"),
+    "seed-demo": (cmd_seed_demo, "create the demo tenant when the database has none"),
+    "control-plane": (cmd_control_plane, "serve the control plane (granian, foreground)"),
+    "engine": (cmd_engine, "serve the routing engine (granian, uvloop, foreground)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, (_func, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_launcher_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    func, _help = COMMANDS[args.command]
+    try:
+        return func(settings)
+    except KeyboardInterrupt:
+        log.info("stopped", reason="interrupt")
+        return 0
+    except SystemExit as exc:
+        if isinstance(exc.code, int) and exc.code > 128:  # a termination signal (see launcher.process)
+            log.info("stopped", reason=f"signal {exc.code - 128}")
+            return 0
+        raise
+    except StartError as exc:
+        log.error("start.failed", error=str(exc))
+        return 1
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

@@ -1,0 +1,115 @@
+"""The two planes as granian processes: the control plane (Litestar) and the routing engine (bare ASGI,
+uvloop, several workers). Their settings reach them as ``VLB_*`` variables."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+
+import httpx
+
+from launcher.process import ChildProcess, spawn
+from launcher.services import ServiceUrls
+from launcher.settings import LauncherSettings
+
+CONTROL_PLANE_TARGET = "control_plane.app:create_app"
+ENGINE_TARGET = "routing_engine.app:create_app"
+READY_TIMEOUT_S = 60.0
+
+
+def granian_argv(target: str, host: str, port: int, workers: int, loop: str = "auto") -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        loop,
+        target,
+    ]
+
+
+def control_plane_argv(settings: LauncherSettings) -> list[str]:
+    return granian_argv(CONTROL_PLANE_TARGET, settings.host, settings.port, workers=1)
+
+
+def engine_argv(settings: LauncherSettings) -> list[str]:
+    return granian_argv(
+        ENGINE_TARGET, settings.engine_host, settings.engine_port, settings.engine_workers, loop="uvloop"
+    )
+
+
+def engine_available() -> bool:
+    """The routing engine's ASGI module exists (it is written alongside the launcher)."""
+    return importlib.util.find_spec("routing_engine.app") is not None
+
+
+def base_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # a wildcard bind is reached via loopback
+    return f"http://{shown}:{port}"
+
+
+def plane_env(
+    settings: LauncherSettings, urls: ServiceUrls, keys: Mapping[str, str], base: Mapping[str, str]
+) -> dict[str, str]:
+    """The environment both planes run with: ours, plus the URLs actually in use and the keys."""
+    env = dict(base)
+    env.update(urls.as_env())
+    env.update(keys)
+    env["VLB_DATA_DIR"] = str(settings.data_path)
+    env.setdefault("VLB_ENGINE_PUBLIC_URL", base_url(settings.engine_host, settings.engine_port))
+    return env
+
+
+def _health(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_control_plane(settings: LauncherSettings, env: Mapping[str, str]) -> ChildProcess:
+    child = spawn(
+        "control-plane",
+        control_plane_argv(settings),
+        settings.data_path / "logs" / "control-plane.log",
+        env=env,
+    )
+    url = base_url(settings.host, settings.port)
+    child.wait_ready(lambda: _health(url), READY_TIMEOUT_S)
+    return child
+
+
+def start_engine(settings: LauncherSettings, env: Mapping[str, str]) -> ChildProcess:
+    # Each granian worker is a process; prometheus-client shares their metrics through this folder,
+    # which must start empty.
+    metrics_dir = settings.data_path / "prometheus-engine"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    child = spawn(
+        "engine",
+        engine_argv(settings),
+        settings.data_path / "logs" / "engine.log",
+        env={**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+    )
+    url = base_url(settings.engine_host, settings.engine_port)
+    child.wait_ready(lambda: _health(url), READY_TIMEOUT_S)
+    return child
+
+
+def exec_granian(argv: list[str]) -> None:
+    """Replace this process with granian (``vlb control-plane`` / ``vlb engine``): signals go to it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)  # noqa: S606 - argv is fixed by the launcher

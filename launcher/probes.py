@@ -1,0 +1,109 @@
+"""Does a service answer at a URL? A TCP connect first (fails fast), then a real protocol round trip:
+``SELECT 1`` for PostgreSQL, ``PING`` for Redis, a JetStream account-info request for NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from urllib.parse import urlsplit
+
+import nats
+import psycopg
+import redis
+from nats.errors import Error as NatsError
+from sqlalchemy.engine import make_url
+
+TIMEOUT_S = 2.0
+
+
+def tcp_answers(host: str, port: int, timeout: float = TIMEOUT_S) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def postgres_conninfo(url: str, database: str | None = None) -> str:
+    """A libpq URL for a SQLAlchemy-style one (``postgresql+psycopg://`` → ``postgresql://``)."""
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+def postgres_answers(url: str, timeout: float = TIMEOUT_S) -> bool:
+    """The server answers ``SELECT 1`` on its maintenance database (the target may not exist yet)."""
+    parsed = make_url(url)
+    if not tcp_answers(parsed.host or "127.0.0.1", parsed.port or 5432, timeout):
+        return False
+    try:
+        with psycopg.connect(
+            postgres_conninfo(url, "postgres"), connect_timeout=max(1, int(timeout)), autocommit=True
+        ) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
+def redis_answers(url: str, timeout: float = TIMEOUT_S) -> bool:
+    parts = urlsplit(url)
+    if not tcp_answers(parts.hostname or "127.0.0.1", parts.port or 6379, timeout):
+        return False
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+async def _jetstream_answers(url: str, wait_s: float) -> bool:
+    async def quiet(_exc: Exception) -> None:
+        return None
+
+    try:
+        client = await nats.connect(
+            url,
+            connect_timeout=wait_s,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            error_cb=quiet,
+        )
+    except (NatsError, OSError, TimeoutError):
+        return False
+    try:
+        await client.jetstream(timeout=wait_s).account_info()
+    except (NatsError, TimeoutError):
+        return False
+    finally:
+        with contextlib.suppress(NatsError, OSError):
+            await client.close()
+    return True
+
+
+def nats_answers(url: str, timeout: float = TIMEOUT_S) -> bool:
+    """The server answers and has JetStream enabled (the engine and control plane both need it)."""
+    parts = urlsplit(url)
+    if not tcp_answers(parts.hostname or "127.0.0.1", parts.port or 4222, timeout):
+        return False
+    return asyncio.run(_jetstream_answers(url, timeout))
