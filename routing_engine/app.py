@@ -125,6 +125,7 @@ class EngineApp:
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
                     error_cb=self._nats_error,
+                    reconnected_cb=self._nats_reconnected,
                 )
             except asyncio.CancelledError:
                 raise
@@ -137,6 +138,11 @@ class EngineApp:
             self.store.start(nc)
             self.events.start(nc)
             return
+
+    async def _nats_reconnected(self) -> None:
+        log.info("nats_reconnected")
+        if self.nc is not None:
+            await self.store.resync(self.nc)
 
     async def _nats_error(self, exc: Exception) -> None:
         metrics.NATS_ERRORS.labels("connection").inc()

@@ -69,7 +69,8 @@ class SnapshotStore:
             return "ignored"
         outcome, compiled = await asyncio.to_thread(self._compile, tenant_id, value)
         if compiled is None:
-            metrics.SNAPSHOTS_REJECTED.labels(outcome).inc()
+            if outcome != "unchanged":
+                metrics.SNAPSHOTS_REJECTED.labels(outcome).inc()
             return outcome
         self._tenants[tenant_id] = compiled
         metrics.SNAPSHOT_VERSION.labels(str(tenant_id)).set(compiled.version)
@@ -98,6 +99,8 @@ class SnapshotStore:
             log.warning("snapshot_key_mismatch", key_tenant=tenant_id, snapshot_tenant=snap.tenant_id)
             return "key_mismatch", None
         held = self._tenants.get(tenant_id)
+        if held is not None and snap.version == held.version and snap.compiled_at == held.compiled_at:
+            return "unchanged", None  # the same value read again (a resync after a reconnect)
         if held is not None and snap.version <= held.version:
             log.info("snapshot_not_newer", tenant_id=tenant_id, version=snap.version, held=held.version)
             return "not_newer", None
@@ -134,6 +137,12 @@ class SnapshotStore:
     def start(self, nc: NATS) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(nc), name="vlb-snapshots")
+
+    async def resync(self, nc: NATS) -> None:
+        """Start the watch over (after a reconnect the server may have lost the watch's consumer);
+        the whole bucket is read again and only what changed is applied."""
+        await self.stop()
+        self.start(nc)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -83,6 +83,12 @@ async def test_nats_lost_keeps_serving_and_buffers_events(private_nats: PrivateS
             assert app.events.pending == 0, "buffered events were not delivered after NATS came back"
             assert app.events.dropped == 0
             assert app.events.published >= 6
+            # The snapshot watch resumes too: a new version put after the outage is applied.
+            nc2 = await nats.connect(private_nats.url)
+            try:
+                await publish(await open_bucket(nc2, settings.config_bucket), app, config.bump())
+            finally:
+                await nc2.close()
     finally:
         if nc.is_connected:
             await nc.close()
