@@ -17,6 +17,8 @@ from re import _constants as sre_constants  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Generic, Protocol, TypeVar
 
+from shared.snapshot import InboundRuleSnap, OutboundRuleSnap
+
 MAX_PATTERN_LENGTH = 255
 MAX_REGEX_LENGTH = 200
 _STRIP = str.maketrans("", "", " -.()\t")
@@ -46,6 +48,9 @@ def _repeat_depth(parsed: sre_parse.SubPattern | list[tuple[object, object]]) ->
             if op == sre_constants.POSSESSIVE_REPEAT:
                 own = 0
             inner = own + _repeat_depth(sub)
+            if own and _ambiguous_body(sub):
+                # (\d|\d\d)+ or (\d\d?)+: each position can be split many ways, as bad as nesting.
+                inner = max(inner, 2)
         elif op in (sre_constants.SUBPATTERN, sre_constants.ATOMIC_GROUP):
             sub = arg[-1] if isinstance(arg, tuple) else arg
             inner = _repeat_depth(sub)
@@ -57,6 +62,29 @@ def _repeat_depth(parsed: sre_parse.SubPattern | list[tuple[object, object]]) ->
             inner = _repeat_depth(sub)
         deepest = max(deepest, inner)
     return deepest
+
+
+def _ambiguous_body(sub: sre_parse.SubPattern) -> bool:
+    """A repeated body that can match different widths, or holds an alternation: repeating it lets
+    the engine split one input many ways (exponential backtracking on a failed match)."""
+    low, high = sub.getwidth()
+    if low != high:
+        return True
+    return _has_branch(sub)
+
+
+def _has_branch(parsed: sre_parse.SubPattern | list[tuple[object, object]]) -> bool:
+    for op, arg in parsed:
+        if op == sre_constants.BRANCH:
+            return True
+        sub: object = None
+        if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT):
+            sub = arg[2]  # type: ignore[index]
+        elif op in (sre_constants.SUBPATTERN, sre_constants.ATOMIC_GROUP):
+            sub = arg[-1] if isinstance(arg, tuple) else arg
+        if sub is not None and _has_branch(sub):
+            return True
+    return False
 
 
 def _has_backreference(parsed: sre_parse.SubPattern | list[tuple[object, object]]) -> bool:
@@ -222,7 +250,8 @@ class RuleTable(Generic[R]):
         candidates.sort()
         for index in candidates:
             entry = self.entries[index]
-            if entry.domain_id is not None and domain_id is not None and entry.domain_id != domain_id:
+            # A rule limited to a domain matches only calls known to come through that domain.
+            if entry.domain_id is not None and entry.domain_id != domain_id:
                 continue
             if entry.number.kind in ("regex", "any") and not entry.number.matches(to):
                 continue
@@ -236,3 +265,39 @@ class RuleTable(Generic[R]):
 
     def ordered_rules(self) -> Sequence[R]:
         return [e.rule for e in self.entries]
+
+
+def build_inbound_table(rules: Iterable[InboundRuleSnap]) -> RuleTable[InboundRuleSnap]:
+    """The inbound first-match table, built the same way for the engine and the control plane's dry
+    run: ``pattern`` on the called number, ``caller_pattern`` on the caller, limited to ``domain_id``."""
+    return RuleTable.build(rules, _inbound_number, _inbound_caller, _inbound_domain)
+
+
+def build_outbound_table(rules: Iterable[OutboundRuleSnap]) -> RuleTable[OutboundRuleSnap]:
+    """The outbound first-match table: ``destination_pattern`` on the dialled number and ``caller_id``
+    on the calling number/extension; outbound rules are not limited to a domain."""
+    return RuleTable.build(rules, _outbound_number, _outbound_caller, _no_domain)
+
+
+def _inbound_number(rule: InboundRuleSnap) -> str | None:
+    return rule.pattern
+
+
+def _inbound_caller(rule: InboundRuleSnap) -> str | None:
+    return rule.caller_pattern
+
+
+def _inbound_domain(rule: InboundRuleSnap) -> int | None:
+    return rule.domain_id
+
+
+def _outbound_number(rule: OutboundRuleSnap) -> str | None:
+    return rule.destination_pattern
+
+
+def _outbound_caller(rule: OutboundRuleSnap) -> str | None:
+    return rule.caller_id
+
+
+def _no_domain(rule: OutboundRuleSnap) -> int | None:
+    return None
