@@ -65,8 +65,29 @@ local function range_sum(agent, a, b)
   return sum
 end
 
-local function window_calls(agent, window_hours)
-  return range_sum(agent, now_min - window_hours * 60 + 1, now_min)
+-- A busy agent's window is summed from its buckets once a minute, not per decision: the sum for the
+-- current minute is kept in `wsum:<agent>` (field <window_hours> = "<minute>:<sum>") and kept current
+-- by every choice of the agent (see note_choice).
+local function window_calls(agent, wh)
+  local sk = base .. 'wsum:' .. agent
+  local cached = call('HGET', sk, wh)
+  if cached then
+    local m, sum = string.match(cached, '^(%d+):(%d+)$')
+    if tonumber(m) == now_min then return tonumber(sum) end
+  end
+  local sum = range_sum(agent, now_min - wh * 60 + 1, now_min)
+  call('HSET', sk, wh, now_min .. ':' .. sum)
+  call('EXPIRE', sk, 120)
+  return sum
+end
+
+local function note_choice(agent)
+  local sk = base .. 'wsum:' .. agent
+  local fields = call('HGETALL', sk)
+  for i = 1, #fields, 2 do
+    local m, sum = string.match(fields[i + 1], '^(%d+):(%d+)$')
+    if tonumber(m) == now_min then call('HSET', sk, fields[i], m .. ':' .. (tonumber(sum) + 1)) end
+  end
 end
 
 -- Increment a bucket and make sure it lives at least `ttl` seconds (buckets are shared by groups with
@@ -269,6 +290,7 @@ for r = 1, #requests do
       local wttl = wh * 3600 + 120
       bump(base .. 'win:' .. agent .. ':' .. now_min, wttl)
       bump(base .. 'winh:' .. agent .. ':' .. now_hour, wttl + 3600)
+      note_choice(agent)
       local per = window_cache[agent]
       if per ~= nil then
         for k, v in pairs(per) do per[k] = v + 1 end

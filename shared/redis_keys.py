@@ -42,6 +42,11 @@ class TenantKeys:
         """Calls routed to ``agent_id`` during epoch hour ``hour`` (string counter)."""
         return f"{self.base}winh:{agent_id}:{hour}"
 
+    def window_sum(self, agent_id: int) -> str:
+        """Hash caching ``agent_id``'s window sums for the current minute: field ``<window_hours>`` =
+        ``<minute>:<sum>`` (a cache; deleting it is always safe)."""
+        return f"{self.base}wsum:{agent_id}"
+
     def active(self, agent_id: int) -> str:
         """Sorted set of the sessions holding a slot of ``agent_id``, scored by expiry (epoch ms)."""
         return f"{self.base}active:{agent_id}"
