@@ -115,9 +115,11 @@ def start_postgres(data_dir: Path, url: str, port: int) -> tuple[ChildProcess, s
     ]
     # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions and stop now.
     child = spawn("postgres", argv, data_dir / "logs" / "postgres.log", user=user, stop_signal=signal.SIGINT)
-    used = make_url(url).set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
-    child.wait_ready(lambda: postgres_answers(used, timeout=1.0), READY_TIMEOUT_S)
-    return child, used
+    used = make_url(url).set(host="127.0.0.1", port=port)
+    # Ready means the superuser gets in: the URL's own role may only be created afterwards.
+    superuser = used.set(username=SUPERUSER, password=None).render_as_string(hide_password=False)
+    child.wait_ready(lambda: postgres_answers(superuser, timeout=1.0), READY_TIMEOUT_S)
+    return child, used.render_as_string(hide_password=False)
 
 
 def ensure_database(url: str, *, create_role: bool = False) -> bool:

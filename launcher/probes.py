@@ -106,4 +106,10 @@ def nats_answers(url: str, timeout: float = TIMEOUT_S) -> bool:
     parts = urlsplit(url)
     if not tcp_answers(parts.hostname or "127.0.0.1", parts.port or 4222, timeout):
         return False
-    return asyncio.run(_jetstream_answers(url, timeout))
+    # A private loop, not asyncio.run(): that would also reset the thread's current loop, which a
+    # caller (pytest-asyncio's session loop, for one) may own.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(_jetstream_answers(url, timeout))
+    finally:
+        loop.close()
