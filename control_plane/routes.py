@@ -6,10 +6,13 @@ from litestar.types import ControllerRouterHandler
 
 from control_plane.agents.controllers import ProvidersController, VoiceAgentsController
 from control_plane.auth.controllers import AuthController, UsersController
+from control_plane.tenants.controllers import DomainsController, TenantController
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     AuthController,
     UsersController,
     ProvidersController,
     VoiceAgentsController,
+    TenantController,
+    DomainsController,
 ]
