@@ -6,6 +6,7 @@ from litestar.types import ControllerRouterHandler
 
 from control_plane.agents.controllers import ProvidersController, VoiceAgentsController
 from control_plane.auth.controllers import AuthController, UsersController
+from control_plane.groups.controllers import AgentGroupsController, GroupMembersController
 from control_plane.tenants.controllers import DomainsController, TenantController
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
@@ -15,4 +16,6 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     VoiceAgentsController,
     TenantController,
     DomainsController,
+    AgentGroupsController,
+    GroupMembersController,
 ]
