@@ -24,6 +24,7 @@ from control_plane.ops import (
 )
 from control_plane.routes import ROUTE_HANDLERS
 from control_plane.settings import ControlPlaneSettings, get_settings
+from control_plane.snapshots.publisher import snapshot_lifespan
 from shared.logging import configure_logging
 
 
@@ -46,7 +47,7 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
         plugins=[SQLAlchemyPlugin(config=sqlalchemy_config(settings))],
         middleware=[prometheus_config.middleware, request_context_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=[lifespan],
+        lifespan=[lifespan, snapshot_lifespan(settings)],
         cors_config=CORSConfig(allow_origins=["*"], allow_headers=["Authorization", "Content-Type"]),
         openapi_config=OpenAPIConfig(
             title="Voice Agent Load Balancer — control plane",
