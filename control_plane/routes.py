@@ -7,7 +7,9 @@ from litestar.types import ControllerRouterHandler
 from control_plane.agents.controllers import ProvidersController, VoiceAgentsController
 from control_plane.auth.controllers import AuthController, UsersController
 from control_plane.groups.controllers import AgentGroupsController, GroupMembersController
+from control_plane.routing.controllers import InboundRulesController
 from control_plane.tenants.controllers import DomainsController, TenantController
+from control_plane.trunks.controllers import OutboundRulesController, TrunksController
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     AuthController,
@@ -18,4 +20,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     DomainsController,
     AgentGroupsController,
     GroupMembersController,
+    InboundRulesController,
+    TrunksController,
+    OutboundRulesController,
 ]

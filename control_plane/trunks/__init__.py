@@ -1,0 +1,1 @@
+"""Trunks and outbound routing rules (SPEC §2.5)."""
