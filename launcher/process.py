@@ -4,9 +4,11 @@ launcher, which then stops them in order), wait until ready, stop with a bounded
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ import structlog
 log = structlog.get_logger("launcher.process")
 
 STOP_GRACE_S = 15.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 TERMINATION_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -115,9 +118,23 @@ def spawn(
             group=_primary_group(user),
             extra_groups=[] if user is not None else None,
             start_new_session=True,
+            preexec_fn=_stop_with_parent(stop_signal),
         )
     log.debug("process.spawned", name=name, pid=process.pid, argv=" ".join(argv))
     return ChildProcess(name=name, process=process, log_path=log_path, stop_signal=stop_signal)
+
+
+def _stop_with_parent(signum: int) -> Callable[[], None] | None:
+    """Linux: the child gets its stop signal if the launcher dies without cleaning up (SIGKILL, OOM),
+    so a crashed launcher leaves no servers behind. Runs in the child after its user switch."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child should only make the call
+
+    def set_parent_death_signal() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signum)
+
+    return set_parent_death_signal
 
 
 def _primary_group(user: str | None) -> int | None:
