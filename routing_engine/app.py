@@ -24,6 +24,8 @@ import redis.asyncio as aioredis
 import structlog
 from cryptography.fernet import Fernet
 from nats.aio.client import Client as NATS
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from routing_engine import metrics
 from routing_engine.balancer import Balancer
@@ -91,6 +93,9 @@ class EngineApp:
             settings.redis_url,
             socket_connect_timeout=REDIS_TIMEOUT_S,
             socket_timeout=REDIS_TIMEOUT_S,
+            # redis-py's default retries 10 times with backoff (~4.4 s against a dead server);
+            # the balancer has its own local fallback, so fail fast instead.
+            retry=Retry(NoBackoff(), 1),
         )
         self.balancer = Balancer(
             self.redis,
