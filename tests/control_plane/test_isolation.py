@@ -1,0 +1,321 @@
+"""Two tenants, every route: the attacker's token with the victim's ids answers 404 (or 422 for ids
+inside a body), lists never show the victim's rows, and the victim's data is unchanged afterwards.
+
+The route table is read from the app itself, so a route added without a case here fails the test."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from litestar import Litestar
+
+from tests.control_plane.conftest import Account, register_account
+
+# Routes that carry no tenant-owned id and read or change only the caller's own account.
+SELF_ONLY = {
+    ("POST", "/api/register"),
+    ("POST", "/api/login"),
+    ("POST", "/api/logout"),
+    ("PUT", "/api/user/password"),
+    ("PUT", "/api/profile/password"),
+    ("GET", "/api/providers"),
+    ("GET", "/api/voice-agents/providers"),
+}
+
+
+@dataclass
+class Tenant:
+    account: Account
+    marker: str
+    ids: dict[str, int] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+
+
+async def _created(response: Any) -> dict[str, Any]:
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def populate(account: Account, marker: str) -> Tenant:
+    """One of everything the API can create, named with ``marker`` so leaks are easy to spot."""
+    t = Tenant(account=account, marker=marker)
+    domain = await _created(await account.post("/api/domains", json={"domain": f"{marker}.example.net"}))
+    t.ids["domain"] = domain["id"]
+    t.names["domain"] = domain["domain"]
+    for n in (1, 2):
+        agent = await _created(
+            await account.post(
+                "/api/voice-agents",
+                json={"name": f"{marker}-agent-{n}", "provider": "vapi", "service_value": f"+1415555010{n}"},
+            )
+        )
+        t.ids[f"agent{n}"] = agent["id"]
+    group = await _created(
+        await account.post("/api/agent-groups", json={"name": f"{marker}-group", "strategy": "round_robin"})
+    )
+    t.ids["group"] = group["id"]
+    await _created(
+        await account.post(
+            f"/api/agent-groups/{group['id']}/members",
+            json={"agent_id": t.ids["agent1"], "priority": 1, "capacity": 2},
+        )
+    )
+    rule = await _created(
+        await account.post(
+            "/api/inbound-routing-rules",
+            json={
+                "name": f"{marker}-rule",
+                "pattern": "+1555*",
+                "target_type": "group",
+                "target_id": group["id"],
+                "domain_id": t.ids["domain"],
+            },
+        )
+    )
+    t.ids["rule"] = rule["id"]
+    trunk = await _created(
+        await account.post(
+            "/api/trunks", json={"name": f"{marker}-trunk", "cloudonix_trunk": f"{marker}-carrier"}
+        )
+    )
+    t.ids["trunk"] = trunk["id"]
+    out = await _created(
+        await account.post(
+            "/api/outbound-routing-rules",
+            json={"name": f"{marker}-out", "destination_pattern": "+44*", "trunk_ids": [trunk["id"]]},
+        )
+    )
+    t.ids["outbound"] = out["id"]
+    user = await _created(
+        await account.post(
+            "/api/users",
+            json={
+                "name": f"{marker}-user",
+                "email": f"{marker}@example.com",
+                "password": "viewer password",
+                "role": "viewer",
+            },
+        )
+    )
+    t.ids["user"] = user["id"]
+    return t
+
+
+# Path parameter name -> which of the victim's objects fills it.
+PARAM_OBJECT = {
+    "agent_id": "agent1",
+    "group_id": "group",
+    "domain_id": "domain",
+    "rule_id": None,  # inbound or outbound, decided by the path
+    "trunk_id": "trunk",
+    "user_id": "user",
+}
+
+
+def body_for(method: str, path: str, attacker: Tenant) -> Any:
+    """A body that is valid on its own, so only the victim's id in the path can make it fail."""
+    a = attacker.ids
+    if method in ("GET", "DELETE"):
+        return None
+    if path.endswith("/toggle") or path.endswith("/validate") or path.endswith("/rotate-key"):
+        return None
+    if path.endswith("/reset-strategy"):
+        return None
+    if path.endswith("/reorder"):
+        return {"agent_ids": [a["agent1"]]}
+    if path.endswith("/bulk-update"):
+        return {"members": [{"agent_id": a["agent1"], "priority": 3}]}
+    if re.search(r"/(members|memberships)$", path):
+        if method == "POST":
+            return {"agent_id": a["agent2"], "priority": 2, "capacity": 1}
+        return {"members": [{"agent_id": a["agent1"], "priority": 1, "capacity": 1}]}
+    if re.search(r"/(members|memberships)/\{agent_id:int\}$", path):
+        return {"priority": 7}
+    if path.startswith("/api/domains/"):
+        return {"allowed_networks": []}
+    if path.startswith("/api/users/"):
+        return {"name": "hijacked"}
+    return {"name": "hijacked"}
+
+
+def fill(path: str, victim: Tenant) -> str:
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "rule_id":
+            return str(victim.ids["outbound" if "outbound" in path else "rule"])
+        key = PARAM_OBJECT[name]  # a KeyError here means: teach this test the new parameter
+        assert key is not None
+        return str(victim.ids[key])
+
+    return re.sub(r"\{(\w+):int\}", one, path)
+
+
+def api_routes(app: Litestar) -> set[tuple[str, str]]:
+    routes = set()
+    for route in app.routes:
+        if not route.path.startswith("/api"):
+            continue
+        for method in getattr(route, "methods", set()) - {"OPTIONS", "HEAD"}:
+            routes.add((method, route.path))
+    return routes
+
+
+async def victim_state(victim: Tenant) -> list[Any]:
+    acc = victim.account
+    urls = [
+        "/api/tenant",
+        "/api/domains",
+        "/api/voice-agents",
+        "/api/agent-groups",
+        f"/api/agent-groups/{victim.ids['group']}/members",
+        "/api/inbound-routing-rules",
+        "/api/outbound-routing-rules",
+        "/api/trunks",
+        "/api/users",
+    ]
+    state = []
+    for url in urls:
+        response = await acc.get(url)
+        assert response.status_code == 200, (url, response.text)
+        state.append(response.json())
+    return state
+
+
+@pytest.fixture
+async def tenants(client: Any) -> tuple[Tenant, Tenant]:
+    victim = await populate(await register_account(client, "Victim"), f"victim{uuid.uuid4().hex[:8]}")
+    attacker = await populate(await register_account(client, "Attacker"), f"attacker{uuid.uuid4().hex[:8]}")
+    return victim, attacker
+
+
+async def test_every_route_keeps_tenants_apart(cp_app: Litestar, tenants: tuple[Tenant, Tenant]) -> None:
+    victim, attacker = tenants
+    before = await victim_state(victim)
+    covered: set[tuple[str, str]] = set()
+    failures: list[str] = []
+    routes = api_routes(cp_app)
+
+    # 1. Every route with an id in its path: the victim's ids answer 404 to the attacker.
+    for method, path in sorted(routes):
+        if "{" not in path:
+            continue
+        url = fill(path, victim)
+        body = body_for(method, path, attacker)
+        response = await attacker.account.client.request(
+            method, url, json=body, headers=attacker.account.headers
+        )
+        covered.add((method, path))
+        if response.status_code != 404:
+            failures.append(f"{method} {url}: {response.status_code} {response.text[:200]}")
+        elif victim.marker in response.text:
+            failures.append(f"{method} {url}: 404 body leaks victim data")
+
+    # 2. Every list/read route without ids: nothing of the victim's shows.
+    for method, path in sorted(routes):
+        if "{" in path or method != "GET" or (method, path) in SELF_ONLY:
+            continue
+        response = await attacker.account.get(path)
+        covered.add((method, path))
+        if response.status_code != 200:
+            failures.append(f"GET {path}: {response.status_code} {response.text[:200]}")
+        if victim.marker in response.text:
+            failures.append(f"GET {path}: shows victim data")
+
+    # 3. Writes without ids in the path that reference the victim's objects in the body are refused.
+    v = victim.ids
+    body_refs: list[tuple[str, str, dict[str, Any], set[int]]] = [
+        (
+            "POST",
+            "/api/inbound-routing-rules",
+            {"pattern": "*", "target_type": "agent", "target_id": v["agent1"]},
+            {422},
+        ),
+        (
+            "POST",
+            "/api/inbound-routing-rules",
+            {"pattern": "*", "target_type": "group", "target_id": v["group"]},
+            {422},
+        ),
+        (
+            "POST",
+            "/api/inbound-routing-rules",
+            {
+                "pattern": "*",
+                "target_type": "group",
+                "target_id": attacker.ids["group"],
+                "domain_id": v["domain"],
+            },
+            {422},
+        ),
+        (
+            "POST",
+            "/api/outbound-routing-rules",
+            {"name": "x", "destination_pattern": "*", "trunk_ids": [v["trunk"]]},
+            {422},
+        ),
+        (
+            "POST",
+            "/api/inbound-routing-rules/test",
+            {"to": "+15551234567", "domain": victim.names["domain"]},
+            {422},
+        ),
+        ("POST", "/api/domains", {"domain": victim.names["domain"]}, {409}),
+        (
+            "POST",
+            "/api/voice-agents",
+            {"name": f"{attacker.marker}-a3", "provider": "vapi", "service_value": "+14155550109"},
+            {201},
+        ),
+        ("POST", "/api/agent-groups", {"name": f"{attacker.marker}-g2"}, {201}),
+        ("POST", "/api/trunks", {"name": f"{attacker.marker}-t2", "cloudonix_trunk": "x"}, {201}),
+        (
+            "POST",
+            "/api/users",
+            {
+                "name": "u",
+                "email": f"{attacker.marker}2@example.com",
+                "password": "12345678",
+                "role": "viewer",
+            },
+            {201},
+        ),
+        ("PUT", "/api/tenant", {"name": f"{attacker.marker} renamed"}, {200}),
+        ("PUT", "/api/settings", {"settings": {"timezone": "Europe/Paris"}}, {200}),
+        ("PUT", "/api/user", {"name": "Attacker"}, {200}),
+        ("PUT", "/api/profile", {"name": "Attacker"}, {200}),
+    ]
+    for method, path, body, expected in body_refs:
+        response = await attacker.account.client.request(
+            method, path, json=body, headers=attacker.account.headers
+        )
+        covered.add((method, path))
+        if response.status_code not in expected:
+            failures.append(f"{method} {path} {body}: {response.status_code} {response.text[:200]}")
+        if victim.marker in response.text and response.status_code < 400:
+            failures.append(f"{method} {path}: answer shows victim data")
+    # Members bodies naming the victim's agent, on the attacker's own group.
+    g = attacker.ids["group"]
+    for method, path, body in [
+        ("POST", f"/api/agent-groups/{g}/members", {"agent_id": v["agent2"]}),
+        ("PUT", f"/api/agent-groups/{g}/members", {"members": [{"agent_id": v["agent2"]}]}),
+        ("PATCH", f"/api/agent-groups/{g}/memberships/reorder", {"agent_ids": [v["agent1"]]}),
+    ]:
+        response = await attacker.account.client.request(
+            method, path, json=body, headers=attacker.account.headers
+        )
+        if response.status_code not in (404, 422):
+            failures.append(f"{method} {path} {body}: {response.status_code} {response.text[:200]}")
+
+    # A dry run on the attacker's side never matches the victim's rules.
+    dry = await attacker.account.post("/api/inbound-routing-rules/test", json={"to": "+15551234567"})
+    assert victim.marker not in dry.text
+
+    assert not failures, "\n".join(failures)
+    uncovered = routes - covered - SELF_ONLY
+    assert not uncovered, f"routes without an isolation case: {sorted(uncovered)}"
+    assert await victim_state(victim) == before
+    print(f"isolation: {len(covered)} routes checked")
