@@ -127,7 +127,7 @@ def cmd_seed_demo(settings: LauncherSettings) -> int:
 
 
 def cmd_control_plane(settings: LauncherSettings) -> int:
-    planes.exec_granian(planes.control_plane_argv(settings))
+    planes.exec_granian(planes.control_plane_argv(settings), os.environ)
     return 0  # not reached: exec replaces this process
 
 
@@ -135,7 +135,7 @@ def cmd_engine(settings: LauncherSettings) -> int:
     if not planes.engine_available():
         log.error("engine.missing", reason="routing_engine.app does not exist yet")
         return 1
-    planes.exec_granian(planes.engine_argv(settings))
+    planes.exec_granian(planes.engine_argv(settings), planes.engine_env(settings, os.environ))
     return 0
 
 

@@ -91,25 +91,31 @@ def start_control_plane(settings: LauncherSettings, env: Mapping[str, str]) -> C
     return child
 
 
-def start_engine(settings: LauncherSettings, env: Mapping[str, str]) -> ChildProcess:
-    # Each granian worker is a process; prometheus-client shares their metrics through this folder,
-    # which must start empty.
+def engine_env(settings: LauncherSettings, env: Mapping[str, str]) -> dict[str, str]:
+    """Each granian worker is a process; prometheus-client merges their metrics through a folder that
+    must start empty. A folder chosen by the deployment (``PROMETHEUS_MULTIPROC_DIR``) is left alone."""
+    if env.get("PROMETHEUS_MULTIPROC_DIR"):
+        return dict(env)
     metrics_dir = settings.data_path / "prometheus-engine"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
+    return {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+
+
+def start_engine(settings: LauncherSettings, env: Mapping[str, str]) -> ChildProcess:
     child = spawn(
         "engine",
         engine_argv(settings),
         settings.data_path / "logs" / "engine.log",
-        env={**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+        env=engine_env(settings, env),
     )
     url = base_url(settings.engine_host, settings.engine_port)
     child.wait_ready(lambda: _health(url), READY_TIMEOUT_S)
     return child
 
 
-def exec_granian(argv: list[str]) -> None:
+def exec_granian(argv: list[str], env: Mapping[str, str]) -> None:
     """Replace this process with granian (``vlb control-plane`` / ``vlb engine``): signals go to it."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(argv[0], argv)  # noqa: S606 - argv is fixed by the launcher
+    os.execve(argv[0], argv, dict(env))  # noqa: S606 - argv is fixed by the launcher
