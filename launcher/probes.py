@@ -26,7 +26,10 @@ def tcp_answers(host: str, port: int, timeout: float = TIMEOUT_S) -> bool:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing listens on the port. Bound the way servers bind (SO_REUSEADDR), so connections of an
+    earlier run still in TIME_WAIT do not count as taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
