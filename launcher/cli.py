@@ -19,7 +19,7 @@ import structlog
 from launcher import demo, planes
 from launcher.keys import load_or_create_keys
 from launcher.postgres import ensure_database
-from launcher.process import ChildProcess, StartError, log_tail, signals_deferred
+from launcher.process import ChildProcess, StartError, log_tail, stop_all
 from launcher.services import LocalServices, ServiceUrls, redact
 from launcher.settings import LauncherSettings, get_launcher_settings
 from shared.logging import configure_logging
@@ -36,12 +36,6 @@ QUIET_LOGGERS = {
 
 def wanted_urls(settings: LauncherSettings) -> ServiceUrls:
     return ServiceUrls(settings.database_url, settings.redis_url, settings.nats_url)
-
-
-def _stop_all(children: list[ChildProcess]) -> None:
-    with signals_deferred():
-        while children:
-            children.pop().stop()
 
 
 def _print_banner(
@@ -100,7 +94,7 @@ def cmd_run(settings: LauncherSettings) -> int:
             print(log_tail(dead.log_path), file=sys.stderr)
             return 1
         finally:
-            _stop_all(children)
+            stop_all(children)
 
 
 def cmd_services(settings: LauncherSettings) -> int:

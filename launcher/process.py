@@ -163,3 +163,10 @@ def signals_deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def stop_all(children: list[ChildProcess]) -> None:
+    """Stop and forget ``children``, newest first, with termination signals held until done."""
+    with signals_deferred():
+        while children:
+            children.pop().stop()

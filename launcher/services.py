@@ -19,7 +19,7 @@ import structlog
 
 from launcher.postgres import ensure_database, start_postgres
 from launcher.probes import free_port, nats_answers, port_is_free, postgres_answers, redis_answers
-from launcher.process import ChildProcess, exit_on_termination_signals, signals_deferred, spawn
+from launcher.process import ChildProcess, exit_on_termination_signals, spawn, stop_all
 
 log = structlog.get_logger("launcher.services")
 
@@ -171,11 +171,7 @@ class LocalServices:
     def stop(self) -> None:
         """Stop what we started, newest first. Safe to call more than once."""
         atexit.unregister(self.stop)
-        if not self.started:
-            return
-        with signals_deferred():
-            while self.started:
-                self.started.pop().stop()
+        stop_all(self.started)
 
     def _started(self, name: str) -> bool:
         return any(child.name == name for child in self.started)
