@@ -47,6 +47,8 @@ from shared.snapshot import SNAPSHOT_ENCODER, snapshot_key
 log = structlog.get_logger("control_plane.snapshots")
 
 KEY_PREFIX = "tenant."
+# Where advanced-alchemy's Litestar plugin keeps the app's AsyncEngine (its default key).
+APP_ENGINE_KEY = "db_engine"
 CAS_RETRIES = 5
 MAX_RETRY_DELAY_S = 30.0
 # Published outbox rows are kept this long (to see what was published when), then pruned.
@@ -95,8 +97,16 @@ def stored_version(value: bytes | None) -> int:
 class SnapshotPublisher:
     """Owned by the app's lifespan: ``await start()`` / ``await stop()``."""
 
-    def __init__(self, settings: ControlPlaneSettings, *, connect_timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: ControlPlaneSettings,
+        *,
+        connect_timeout_s: float = 2.0,
+        app_engine: Callable[[], AsyncEngine | None] | None = None,
+    ) -> None:
         self.settings = settings
+        # The app's own engine: commits of other apps in the same process (tests) are not ours.
+        self._app_engine = app_engine
         self.connect_timeout_s = connect_timeout_s
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
@@ -140,13 +150,22 @@ class SnapshotPublisher:
 
     # --- the commit hook ---
 
+    def _owns(self, session: Session) -> bool:
+        engine = self._app_engine() if self._app_engine is not None else None
+        if engine is None:
+            return True
+        try:
+            return session.get_bind() is engine.sync_engine
+        except Exception:  # an unbound session: not the app's
+            return False
+
     def _after_commit(self, session: Session) -> None:
-        tenants = session.info.pop("config_changed", None)
-        if tenants:
-            self.notify(tenants)
+        if "config_changed" in session.info and self._owns(session):
+            self.notify(session.info.pop("config_changed"))
 
     def _after_rollback(self, session: Session) -> None:
-        session.info.pop("config_changed", None)
+        if "config_changed" in session.info and self._owns(session):
+            session.info.pop("config_changed", None)
 
     def notify(self, tenant_ids: Iterable[int]) -> None:
         """Ask for these tenants to be published soon (safe from any thread)."""
@@ -392,7 +411,7 @@ def snapshot_lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        publisher = SnapshotPublisher(settings)
+        publisher = SnapshotPublisher(settings, app_engine=lambda: app.state.get(APP_ENGINE_KEY))
         app.state.snapshot_publisher = publisher
         await publisher.start()
         try:
