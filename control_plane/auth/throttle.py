@@ -29,10 +29,10 @@ class LoginThrottle:
 
     async def failed(self, email: str, client: str) -> None:
         key = self._key(email, client)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, self.window_s, nx=True)
-            await pipe.execute()
+        # INCR then EXPIRE on the first failure only (EXPIRE NX needs Redis 7; the bundled server is 6.2).
+        count = await self._redis.incr(key)
+        if count == 1:
+            await self._redis.expire(key, self.window_s)
 
     async def succeeded(self, email: str, client: str) -> None:
         await self._redis.delete(self._key(email, client))
