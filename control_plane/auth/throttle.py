@@ -29,10 +29,12 @@ class LoginThrottle:
 
     async def failed(self, email: str, client: str) -> None:
         key = self._key(email, client)
-        # INCR then EXPIRE on the first failure only (EXPIRE NX needs Redis 7; the bundled server is 6.2).
-        count = await self._redis.incr(key)
-        if count == 1:
-            await self._redis.expire(key, self.window_s)
+        # The window starts at the first failure: SET NX EX then INCR, in one MULTI (EXPIRE NX would
+        # need Redis 7; the bundled server is 6.2).
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, 0, ex=self.window_s, nx=True)
+            pipe.incr(key)
+            await pipe.execute()
 
     async def succeeded(self, email: str, client: str) -> None:
         await self._redis.delete(self._key(email, client))
