@@ -15,7 +15,7 @@ help:
 	@echo "make services  only PostgreSQL/Redis/NATS: print their URLs, keep them up until Ctrl-C"
 	@echo "make lint      ruff check + format check + mypy"
 	@echo "make fmt       ruff format + ruff check --fix"
-	@echo "make schemas   export the API schemas into schemas/ (control_plane.openapi_export)"
+	@echo "make schemas   regenerate schemas/: the OpenAPI file and the snapshot/event JSON Schemas"
 	@echo "make bench     the routing-engine benchmark"
 
 $(BIN)/uv:
@@ -53,6 +53,7 @@ fmt: setup
 
 schemas: setup
 	$(BIN)/python -m control_plane.openapi_export
+	$(BIN)/python -m shared.schema_export
 
 bench: setup
 	$(BIN)/python -m loadtests.bench_engine
