@@ -192,19 +192,28 @@ async def compile_snapshot(
             )
             for d in domains
         ],
-        agents=[
-            AgentSnap(
-                id=a.id,
-                name=a.name,
-                provider=a.provider,
-                service_value=a.service_value,
-                enabled=a.enabled,
-                credentials=seal_credentials(a, secret_key, snapshot_key),
-            )
-            for a in agents
-        ],
+        agents=[_agent_snap(a, secret_key, snapshot_key) for a in agents],
         groups=group_snaps,
         inbound_rules=[inbound_rule_snap(r) for r in inbound],
         outbound_rules=[outbound_rule_snap(r) for r in outbound],
         trunks=[trunk_snap(t) for t in trunks],
+    )
+
+
+def _agent_snap(agent: VoiceAgent, secret_key: str, snapshot_key: str) -> AgentSnap:
+    enabled = agent.enabled
+    try:
+        credentials = seal_credentials(agent, secret_key, snapshot_key)
+    except SecretKeyMissing as exc:
+        # One unreadable secret must not hold back the tenant's whole config: the agent travels
+        # disabled (engines never dial it without its credentials) and the problem is logged.
+        log.error("snapshot_agent_credentials_unusable", agent_id=agent.id, error=str(exc))
+        credentials, enabled = None, False
+    return AgentSnap(
+        id=agent.id,
+        name=agent.name,
+        provider=agent.provider,
+        service_value=agent.service_value,
+        enabled=enabled,
+        credentials=credentials,
     )

@@ -19,9 +19,11 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from control_plane.app import create_app
 from control_plane.settings import ControlPlaneSettings
+from control_plane.snapshots.compile import compile_snapshot
 from control_plane.snapshots.publisher import SnapshotPublisher
 from shared.snapshot import SNAPSHOT_DECODER, SNAPSHOT_ENCODER, TenantSnapshot, snapshot_key
 from tests.conftest import TEST_FERNET_KEY
@@ -325,3 +327,24 @@ async def test_nats_down_keeps_the_api_working_and_heals(
             assert unpublished(db, account.tenant_id) == []
     finally:
         server.cleanup()
+
+
+async def test_unreadable_credentials_disable_only_that_agent(account: Account, database_url: str) -> None:
+    made = await build_config(account)
+    engine = create_async_engine(database_url)
+    try:
+        async with AsyncSession(engine) as session:
+            snap = await compile_snapshot(
+                session,
+                account.tenant_id,
+                secret_key=Fernet.generate_key().decode(),  # not the key the secrets were stored with
+                snapshot_key=TEST_FERNET_KEY,
+            )
+    finally:
+        await engine.dispose()
+    assert snap is not None
+    by_id = {a.id: a for a in snap.agents}
+    assert by_id[made["agent"]["id"]].enabled is False
+    assert by_id[made["agent"]["id"]].credentials is None
+    assert by_id[made["plain"]["id"]].enabled is True
+    assert len(snap.inbound_rules) == 1
