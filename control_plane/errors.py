@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -61,17 +62,29 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
+_AT_PATH = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def _field_from_message(message: str) -> str:
+    """msgspec names the body field inside its message ("Object missing required field `name` - at
+    `$.settings`"); Litestar reports it as the whole body ("data"). Recover the dotted field path."""
+    path = _AT_PATH.search(message)
+    named = _NAMED_FIELD.search(message)
+    parts = [p for p in ((path.group(1) if path else ""), (named.group(1) if named else "")) if p]
+    return ".".join(parts)
+
+
 def _field_errors(extra: Any) -> list[dict[str, str]]:
     errors: list[dict[str, str]] = []
     for item in extra if isinstance(extra, list) else []:
         if not isinstance(item, dict):
             continue
-        field = item.get("field") or item.get("key") or ""
+        field = str(item.get("field") or item.get("key") or "")
         message = str(item.get("message", "invalid value"))
-        # msgspec says "at `$.settings.window_hours`": name the field from the path.
-        if not field and "$." in message:
-            field = message.split("$.", 1)[1].rstrip("`")
-        errors.append({"field": str(field), "message": message})
+        if field in ("", "data"):
+            field = _field_from_message(message) or field
+        errors.append({"field": field, "message": message})
     return errors
 
 
