@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 
 from routing_engine import cxml
 from routing_engine.balancer import Candidate
-from shared.routing import RuleTable
+from shared.routing import RuleTable, build_inbound_table, build_outbound_table
 from shared.snapshot import (
     GroupSettings,
     InboundRuleSnap,
@@ -239,12 +239,9 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
         version=snap.version,
         compiled_at=snap.compiled_at,
         applied_at=time.time(),
-        inbound=RuleTable.build(
-            snap.inbound_rules, lambda r: r.pattern, lambda r: r.caller_pattern, lambda r: r.domain_id
-        ),
-        outbound=RuleTable.build(
-            snap.outbound_rules, lambda r: r.destination_pattern, lambda r: r.caller_id, lambda r: None
-        ),
+        # The same builders as the control plane's dry run, so both planes decide identically.
+        inbound=build_inbound_table(snap.inbound_rules),
+        outbound=build_outbound_table(snap.outbound_rules),
         inbound_targets=inbound_targets,
         outbound_routes=outbound_routes,
         default_route=default_route,
