@@ -133,6 +133,27 @@ def cmd_engine(settings: LauncherSettings) -> int:
     return 0
 
 
+def simulate_argv(settings: LauncherSettings, extra: Sequence[str]) -> list[str]:
+    """``vlb simulate`` defaults: the local engine and the demo domain and key saved by ``vlb run``."""
+    argv = list(extra)
+    demo_login = demo.read_saved(settings.data_path) or {}
+    defaults = {
+        "--url": f"http://{settings.engine_host}:{settings.engine_port}",
+        "--domain": demo_login.get("domain"),
+        "--key": demo_login.get("webhook_key"),
+    }
+    for flag, value in defaults.items():
+        if value and not any(a == flag or a.startswith(flag + "=") for a in argv):
+            argv += [flag, value]
+    return argv
+
+
+def cmd_simulate(settings: LauncherSettings, extra: Sequence[str] = ()) -> int:
+    from routing_engine.simulate import main as simulate_main
+
+    return simulate_main(simulate_argv(settings, extra))
+
+
 COMMANDS = {
     "run": (cmd_run, "start everything (local services as needed), migrate, seed a demo, serve"),
     "services": (cmd_services, "ensure PostgreSQL/Redis/NATS, print their URLs, keep them up"),
@@ -140,6 +161,7 @@ COMMANDS = {
     "seed-demo": (cmd_seed_demo, "create the demo tenant when the database has none"),
     "control-plane": (cmd_control_plane, "serve the control plane (granian, foreground)"),
     "engine": (cmd_engine, "serve the routing engine (granian, uvloop, foreground)"),
+    "simulate": (cmd_simulate, "send a Cloudonix-shaped inbound call to the engine and print the CXML"),
 }
 
 
@@ -147,18 +169,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (_func, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, description=help_text)
+        # simulate passes its arguments (and --help) through to routing_engine.simulate.
+        sub.add_parser(name, help=help_text, description=help_text, add_help=name != "simulate")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra and args.command != "simulate":
+        build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     settings = get_launcher_settings()
     configure_logging(settings.log_format, settings.log_level)
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
     func, _help = COMMANDS[args.command]
     try:
+        if args.command == "simulate":
+            return cmd_simulate(settings, extra)
         return func(settings)
     except KeyboardInterrupt:
         log.info("stopped", reason="interrupt")

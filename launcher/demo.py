@@ -54,6 +54,11 @@ def seed_if_empty(database_url: str, data_dir: Path) -> dict[str, str] | None:
     return demo
 
 
+def read_saved(data_dir: Path) -> dict[str, str] | None:
+    """The demo login saved by an earlier ``vlb run``, if any."""
+    return _read(data_dir / DEMO_FILE)
+
+
 def _read(path: Path) -> dict[str, str] | None:
     if not path.is_file():
         return None
