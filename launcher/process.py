@@ -150,9 +150,14 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 
 def exit_on_termination_signals() -> None:
-    """SIGTERM and SIGHUP unwind the stack like Ctrl-C does, so every ``with`` block stops its children."""
+    """SIGTERM and SIGHUP unwind the stack like Ctrl-C does, so every ``with`` block stops its children.
+
+    SIGINT is set back to Python's KeyboardInterrupt too: a shell starts background jobs with SIGINT
+    ignored, and Python keeps an inherited "ignore", so ``make run &`` then ``kill -INT`` would do nothing.
+    """
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _exit_on_signal)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextlib.contextmanager
