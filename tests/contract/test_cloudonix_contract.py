@@ -1,4 +1,4 @@
-"""Replays Cloudonix's request shapes (SPEC §3, /work/shared/fixtures/cloudonix) through the engine
+"""Replays Cloudonix's request shapes (SPEC §3, ../shared/fixtures/cloudonix) through the engine
 and checks the CXML with an XML parser: GET query, POST JSON, POST form, header-only session,
 upper-case statuses, missing SessionData, dial-status fallback chains and outbound calls."""
 

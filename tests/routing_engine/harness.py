@@ -50,9 +50,11 @@ from shared.snapshot import (
 )
 
 NATS_URL = os.environ.get("VLB_NATS_URL", "nats://127.0.0.1:4222")
-FIXTURES = Path("/work/shared/fixtures/cloudonix")
-if not FIXTURES.is_dir():  # a checkout that vendors the fixtures
-    FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "cloudonix"
+# The team's fixtures (../shared beside the checkout) when present, else the copy vendored in tests/.
+_REPO = Path(__file__).resolve().parents[2]
+FIXTURES = _REPO.parent / "shared" / "fixtures" / "cloudonix"
+if not FIXTURES.is_dir():
+    FIXTURES = _REPO / "tests" / "fixtures" / "cloudonix"
 VENV_BIN = Path(sys.executable).parent
 _tenant_ids = itertools.count(5000)
 
