@@ -102,6 +102,7 @@ class EngineApp:
             prefix=settings.redis_prefix,
             idempotency_ttl_s=settings.idempotency_ttl_s,
             active_slot_ttl_s=settings.active_slot_ttl_s,
+            coalesce=settings.balancer_coalesce,
         )
         self.decider = Decider(self.balancer)
         self.limiter = RateLimiter()
