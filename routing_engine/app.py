@@ -32,6 +32,8 @@ from routing_engine.balancer import Balancer
 from routing_engine.cxml import DEFAULT_FALLBACK, escape
 from routing_engine.decide import Decider, Decision
 from routing_engine.events import EventPublisher
+from routing_engine.heartbeat import HeartbeatPublisher
+from routing_engine.ingest import Cdr, Ingestor, Rejection, SessionUpdate, parse
 from routing_engine.rules import CompiledDomain, CompiledTenant
 from routing_engine.settings import EngineSettings, get_engine_settings
 from routing_engine.snapshots import SnapshotStore
@@ -49,6 +51,8 @@ log = structlog.get_logger("routing_engine")
 
 APPLICATION_PREFIX = "/api/voice/application/"
 DIAL_STATUS_SUFFIX = "/dial-status"
+SESSION_PREFIX = "/api/voice/session/"
+INGEST_KINDS = {"update": EventKind.SESSION_UPDATE, "cdr": EventKind.CDR}
 XML_HEADERS = [(b"content-type", b"application/xml; charset=utf-8")]
 TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -105,6 +109,19 @@ class EngineApp:
             coalesce=settings.balancer_coalesce,
         )
         self.decider = Decider(self.balancer)
+        self.ingestor = Ingestor(
+            self.redis,
+            self.balancer,
+            self.events,
+            dedupe_ttl_s=settings.idempotency_ttl_s,
+            engine_id=self.engine_id,
+        )
+        self.heartbeat = HeartbeatPublisher(
+            subject=settings.heartbeat_subject,
+            interval_s=settings.heartbeat_interval_s,
+            engine_id=self.engine_id,
+            versions=lambda: {t.tenant_id: t.version for t in self.store.state.tenants.values()},
+        )
         self.limiter = RateLimiter()
         self.public_url = settings.engine_public_url.rstrip("/")
         self.nc: NATS | None = None
@@ -143,6 +160,7 @@ class EngineApp:
             self.nc = nc
             self.store.start(nc)
             self.events.start(nc)
+            self.heartbeat.start(nc)
             return
 
     async def _nats_reconnected(self) -> None:
@@ -158,6 +176,7 @@ class EngineApp:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
+        await self.heartbeat.stop()
         await self.events.stop()
         await self.store.stop()
         if self.nc is not None:
@@ -205,7 +224,16 @@ class EngineApp:
                 await _reply(send, 405, b"method not allowed\n", [*TEXT_HEADERS, (b"allow", b"GET, POST")])
                 return
             await self._voice(scope, receive, send, domain, is_dial)
-        # The session-update and CDR webhooks (/api/voice/session/...) are routed here in a later task.
+        elif path.startswith(SESSION_PREFIX):
+            kind_name, _, domain = path[len(SESSION_PREFIX) :].rstrip("/").partition("/")
+            ingest_kind = INGEST_KINDS.get(kind_name)
+            if ingest_kind is None or "/" in domain:
+                await _reply(send, 404, b"not found\n")
+                return
+            if method != "POST":
+                await _reply(send, 405, b"method not allowed\n", [*TEXT_HEADERS, (b"allow", b"POST")])
+                return
+            await self._ingest(scope, receive, send, ingest_kind, domain or None)
         elif path == "/health":
             await _reply(send, 200, b'{"status":"ok"}', JSON_HEADERS)
         elif path == "/ready":
@@ -270,21 +298,10 @@ class EngineApp:
     ) -> None:
         path_kind = "dial_status" if is_dial else "application"
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        found = self.store.state.find_domain(domain_name)
+        found = await self._admit(scope, send, headers, path_kind, domain_name)
         if found is None:
-            await self._refuse(send, path_kind, 404, "unknown domain", "unknown_domain")
             return
         tenant, domain = found
-        if not _key_matches(headers, domain.key_hash):
-            await self._refuse(send, path_kind, 401, "missing or invalid webhook key", "bad_key")
-            return
-        if domain.networks and not self._client_allowed(scope, headers, domain):
-            await self._refuse(send, path_kind, 403, "source address not allowed", "network")
-            return
-        limit = domain.max_requests_per_second
-        if limit is not None and not self.limiter.allow(domain.name, limit):
-            await self._refuse(send, path_kind, 429, "too many requests", "rate_limit")
-            return
         try:
             body = await _read_body(scope, receive, headers, self.settings.max_body_bytes)
         except BodyTooLarge:
@@ -389,6 +406,106 @@ class EngineApp:
                 latency_us=latency_us,
                 payload=msgspec.structs.asdict(req),
             )
+        )
+
+    async def _admit(
+        self, scope: Scope, send: Send, headers: dict[str, str], path_kind: str, domain_name: str
+    ) -> tuple[CompiledTenant, CompiledDomain] | None:
+        """The checks every webhook passes (domain, key, networks, rate); None when refused (answered)."""
+        found = self.store.state.find_domain(domain_name)
+        if found is None:
+            await self._refuse(send, path_kind, 404, "unknown domain", "unknown_domain")
+            return None
+        _tenant, domain = found
+        if not _key_matches(headers, domain.key_hash):
+            await self._refuse(send, path_kind, 401, "missing or invalid webhook key", "bad_key")
+            return None
+        if domain.networks and not self._client_allowed(scope, headers, domain):
+            await self._refuse(send, path_kind, 403, "source address not allowed", "network")
+            return None
+        limit = domain.max_requests_per_second
+        # Session updates and CDRs have their own windows: a burst of them never costs a call its answer.
+        limit_key = (
+            domain.name if path_kind in ("application", "dial_status") else f"{domain.name}#{path_kind}"
+        )
+        if limit is not None and not self.limiter.allow(limit_key, limit):
+            await self._refuse(send, path_kind, 429, "too many requests", "rate_limit")
+            return None
+        return found
+
+    # --- the session-update and CDR webhooks ---
+
+    async def _ingest(
+        self, scope: Scope, receive: Receive, send: Send, kind: EventKind, domain_name: str | None
+    ) -> None:
+        path_kind = kind.value
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        found: tuple[CompiledTenant, CompiledDomain] | None = None
+        if domain_name is not None:
+            found = await self._admit(scope, send, headers, path_kind, domain_name)
+            if found is None:
+                return
+        try:
+            body = await _read_body(scope, receive, headers, self.settings.max_body_bytes)
+        except BodyTooLarge:
+            metrics.REQUESTS.labels(path_kind, "too_large").inc()
+            reason = f"request body larger than {self.settings.max_body_bytes} bytes"
+            if found is not None:
+                tenant, domain = found
+                self.ingestor.rejected(
+                    tenant.tenant_id,
+                    domain.name,
+                    kind,
+                    Rejection(status=413, reason=reason),
+                    b"",
+                    tenant.version,
+                )
+            await _reply(send, 413, reason.encode() + b"\n")
+            return
+
+        started = time.perf_counter()
+        parsed = parse(kind, headers.get("content-type", ""), body)
+        if found is None:
+            # /api/voice/session/update and /cdr: the domain is in the body (or X-CX-Domain).
+            named = parsed.domain or headers.get("x-cx-domain", "").strip()
+            if not named:
+                metrics.REQUESTS.labels(path_kind, "bad_input").inc()
+                reason = parsed.reason if isinstance(parsed, Rejection) else "missing domain"
+                await _reply(send, 400, reason.encode() + b"\n")
+                return
+            found = await self._admit(scope, send, headers, path_kind, named)
+            if found is None:
+                return
+        tenant, domain = found
+        if isinstance(parsed, Rejection):
+            metrics.REQUESTS.labels(path_kind, "bad_input").inc()
+            log.info(
+                "webhook_rejected",
+                path=path_kind,
+                tenant_id=tenant.tenant_id,
+                domain=domain.name,
+                session=parsed.token,
+                reason=parsed.reason,
+            )
+            await _reply(send, parsed.status, parsed.reason.encode() + b"\n")
+            self.ingestor.rejected(tenant.tenant_id, domain.name, kind, parsed, body, tenant.version)
+            return
+        # Cloudonix only needs to know it was received; dedupe, release and the event follow the answer.
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        outcome = await self.ingestor.apply(tenant.tenant_id, domain.name, parsed, tenant.version)
+        metrics.REQUESTS.labels(path_kind, outcome).inc()
+        log.info(
+            "webhook",
+            path=path_kind,
+            session=parsed.token,
+            tenant_id=tenant.tenant_id,
+            domain=domain.name,
+            status=parsed.status,
+            disposition=parsed.disposition.value if isinstance(parsed, Cdr) and parsed.disposition else None,
+            terminal=parsed.terminal if isinstance(parsed, SessionUpdate) else True,
+            decision=outcome,
+            latency_us=int((time.perf_counter() - started) * 1_000_000),
         )
 
     async def _refuse(self, send: Send, path_kind: str, status: int, reason: str, metric: str) -> None:

@@ -56,6 +56,10 @@ DEGRADED = Counter("vlb_engine_degraded_decisions_total", "Decisions taken witho
 FALLBACKS = Counter("vlb_engine_fallback_answers_total", "Unexpected errors answered with the fallback CXML")
 REDIS_ERRORS = Counter("vlb_engine_redis_errors_total", "Redis errors seen by the engine")
 NATS_ERRORS = Counter("vlb_engine_nats_errors_total", "NATS errors seen by the engine", ["op"])
+SLOT_RELEASES = Counter(
+    "vlb_engine_slot_releases_total", "Agent slots freed by session updates and CDRs", ["source"]
+)
+HEARTBEATS = Counter("vlb_engine_heartbeats_total", "Engine heartbeats published on core NATS")
 EVENTS_PUBLISHED = Counter("vlb_engine_events_published_total", "Call events stored in JetStream")
 EVENTS_DROPPED = Counter("vlb_engine_events_dropped_total", "Call events dropped (buffer full); must stay 0")
 SNAPSHOTS_REJECTED = Counter(

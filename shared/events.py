@@ -47,3 +47,19 @@ def event_subject(prefix: str, tenant_id: int, kind: EventKind) -> str:
 
 EVENT_ENCODER = msgspec.msgpack.Encoder()
 EVENT_DECODER = msgspec.msgpack.Decoder(CallEvent)
+
+
+class EngineHeartbeat(msgspec.Struct, kw_only=True, frozen=True):
+    """What each engine process says every few seconds on core NATS subject ``vlb.engines.heartbeat``
+    (settings ``heartbeat_subject``), JSON-encoded: who it is and which snapshot version of each
+    tenant it runs."""
+
+    engine_id: str
+    pid: int
+    started_at: float  # epoch seconds
+    sent_at: float  # epoch seconds
+    versions: dict[int, int]  # tenant id -> applied snapshot version
+
+
+HEARTBEAT_ENCODER = msgspec.json.Encoder()
+HEARTBEAT_DECODER = msgspec.json.Decoder(EngineHeartbeat)

@@ -63,3 +63,9 @@ class TenantKeys:
     def last_chosen(self, agent_id: int) -> str:
         """When ``agent_id`` was last chosen (epoch ms)."""
         return f"{self.base}last:{agent_id}"
+
+    def seen(self, dedupe_id: str) -> str:
+        """Marks a session update or CDR delivery as applied (``SET NX`` with a TTL): repeats are
+        dropped. ``dedupe_id`` is ``<token>:su:<eventId>``, ``<token>:su:<status>:<modifiedAt>`` or
+        ``<token>:cdr``."""
+        return f"{self.base}seen:{dedupe_id}"

@@ -64,5 +64,7 @@ class CommonSettings(msgspec.Struct, kw_only=True, frozen=True):
     config_bucket: str = "vlb-config"
     events_stream: str = "VLB_EVENTS"
     events_subject_prefix: str = "vlb.events"
+    # Core NATS subject of the engines' heartbeats (engine id, pid, applied snapshot versions).
+    heartbeat_subject: str = "vlb.engines.heartbeat"
     engine_public_url: str = ""
     data_dir: str = ".vlb"
