@@ -1,0 +1,1 @@
+"""Baseline ASGI apps the engine benchmark compares the engine against."""
