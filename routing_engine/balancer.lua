@@ -299,6 +299,14 @@ for r = 1, #requests do
       if strategy == 'round_robin' then
         call('SET', base .. 'rr:' .. group, c[2] .. ':' .. agent)
       end
+      if cur ~= '' and tonumber(cur) ~= agent then
+        -- A call holds one slot at most: a dial-status that did not name the failed agent (no or a
+        -- stale `agent` in its URL) still ends the dial that held `cur`, so free it before moving on.
+        if call('ZREM', base .. 'active:' .. cur, session) == 1 then
+          local cached = active_cache[tonumber(cur)]
+          if cached ~= nil then active_cache[tonumber(cur)] = cached - 1 end
+        end
+      end
       cur = tostring(agent)
       tried = tried .. agent .. ','
     end
