@@ -86,11 +86,13 @@ async def active_total(engine: EngineApp, config: TenantConfig) -> int:
     return sum(counts.values())
 
 
-async def route_call(client: httpx.AsyncClient, config: TenantConfig, session: str) -> None:
+async def route_call(client: httpx.AsyncClient, config: TenantConfig, session: str) -> str:
+    """Route an inbound call through the voice-application webhook; its CXML (an agent is dialled)."""
     body = dict(INBOUND, Session=session, CallSid=session, Domain=config.domain)
     response = await client.post(f"/api/voice/application/{config.domain}", json=body, headers=config.auth)
     assert response.status_code == 200
     assert "<Dial" in response.text, response.text
+    return response.text
 
 
 async def tenant_events(
