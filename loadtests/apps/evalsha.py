@@ -1,5 +1,6 @@
-"""Phase (b): phase (a) plus one Redis EVALSHA per request — the naive ceiling for "one script call per
-decision". The script touches a key per session like the balancer's idempotency check does."""
+"""Phase (b): phase (a) plus one Redis EVALSHA of a trivial script per request: what one Redis round trip
+per request costs under granian, the baseline the engine (one script call per decision, or fewer when
+coalesced) is compared with."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import redis.asyncio as aioredis
 
 from loadtests.apps.bare import CXML, START, drain
 
-SCRIPT = "redis.call('SET', KEYS[1], ARGV[1], 'EX', 60) return redis.call('INCR', KEYS[2])"
+SCRIPT = "return redis.call('INCR', KEYS[1])"
+KEY = b"vlb-bench:evalsha:n"
 _state: dict[str, Any] = {}
 
 
@@ -29,7 +31,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
     if scope["type"] != "http":
         return
-    body = await drain(receive)
-    await _state["redis"].evalsha(_state["sha"], 2, b"bench:{t1}:idem:" + body[-48:], b"bench:{t1}:n", b"1")
+    await drain(receive)
+    await _state["redis"].evalsha(_state["sha"], 1, KEY)
     await send(START)
     await send({"type": "http.response.body", "body": CXML})
