@@ -58,6 +58,9 @@ TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 NATS_RETRY_S = 1.0
 REDIS_TIMEOUT_S = 0.5
+# SPEC §3: a repeated session update or CDR is dropped for at least 24 h, even when the idempotency
+# TTL of the voice-application answers is set lower.
+DEDUPE_MIN_TTL_S = 86400
 
 _JSON = msgspec.json.Encoder()
 
@@ -113,7 +116,7 @@ class EngineApp:
             self.redis,
             self.balancer,
             self.events,
-            dedupe_ttl_s=settings.idempotency_ttl_s,
+            dedupe_ttl_s=max(settings.idempotency_ttl_s, DEDUPE_MIN_TTL_S),
             engine_id=self.engine_id,
         )
         self.heartbeat = HeartbeatPublisher(
