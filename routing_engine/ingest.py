@@ -24,8 +24,9 @@ from shared.events import CallEvent
 
 log = structlog.get_logger("routing_engine.ingest")
 
-# shared/lifecycle.py (the control plane's status mapping) did not exist when this was written, so the
-# engine keeps the two sets it needs: which raw statuses it accepts and which of them end the call.
+# The engine's two sets: which raw statuses it accepts and which of them end the call. They must agree
+# with the control plane's table in shared/lifecycle.py (a test checks); kept here until that module
+# is committed.
 # Cloudonix session statuses, lower-cased, plus the Twilio-style ones of the original's short shape.
 LIVE_STATUSES = frozenset(
     {"new", "processing", "ringing", "connected", "external", "queued", "initiated", "in-progress"}

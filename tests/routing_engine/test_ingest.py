@@ -503,3 +503,13 @@ async def test_heartbeat_carries_engine_and_versions(kv: KeyValue, nats_client: 
             await sub.next_msg(timeout=0.2)
     finally:
         await sub.unsubscribe()
+
+
+def test_status_sets_agree_with_the_call_lifecycle() -> None:
+    lifecycle = pytest.importorskip("shared.lifecycle")
+    from routing_engine import ingest
+
+    table = lifecycle.SESSION_STATUS
+    assert set(table) == ingest.LIVE_STATUSES | ingest.TERMINAL_STATUSES | {ingest.ANSWERED}
+    assert {s for s in table if lifecycle.is_terminal(table[s])} == ingest.TERMINAL_STATUSES
+    assert lifecycle.DISPOSITION_ALIASES == ingest.DISPOSITIONS
