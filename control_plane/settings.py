@@ -17,6 +17,10 @@ class ControlPlaneSettings(CommonSettings, kw_only=True, frozen=True):
     login_max_attempts: int = 5
     login_window_s: int = 300
     snapshot_republish_s: int = 30
+    # The durable JetStream consumer that writes call events to the database (control_plane.events).
+    events_durable: str = "vlb-control-plane"
+    events_batch: int = 200
+    events_ack_wait_s: float = 30.0
     debug: bool = False
 
 

@@ -1,6 +1,7 @@
 """All models, imported here so Alembic and create_all see every table."""
 
 from control_plane.db.models.agents import VoiceAgent
+from control_plane.db.models.calls import CallRecord, CallTimelineEntry, Cdr, WebhookAudit
 from control_plane.db.models.groups import AgentGroup, AgentGroupMember
 from control_plane.db.models.routing import InboundRoutingRule, OutboundRoutingRule, Trunk
 from control_plane.db.models.tenants import Domain, SnapshotOutbox, Tenant
@@ -10,6 +11,9 @@ __all__ = [
     "AgentGroup",
     "AgentGroupMember",
     "ApiToken",
+    "CallRecord",
+    "CallTimelineEntry",
+    "Cdr",
     "Domain",
     "InboundRoutingRule",
     "OutboundRoutingRule",
@@ -18,4 +22,5 @@ __all__ = [
     "Trunk",
     "User",
     "VoiceAgent",
+    "WebhookAudit",
 ]
