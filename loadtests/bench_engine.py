@@ -6,6 +6,8 @@
       capacity, a catch-all inbound rule, a new session every request), decisions coalesced per tenant
       per event-loop tick (the default),
   (d) the same with coalescing off (VLB_BALANCER_COALESCE=false: one EVALSHA per decision),
+  (e) attribution only: (c) with call events dropped instead of sent to JetStream and the log level at
+      warning (loadtests/apps/engine_quiet.py), to show what those two cost on the hot path,
 
 driven by wrk (one thread; a Lua script POSTs application-inbound.json with the webhook key and a new
 session token each request) at each connection count. Per row: req/s, p50/p99 as wrk sees them, CPU
@@ -359,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--log-level", default="info", help="the engine's VLB_LOG_LEVEL (its log goes to a file)"
     )
-    parser.add_argument("--phases", default="abcd", help="which phases to run, e.g. 'bc'")
+    parser.add_argument("--phases", default="abcde", help="which phases to run, e.g. 'bc'")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk); it drives the load.", file=sys.stderr)
@@ -400,6 +402,12 @@ def main(argv: list[str] | None = None) -> int:
             "routing_engine.app:create_app",
             True,
             {**env, "VLB_BALANCER_COALESCE": "false"},
+        ),
+        (
+            "e (c) no events/log",
+            "loadtests.apps.engine_quiet:create_app",
+            True,
+            {**env, "VLB_LOG_LEVEL": "warning"},
         ),
     ]
     results: list[Result] = []
@@ -446,7 +454,7 @@ def report(results: list[Result], args: argparse.Namespace, elapsed_s: float) ->
     for n in args.connections:
         ratios = [
             f"{x}/{y} {by[(x, n)].rps / by[(y, n)].rps:.2f}"
-            for x, y in (("c", "b"), ("d", "b"), ("c", "d"), ("b", "a"))
+            for x, y in (("c", "b"), ("d", "b"), ("c", "d"), ("e", "b"), ("b", "a"))
             if (x, n) in by and (y, n) in by
         ]
         if ratios:
