@@ -9,7 +9,8 @@
 --         max_attempts, fallback_enabled, {{agent, priority, capacity, weight}, ...}, {cxml, ...},
 --         failed_agent|nil}. Decides each in turn and returns a flat array of
 --         index, agent (0 = none), attempt, cxml, replay (0/1) per request.
--- release ARGV[2] session -> 1 when the call's slot was freed, else 0.
+-- release ARGV[2] session, ARGV[3] '1' when the call itself is over (session update, CDR): then
+--         no later decide takes a slot for it -> 1 when the call's slot was freed, else 0.
 -- stats   ARGV[2] window_hours, ARGV[3..] agent ids -> flat window, active, last (ms, 0 = never).
 -- active  ARGV[2..] agent ids -> live slot count per agent.
 
@@ -101,6 +102,9 @@ if mode == 'release' then
   local session = ARGV[2]
   local ck = base .. 'call:' .. session
   local cur = call('HGET', ck, 'cur')
+  -- A dial-status delivered after the call's end (out of order) must not take a slot that nothing
+  -- would free before the safety TTL. Only a call routed here has a hash (and its TTL) to mark.
+  if ARGV[3] == '1' and cur then call('HSET', ck, 'end', '1') end
   if not cur or cur == '' then return 0 end
   call('HSET', ck, 'cur', '')
   return call('ZREM', base .. 'active:' .. cur, session)
@@ -258,8 +262,8 @@ for r = 1, #requests do
     local is_dial = stage ~= 'app'
     if is_dial then attempt = tonumber(string.match(stage, '^dial%-(%d+)$')) + 1 end
     local ck = base .. 'call:' .. session
-    local state = call('HMGET', ck, 'cur', 'tried')
-    local cur, tried = state[1] or '', state[2] or ','
+    local state = call('HMGET', ck, 'cur', 'tried', 'end')
+    local cur, tried, ended = state[1] or '', state[2] or ',', state[3]
     if failed and cur ~= '' and tonumber(cur) == failed then
       -- free the failed dial's slot exactly once: `cur` is cleared with it
       if call('ZREM', base .. 'active:' .. cur, session) == 1 then
@@ -269,7 +273,7 @@ for r = 1, #requests do
       cur = ''
     end
     local idx = -1
-    if attempt <= max_attempts and not (is_dial and not fallback) and #cands > 0 then
+    if not ended and attempt <= max_attempts and not (is_dial and not fallback) and #cands > 0 then
       if strategy == 'load_balanced' then
         idx = pick_load_balanced(cands, tried, wh)
       elseif strategy == 'round_robin' then

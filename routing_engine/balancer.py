@@ -385,14 +385,16 @@ class Balancer:
 
     # -- slots and counters ------------------------------------------------------------------------
 
-    async def release(self, tenant_id: int, session: str, *, reason: str) -> bool:
-        """Free the call's current agent slot; True only for the call that actually freed it."""
+    async def release(self, tenant_id: int, session: str, *, reason: str, ended: bool = False) -> bool:
+        """Free the call's current agent slot; True only for the call that actually freed it.
+        ``ended``: the call itself is over, so a dial-status arriving later takes no new slot."""
         # A decision that timed out may have been made both locally and in Redis: free both.
         freed = self.local.release(tenant_id, session)
         if self._redis_down_until and time.monotonic() < self._redis_down_until:
             return freed
         try:
-            freed = bool(await self._script(tenant_id, "release", session)) or freed
+            args = ("release", session, "1") if ended else ("release", session)
+            freed = bool(await self._script(tenant_id, *args)) or freed
         except UNAVAILABLE as exc:
             # A Redis slot left behind expires by itself after the safety TTL.
             self._redis_failed(exc, error=False)

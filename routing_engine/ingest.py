@@ -462,7 +462,8 @@ class Ingestor:
 
     async def _release(self, tenant_id: int, token: str, source: str, reason: str) -> bool:
         try:
-            freed = await self._balancer.release(tenant_id, token, reason=reason)
+            # The call is over: a dial-status that Cloudonix delivers after this takes no new slot.
+            freed = await self._balancer.release(tenant_id, token, reason=reason, ended=True)
         except RedisError as exc:  # READONLY, OOM, ...: the slot expires after the safety TTL
             metrics.REDIS_ERRORS.inc()
             log.error("ingest_release_failed", session=token, tenant_id=tenant_id, error=type(exc).__name__)
