@@ -5,7 +5,14 @@ from __future__ import annotations
 from litestar.types import ControllerRouterHandler
 
 from control_plane.agents.controllers import ProvidersController, VoiceAgentsController
+from control_plane.audit.controllers import WebhookAuditController
 from control_plane.auth.controllers import AuthController, UsersController
+from control_plane.calls.controllers import (
+    AnalyticsCallRecordsController,
+    CallRecordsController,
+    CallsController,
+)
+from control_plane.cdr.controllers import CdrController
 from control_plane.groups.controllers import AgentGroupsController, GroupMembersController
 from control_plane.routing.controllers import InboundRulesController
 from control_plane.tenants.controllers import DomainsController, TenantController
@@ -23,4 +30,9 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     InboundRulesController,
     TrunksController,
     OutboundRulesController,
+    CallsController,
+    AnalyticsCallRecordsController,
+    CallRecordsController,
+    CdrController,
+    WebhookAuditController,
 ]

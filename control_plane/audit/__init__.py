@@ -1,0 +1,1 @@
+"""The webhook audit: every webhook any engine received, body masked."""

@@ -1,0 +1,1 @@
+"""Calls: live calls, statistics, one call with its timeline, and the call-record lists."""

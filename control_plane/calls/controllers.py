@@ -1,0 +1,178 @@
+"""Routes: live calls, call statistics, one call's timeline, and the call-record lists (SPEC §2.6, §2.9)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from control_plane.auth.context import Auth
+from control_plane.calls import filters, service
+from control_plane.calls.schemas import (
+    ActiveCalls,
+    CallDetail,
+    CallRecordRead,
+    CallRecordSummary,
+    CallStatistics,
+    FilterOptions,
+)
+from control_plane.pagination import Page, paginate
+from control_plane.tenancy import TenantScope
+
+FromNumber = Annotated[str | None, QueryParameter(query="from")]
+
+
+class CallsController(Controller):
+    path = "/api/calls"
+    tags = ["calls"]
+
+    @get("/active")
+    async def active(self, auth: Auth) -> ActiveCalls:
+        """Calls not yet in a terminal state, newest first."""
+        return ActiveCalls(data=await service.active_calls(auth.scope))
+
+    @get("/statistics")
+    async def statistics(self, auth: Auth) -> CallStatistics:
+        """Live calls now; calls started today and completed today, in the tenant's time zone."""
+        return await service.statistics(auth.scope)
+
+    @get("/{session_token:str}")
+    async def call(self, auth: Auth, session_token: FromPath[str]) -> CallDetail:
+        """One call with its full event timeline (with each event's source) and routing attempts."""
+        return await service.call_detail(auth.scope, session_token)
+
+
+async def _records(
+    scope: TenantScope,
+    page: int,
+    per_page: int,
+    agent_id: int | None,
+    group_id: int | None,
+    status: str | None,
+    direction: str | None,
+    from_number: str | None,
+    to: str | None,
+    start_date: str | None,
+    end_date: str | None,
+    min_duration: int | None,
+    max_duration: int | None,
+    sort: str | None,
+) -> Page[CallRecordRead]:
+    filters.check_page(page, per_page)
+    f = await service.record_filters(
+        scope,
+        agent_id=agent_id,
+        group_id=group_id,
+        status=status,
+        direction=direction,
+        from_number=from_number,
+        to_number=to,
+        start_date=start_date,
+        end_date=end_date,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        sort=sort,
+    )
+    return await paginate(scope.session, service.records_stmt(scope, f), page, per_page, service.record_read)
+
+
+class AnalyticsCallRecordsController(Controller):
+    path = "/api/analytics"
+    tags = ["calls"]
+
+    @get("/call-records")
+    async def call_records(
+        self,
+        auth: Auth,
+        page: FromQuery[int] = 1,
+        per_page: FromQuery[int] = 50,
+        agent_id: FromQuery[int | None] = None,
+        group_id: FromQuery[int | None] = None,
+        status: FromQuery[str | None] = None,
+        direction: FromQuery[str | None] = None,
+        from_number: FromNumber = None,
+        to: FromQuery[str | None] = None,
+        start_date: FromQuery[str | None] = None,
+        end_date: FromQuery[str | None] = None,
+        min_duration: FromQuery[int | None] = None,
+        max_duration: FromQuery[int | None] = None,
+        sort: FromQuery[str | None] = None,
+    ) -> Page[CallRecordRead]:
+        """Call records, filtered; ``from``/``to`` match part of the number; dates are the tenant's days;
+        ``sort`` is a field (start_time, end_time, duration, created_at, status, id), ``-`` for descending."""
+        return await _records(
+            auth.scope, page, per_page, agent_id, group_id, status, direction, from_number, to,
+            start_date, end_date, min_duration, max_duration, sort,
+        )  # fmt: skip
+
+
+class CallRecordsController(Controller):
+    path = "/api/call-records"
+    tags = ["calls"]
+
+    @get("/")
+    async def list_records(
+        self,
+        auth: Auth,
+        page: FromQuery[int] = 1,
+        per_page: FromQuery[int] = 50,
+        agent_id: FromQuery[int | None] = None,
+        group_id: FromQuery[int | None] = None,
+        status: FromQuery[str | None] = None,
+        direction: FromQuery[str | None] = None,
+        from_number: FromNumber = None,
+        to: FromQuery[str | None] = None,
+        start_date: FromQuery[str | None] = None,
+        end_date: FromQuery[str | None] = None,
+        min_duration: FromQuery[int | None] = None,
+        max_duration: FromQuery[int | None] = None,
+        sort: FromQuery[str | None] = None,
+    ) -> Page[CallRecordRead]:
+        """The original system's route: the same list and filters as /api/analytics/call-records."""
+        return await _records(
+            auth.scope, page, per_page, agent_id, group_id, status, direction, from_number, to,
+            start_date, end_date, min_duration, max_duration, sort,
+        )  # fmt: skip
+
+    @get("/{record_id:int}")
+    async def get_record(self, auth: Auth, record_id: FromPath[int]) -> CallRecordRead:
+        return await service.get_record(auth.scope, record_id)
+
+    @get("/statistics/summary")
+    async def summary(
+        self,
+        auth: Auth,
+        agent_id: FromQuery[int | None] = None,
+        group_id: FromQuery[int | None] = None,
+        status: FromQuery[str | None] = None,
+        direction: FromQuery[str | None] = None,
+        from_number: FromNumber = None,
+        to: FromQuery[str | None] = None,
+        start_date: FromQuery[str | None] = None,
+        end_date: FromQuery[str | None] = None,
+        min_duration: FromQuery[int | None] = None,
+        max_duration: FromQuery[int | None] = None,
+    ) -> CallRecordSummary:
+        """Counts by status and direction, success rate and durations of the records the filters select."""
+        f = await service.record_filters(
+            auth.scope,
+            agent_id=agent_id,
+            group_id=group_id,
+            status=status,
+            direction=direction,
+            from_number=from_number,
+            to_number=to,
+            start_date=start_date,
+            end_date=end_date,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            sort=None,
+        )
+        return await service.summary(auth.scope, f)
+
+    @get("/filters/options")
+    async def filter_options(self, auth: Auth) -> FilterOptions:
+        """The values the list filters accept: statuses, directions, dispositions, the tenant's agents
+        and groups."""
+        return await service.filter_options(auth.scope)

@@ -1,0 +1,1 @@
+"""CDRs: the call detail records Cloudonix sends, listed and filtered."""
