@@ -20,7 +20,7 @@ from control_plane.calls.schemas import (
 from control_plane.pagination import Page, paginate
 from control_plane.tenancy import TenantScope
 
-FromNumber = Annotated[str | None, QueryParameter(query="from")]
+FromNumber = Annotated[str | None, QueryParameter(name="from")]
 
 
 class CallsController(Controller):

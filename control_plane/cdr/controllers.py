@@ -23,7 +23,7 @@ class CdrController(Controller):
         auth: Auth,
         page: FromQuery[int] = 1,
         per_page: FromQuery[int] = 50,
-        from_number: Annotated[str | None, QueryParameter(query="from")] = None,
+        from_number: Annotated[str | None, QueryParameter(name="from")] = None,
         to: FromQuery[str | None] = None,
         token: FromQuery[str | None] = None,
         disposition: FromQuery[str | None] = None,

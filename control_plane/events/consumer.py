@@ -132,7 +132,7 @@ class EventConsumer:
         """Fetch one batch and write it; returns how many messages it handled."""
         try:
             msgs = await sub.fetch(self.batch, timeout=FETCH_TIMEOUT_S)
-        except NatsTimeoutError:
+        except (NatsTimeoutError, TimeoutError):  # nothing to fetch within the timeout
             return 0
         self._inflight = list(msgs)
         events: list[tuple[Msg, CallEvent]] = []
