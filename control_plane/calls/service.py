@@ -118,7 +118,7 @@ async def call_detail(scope: TenantScope, session_token: str) -> CallDetail:
         await scope.session.scalars(scope.select(CallRecord).where(CallRecord.session_token == session_token))
     ).one_or_none()
     if record is None:
-        raise NotFoundException(f"call {session_token[:64]} not found")
+        raise NotFoundException("call not found")
     events = (
         await scope.session.scalars(
             scope.select(CallTimelineEntry)
