@@ -12,8 +12,12 @@ from typing import Any
 
 import pytest
 from litestar import Litestar
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from control_plane.events.writer import write_events
+from control_plane.settings import ControlPlaneSettings
 from tests.control_plane.conftest import Account, register_account
+from tests.control_plane.test_consumer import full_call
 
 # Routes that carry no tenant-owned id and read or change only the caller's own account.
 SELF_ONLY = {
@@ -105,6 +109,21 @@ async def populate(account: Account, marker: str) -> Tenant:
     return t
 
 
+async def add_call(t: Tenant, cp_settings: ControlPlaneSettings) -> None:
+    """A finished call (record, timeline, CDR, audit rows) written by the event consumer's writer, with
+    the tenant's marker in its domain so a leak shows."""
+    token = uuid.uuid4().hex
+    engine = create_async_engine(cp_settings.database_url, pool_size=1)
+    try:
+        async with engine.begin() as conn, AsyncSession(bind=conn) as session:
+            await write_events(session, full_call(t.account.tenant_id, token, domain=t.names["domain"]))
+    finally:
+        await engine.dispose()
+    t.names["session_token"] = token
+    t.ids["call_record"] = (await t.account.get("/api/call-records")).json()["data"][0]["id"]
+    t.ids["cdr"] = (await t.account.get("/api/cdr")).json()["data"][0]["id"]
+
+
 # Path parameter name -> which of the victim's objects fills it.
 PARAM_OBJECT = {
     "agent_id": "agent1",
@@ -113,6 +132,9 @@ PARAM_OBJECT = {
     "rule_id": None,  # inbound or outbound, decided by the path
     "trunk_id": "trunk",
     "user_id": "user",
+    "record_id": "call_record",
+    "cdr_id": "cdr",
+    "session_token": "session_token",  # a name, not an id (see fill)
 }
 
 
@@ -149,9 +171,11 @@ def fill(path: str, victim: Tenant) -> str:
             return str(victim.ids["outbound" if "outbound" in path else "rule"])
         key = PARAM_OBJECT[name]  # a KeyError here means: teach this test the new parameter
         assert key is not None
+        if match.group(2) == "str":
+            return victim.names[key]
         return str(victim.ids[key])
 
-    return re.sub(r"\{(\w+):int\}", one, path)
+    return re.sub(r"\{(\w+):(int|str)\}", one, path)
 
 
 def api_routes(app: Litestar) -> set[tuple[str, str]]:
@@ -176,6 +200,10 @@ async def victim_state(victim: Tenant) -> list[Any]:
         "/api/outbound-routing-rules",
         "/api/trunks",
         "/api/users",
+        f"/api/calls/{victim.names['session_token']}",
+        "/api/call-records",
+        "/api/cdr",
+        "/api/webhook-audit",
     ]
     state = []
     for url in urls:
@@ -186,9 +214,11 @@ async def victim_state(victim: Tenant) -> list[Any]:
 
 
 @pytest.fixture
-async def tenants(client: Any) -> tuple[Tenant, Tenant]:
+async def tenants(client: Any, cp_settings: ControlPlaneSettings) -> tuple[Tenant, Tenant]:
     victim = await populate(await register_account(client, "Victim"), f"victim{uuid.uuid4().hex[:8]}")
     attacker = await populate(await register_account(client, "Attacker"), f"attacker{uuid.uuid4().hex[:8]}")
+    for t in (victim, attacker):
+        await add_call(t, cp_settings)
     return victim, attacker
 
 
