@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from control_plane.events import metrics
-from control_plane.events.writer import WriteResult, write_events
+from control_plane.events.writer import WriteResult, problem, write_events
 from control_plane.settings import ControlPlaneSettings
 from shared.events import EVENT_DECODER, CallEvent
 
@@ -138,9 +138,15 @@ class EventConsumer:
         events: list[tuple[Msg, CallEvent]] = []
         for msg in msgs:
             try:
-                events.append((msg, EVENT_DECODER.decode(msg.data)))
+                event = EVENT_DECODER.decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self._terminate(msg, f"undecodable: {exc}")
+                continue
+            reason = problem(event)
+            if reason is not None:
+                await self._terminate(msg, f"event {event.event_id[:80]}: {reason}")
+                continue
+            events.append((msg, event))
         if events:
             await self._store(events)
         self._inflight = []
@@ -151,12 +157,13 @@ class EventConsumer:
             await self._write([e for _, e in events])
         except TRANSIENT_DB:
             raise
-        except DBAPIError as exc:
+        except Exception as exc:  # the database (or the writer) refused something in this batch
+            reason = str(exc.orig) if isinstance(exc, DBAPIError) else f"{type(exc).__name__}: {exc}"
             if len(events) == 1:
-                await self._terminate(events[0][0], f"refused by the database: {exc.orig!r}"[:300])
+                await self._terminate(events[0][0], f"refused: {reason}")
                 return
             # One bad event must not hold the others back: write them one by one.
-            log.warning("events_batch_refused", error=str(exc.orig)[:200], size=len(events))
+            log.warning("events_batch_refused", error=reason[:200], size=len(events))
             for one in events:
                 await self._store([one])
             return

@@ -33,6 +33,33 @@ class WriteResult:
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
+# Plausible bounds: an event outside them is refused (poison) rather than stored or retried forever.
+MAX_EPOCH_S = 4_102_444_800.0  # 2100-01-01
+MAX_SECONDS = 10_000_000  # a duration of about 115 days
+MAX_ID = 2**63 - 1
+
+
+def problem(event: CallEvent) -> str | None:
+    """Why an event that decoded still cannot be stored, or None when it can."""
+    if not 0 <= event.occurred_at <= MAX_EPOCH_S:  # also false for NaN
+        return "occurred_at out of range"
+    for name in ("call_start_ms", "call_answer_ms", "call_end_ms"):
+        value = getattr(event, name)
+        if value is not None and not 0 <= value <= MAX_EPOCH_S * 1000:
+            return f"{name} out of range"
+    for name in ("duration", "billsec", "attempt"):
+        value = getattr(event, name)
+        if value is not None and not 0 <= value <= MAX_SECONDS:
+            return f"{name} out of range"
+    for name in ("tenant_id", "agent_id", "group_id", "rule_id", "latency_us", "snapshot_version"):
+        value = getattr(event, name)
+        if value is not None and not -MAX_ID <= value <= MAX_ID:
+            return f"{name} out of range"
+    if not event.event_id:
+        return "empty event_id"
+    return None
+
+
 def _cut(value: str | None, size: int) -> str | None:
     return value[:size] if value is not None else None
 

@@ -357,7 +357,9 @@ async def test_a_poison_message_does_not_stall_the_stream(
     await js.publish(subject, b"\xc1 not msgpack", headers={"Nats-Msg-Id": "poison-1"})
     await js.publish(subject, EVENT_ENCODER.encode({"kind": "session_update"}), headers={"Nats-Msg-Id": "p2"})
     events = full_call(account.tenant_id, token)[:2]
-    await publish(nc, settings, events)
+    # Decodes, but no database can store a time in the year 3 billion.
+    absurd = msgspec.structs.replace(events[1], event_id=f"{events[1].event_id}:absurd", occurred_at=1e17)
+    await publish(nc, settings, [events[0], absurd, events[1]])
     consumer = EventConsumer(settings)
     await consumer.start()
     try:
@@ -365,7 +367,7 @@ async def test_a_poison_message_does_not_stall_the_stream(
     finally:
         await consumer.stop()
         await drop_stream(nc, settings)
-    assert consumer.poison == 2
+    assert consumer.poison == 3
     call = (await account.get(f"/api/calls/{token}")).json()
     assert call["status"] == "connecting"
     assert len(call["timeline"]) == 2
@@ -406,3 +408,6 @@ async def test_the_app_consumer_persists_the_runs_stream(
         return response.status_code == 200 and len(response.json()["timeline"]) == 11
 
     await wait_for(visible)
+    metrics = (await account.client.get("/metrics")).text
+    assert "vlb_cp_events_consumer_lag " in metrics
+    assert 'vlb_cp_events_persisted_total{kind="session_update"}' in metrics
