@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import Table, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +22,11 @@ from shared.enums import CallStatus, EventKind
 from shared.events import CallEvent
 from shared.lifecycle import CallState, LifecycleEvent, advance, is_terminal, normalize_disposition
 
+# Core tables for the bulk inserts (the ORM's bulk path costs a round trip per row with RETURNING).
+EVENTS = cast(Table, CallTimelineEntry.__table__)
+AUDIT = cast(Table, WebhookAudit.__table__)
+CDRS = cast(Table, Cdr.__table__)
+RECORDS = cast(Table, CallRecord.__table__)
 RECORD_KINDS = frozenset({EventKind.ROUTED, EventKind.DIAL_STATUS, EventKind.SESSION_UPDATE, EventKind.CDR})
 
 
@@ -237,20 +242,18 @@ async def write_events(session: AsyncSession, events: Sequence[CallEvent]) -> Wr
         fresh_ids = set(
             (
                 await session.scalars(
-                    insert(CallTimelineEntry)
-                    .values([_event_row(e) for e in timeline])
+                    insert(EVENTS)
                     .on_conflict_do_nothing(index_elements=["event_id"])
-                    .returning(CallTimelineEntry.event_id)
+                    .returning(EVENTS.c.event_id),
+                    [_event_row(e) for e in timeline],
                 )
             ).all()
         )
     audited = set(
         (
             await session.scalars(
-                insert(WebhookAudit)
-                .values([_audit_row(e) for e in batch])
-                .on_conflict_do_nothing(index_elements=["event_id"])
-                .returning(WebhookAudit.event_id)
+                insert(AUDIT).on_conflict_do_nothing(index_elements=["event_id"]).returning(AUDIT.c.event_id),
+                [_audit_row(e) for e in batch],
             )
         ).all()
     )
@@ -265,7 +268,7 @@ async def write_events(session: AsyncSession, events: Sequence[CallEvent]) -> Wr
 
     cdrs = [e for e in fresh if e.kind is EventKind.CDR]
     if cdrs:
-        await session.execute(insert(Cdr).values([_cdr_row(e) for e in cdrs]).on_conflict_do_nothing())
+        await session.execute(insert(CDRS).on_conflict_do_nothing(), [_cdr_row(e) for e in cdrs])
 
     calls = [e for e in fresh if e.kind in RECORD_KINDS]
     if calls:
@@ -278,21 +281,18 @@ async def _merge_records(session: AsyncSession, events: list[CallEvent]) -> None
     now = datetime.datetime.now(datetime.UTC)
     # Make sure every call has a row, then lock them all in one order (no deadlock between writers).
     await session.execute(
-        insert(CallRecord)
-        .values(
-            [
-                {
-                    "tenant_id": t,
-                    "session_token": s,
-                    "status": CallStatus.RECEIVED.value,
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for t, s in keys
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["tenant_id", "session_token"])
+        insert(RECORDS).on_conflict_do_nothing(index_elements=["tenant_id", "session_token"]),
+        [
+            {
+                "tenant_id": t,
+                "session_token": s,
+                "status": CallStatus.RECEIVED.value,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for t, s in keys
+        ],
     )
     records = (
         await session.scalars(
