@@ -276,3 +276,43 @@ async def test_viewers_can_read(account: Account, calls: dict[str, str]) -> None
     # Nothing here writes; a viewer's write elsewhere is still refused.
     refused = await account.client.post("/api/voice-agents", json={}, headers=headers)
     assert refused.status_code == 403
+
+
+async def test_a_retried_call_keeps_every_attempt(account: Account, db: AsyncEngine) -> None:
+    """Agent 11 does not answer, the engine dials agent 12, who takes the call."""
+    t, token, now = account.tenant_id, uuid.uuid4().hex, time.time() - 60
+    base: dict[str, Any] = {"tenant_id": t, "domain": "acme.cloudonix.net", "session_token": token}
+    routed = live_call(t, token, now)[0]
+    retry = CallEvent(
+        event_id=f"{t}:{token}:dial-1",
+        kind=EventKind.DIAL_STATUS,
+        occurred_at=now + 20,
+        status="no-answer",
+        outcome="routed",
+        agent_id=12,
+        group_id=22,
+        attempt=2,
+        **base,
+    )
+    done = CallEvent(
+        event_id=f"{t}:{token}:dial-2",
+        kind=EventKind.DIAL_STATUS,
+        occurred_at=now + 50,
+        status="completed",
+        outcome="ended",
+        agent_id=12,
+        attempt=2,
+        **base,
+    )
+    await store(db, [done, retry])  # out of order, and in two batches
+    await store(db, [routed])
+    body = (await account.get(f"/api/calls/{token}")).json()
+    assert body["status"] == "completed"
+    assert body["agent_id"] == 12
+    assert body["attempts"] == 2
+    assert [
+        (a["attempt"], a["agent_id"], a["outcome"], a["dial_status"]) for a in body["routing_attempts"]
+    ] == [
+        (1, 11, "routed", "no-answer"),
+        (2, 12, "routed", "completed"),
+    ]
