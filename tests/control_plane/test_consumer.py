@@ -411,3 +411,38 @@ async def test_the_app_consumer_persists_the_runs_stream(
     metrics = (await account.client.get("/metrics")).text
     assert "vlb_cp_events_consumer_lag " in metrics
     assert 'vlb_cp_events_persisted_total{kind="session_update"}' in metrics
+
+
+async def test_a_database_outage_loses_nothing(
+    account: Account, cp_settings: ControlPlaneSettings, nc: NATS
+) -> None:
+    """With PostgreSQL unreachable nothing is acknowledged or thrown away; once it answers (here: a
+    consumer on the same durable with the right URL) every event is stored."""
+    settings = own_stream(cp_settings, events_ack_wait_s=1.0)
+    token = new_token()
+    await publish(nc, settings, full_call(account.tenant_id, token))
+    down = EventConsumer(
+        msgspec.structs.replace(settings, database_url="postgresql+psycopg://postgres@127.0.0.1:1/x")
+    )
+    await down.start()
+    try:
+        await wait_for(lambda: _failed(down))
+    finally:
+        await down.stop()
+    assert down.poison == 0
+    assert down.persisted == 0
+
+    up = EventConsumer(settings)
+    await up.start()
+    try:
+        await wait_for(lambda: drained(up))
+    finally:
+        await up.stop()
+        await drop_stream(nc, settings)
+    call = (await account.get(f"/api/calls/{token}")).json()
+    assert call["status"] == "completed"
+    assert len(call["timeline"]) == 11
+
+
+async def _failed(consumer: EventConsumer) -> bool:
+    return consumer.failures > 0
