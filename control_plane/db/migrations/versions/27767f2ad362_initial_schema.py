@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 6d99fe8d2e7a
+Revision ID: 27767f2ad362
 Revises: 
-Create Date: 2026-11-27 00:28:00.132096
+Create Date: 2026-11-27 02:06:26.570039
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import postgresql
 
-revision: str = '6d99fe8d2e7a'
+revision: str = '27767f2ad362'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -44,6 +44,90 @@ def upgrade() -> None:
     sa.UniqueConstraint('tenant_id', 'name', name=op.f('uq_agent_groups_tenant_id_name'))
     )
     op.create_index(op.f('ix_agent_groups_tenant_id'), 'agent_groups', ['tenant_id'], unique=False)
+    op.create_table('call_events',
+    sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
+    sa.Column('tenant_id', sa.BigInteger(), nullable=False),
+    sa.Column('event_id', sa.String(length=255), nullable=False),
+    sa.Column('session_token', sa.String(length=255), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('occurred_at', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=False),
+    sa.Column('engine_id', sa.String(length=128), nullable=True),
+    sa.Column('status', sa.String(length=32), nullable=True),
+    sa.Column('outcome', sa.String(length=32), nullable=True),
+    sa.Column('agent_id', sa.BigInteger(), nullable=True),
+    sa.Column('group_id', sa.BigInteger(), nullable=True),
+    sa.Column('rule_id', sa.BigInteger(), nullable=True),
+    sa.Column('attempt', sa.Integer(), nullable=True),
+    sa.Column('disposition', sa.String(length=16), nullable=True),
+    sa.Column('latency_us', sa.BigInteger(), nullable=True),
+    sa.Column('payload', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+    sa.Column('created_at', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_call_events_tenant_id_tenants'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_call_events')),
+    sa.UniqueConstraint('event_id', name=op.f('uq_call_events_event_id'))
+    )
+    op.create_index(op.f('ix_call_events_tenant_id'), 'call_events', ['tenant_id'], unique=False)
+    op.create_index('ix_call_events_tenant_session', 'call_events', ['tenant_id', 'session_token', 'occurred_at'], unique=False)
+    op.create_table('call_records',
+    sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
+    sa.Column('tenant_id', sa.BigInteger(), nullable=False),
+    sa.Column('session_token', sa.String(length=255), nullable=False),
+    sa.Column('direction', sa.String(length=32), nullable=True),
+    sa.Column('from_number', sa.String(length=255), nullable=True),
+    sa.Column('to_number', sa.String(length=255), nullable=True),
+    sa.Column('caller_name', sa.String(length=255), nullable=True),
+    sa.Column('domain', sa.String(length=255), nullable=True),
+    sa.Column('agent_id', sa.BigInteger(), nullable=True),
+    sa.Column('group_id', sa.BigInteger(), nullable=True),
+    sa.Column('rule_id', sa.BigInteger(), nullable=True),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('start_time', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=True),
+    sa.Column('answer_time', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=True),
+    sa.Column('end_time', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=True),
+    sa.Column('duration', sa.Integer(), nullable=True),
+    sa.Column('billsec', sa.Integer(), nullable=True),
+    sa.Column('disposition', sa.String(length=16), nullable=True),
+    sa.Column('call_id', sa.String(length=255), nullable=True),
+    sa.Column('last_event_at', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=True),
+    sa.Column('created_at', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=False),
+    sa.Column('updated_at', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_call_records_tenant_id_tenants'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_call_records')),
+    sa.UniqueConstraint('tenant_id', 'session_token', name=op.f('uq_call_records_tenant_id_session_token'))
+    )
+    op.create_index('ix_call_records_live', 'call_records', ['tenant_id', 'start_time'], unique=False, postgresql_where=sa.text("status IN ('received', 'queued', 'routing', 'connecting', 'connected')"))
+    op.create_index('ix_call_records_tenant_agent_start', 'call_records', ['tenant_id', 'agent_id', 'start_time'], unique=False)
+    op.create_index('ix_call_records_tenant_group_start', 'call_records', ['tenant_id', 'group_id', 'start_time'], unique=False)
+    op.create_index(op.f('ix_call_records_tenant_id'), 'call_records', ['tenant_id'], unique=False)
+    op.create_index('ix_call_records_tenant_start', 'call_records', ['tenant_id', 'start_time'], unique=False)
+    op.create_index('ix_call_records_tenant_status_start', 'call_records', ['tenant_id', 'status', 'start_time'], unique=False)
+    op.create_table('cdrs',
+    sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
+    sa.Column('tenant_id', sa.BigInteger(), nullable=False),
+    sa.Column('event_id', sa.String(length=255), nullable=False),
+    sa.Column('session_token', sa.String(length=255), nullable=False),
+    sa.Column('call_id', sa.String(length=255), nullable=True),
+    sa.Column('from_number', sa.String(length=255), nullable=True),
+    sa.Column('to_number', sa.String(length=255), nullable=True),
+    sa.Column('direction', sa.String(length=32), nullable=True),
+    sa.Column('disposition', sa.String(length=16), nullable=True),
+    sa.Column('start_time', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=False),
+    sa.Column('answer_time', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=True),
+    sa.Column('end_time', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=True),
+    sa.Column('duration_seconds', sa.Integer(), nullable=True),
+    sa.Column('billsec', sa.Integer(), nullable=True),
+    sa.Column('domain', sa.String(length=255), nullable=True),
+    sa.Column('payload', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+    sa.Column('created_at', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_cdrs_tenant_id_tenants'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_cdrs')),
+    sa.UniqueConstraint('tenant_id', 'session_token', name=op.f('uq_cdrs_tenant_id_session_token'))
+    )
+    op.create_index('ix_cdrs_tenant_disposition_start', 'cdrs', ['tenant_id', 'disposition', 'start_time'], unique=False)
+    op.create_index(op.f('ix_cdrs_tenant_id'), 'cdrs', ['tenant_id'], unique=False)
+    op.create_index('ix_cdrs_tenant_start', 'cdrs', ['tenant_id', 'start_time'], unique=False)
+    op.create_index('uq_cdrs_tenant_call_id', 'cdrs', ['tenant_id', 'call_id'], unique=True, postgresql_where=sa.text('call_id IS NOT NULL'))
     op.create_table('domains',
     sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
     sa.Column('tenant_id', sa.BigInteger(), nullable=False),
@@ -135,6 +219,27 @@ def upgrade() -> None:
     sa.UniqueConstraint('tenant_id', 'name', name=op.f('uq_voice_agents_tenant_id_name'))
     )
     op.create_index(op.f('ix_voice_agents_tenant_id'), 'voice_agents', ['tenant_id'], unique=False)
+    op.create_table('webhook_audit',
+    sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
+    sa.Column('tenant_id', sa.BigInteger(), nullable=False),
+    sa.Column('event_id', sa.String(length=255), nullable=False),
+    sa.Column('event_type', sa.String(length=16), nullable=False),
+    sa.Column('domain', sa.String(length=255), nullable=True),
+    sa.Column('session_token', sa.String(length=255), nullable=True),
+    sa.Column('outcome', sa.String(length=32), nullable=True),
+    sa.Column('latency_us', sa.BigInteger(), nullable=True),
+    sa.Column('engine_id', sa.String(length=128), nullable=True),
+    sa.Column('payload', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+    sa.Column('processed_at', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=False),
+    sa.Column('created_at', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_webhook_audit_tenant_id_tenants'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_audit')),
+    sa.UniqueConstraint('event_id', name=op.f('uq_webhook_audit_event_id'))
+    )
+    op.create_index(op.f('ix_webhook_audit_tenant_id'), 'webhook_audit', ['tenant_id'], unique=False)
+    op.create_index('ix_webhook_audit_tenant_processed', 'webhook_audit', ['tenant_id', 'processed_at'], unique=False)
+    op.create_index('ix_webhook_audit_tenant_session', 'webhook_audit', ['tenant_id', 'session_token'], unique=False)
+    op.create_index('ix_webhook_audit_tenant_type_processed', 'webhook_audit', ['tenant_id', 'event_type', 'processed_at'], unique=False)
     op.create_table('agent_group_members',
     sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
     sa.Column('tenant_id', sa.BigInteger(), nullable=False),
@@ -202,6 +307,11 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_agent_group_members_group_id'), table_name='agent_group_members')
     op.drop_index(op.f('ix_agent_group_members_agent_id'), table_name='agent_group_members')
     op.drop_table('agent_group_members')
+    op.drop_index('ix_webhook_audit_tenant_type_processed', table_name='webhook_audit')
+    op.drop_index('ix_webhook_audit_tenant_session', table_name='webhook_audit')
+    op.drop_index('ix_webhook_audit_tenant_processed', table_name='webhook_audit')
+    op.drop_index(op.f('ix_webhook_audit_tenant_id'), table_name='webhook_audit')
+    op.drop_table('webhook_audit')
     op.drop_index(op.f('ix_voice_agents_tenant_id'), table_name='voice_agents')
     op.drop_table('voice_agents')
     op.drop_index(op.f('ix_users_tenant_id'), table_name='users')
@@ -215,6 +325,21 @@ def downgrade() -> None:
     op.drop_table('outbound_routing_rules')
     op.drop_index(op.f('ix_domains_tenant_id'), table_name='domains')
     op.drop_table('domains')
+    op.drop_index('uq_cdrs_tenant_call_id', table_name='cdrs', postgresql_where=sa.text('call_id IS NOT NULL'))
+    op.drop_index('ix_cdrs_tenant_start', table_name='cdrs')
+    op.drop_index(op.f('ix_cdrs_tenant_id'), table_name='cdrs')
+    op.drop_index('ix_cdrs_tenant_disposition_start', table_name='cdrs')
+    op.drop_table('cdrs')
+    op.drop_index('ix_call_records_tenant_status_start', table_name='call_records')
+    op.drop_index('ix_call_records_tenant_start', table_name='call_records')
+    op.drop_index(op.f('ix_call_records_tenant_id'), table_name='call_records')
+    op.drop_index('ix_call_records_tenant_group_start', table_name='call_records')
+    op.drop_index('ix_call_records_tenant_agent_start', table_name='call_records')
+    op.drop_index('ix_call_records_live', table_name='call_records', postgresql_where=sa.text("status IN ('received', 'queued', 'routing', 'connecting', 'connected')"))
+    op.drop_table('call_records')
+    op.drop_index('ix_call_events_tenant_session', table_name='call_events')
+    op.drop_index(op.f('ix_call_events_tenant_id'), table_name='call_events')
+    op.drop_table('call_events')
     op.drop_index(op.f('ix_agent_groups_tenant_id'), table_name='agent_groups')
     op.drop_table('agent_groups')
     op.drop_table('tenants')
