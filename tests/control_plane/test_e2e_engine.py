@@ -3,14 +3,17 @@ pipe (PostgreSQL → outbox → NATS KV → engine), and calls are routed by it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
 
+import httpx
+
 from routing_engine.app import EngineApp
 from tests.control_plane.conftest import Account
-from tests.routing_engine.harness import asgi_client, running_engine
+from tests.routing_engine.harness import asgi_client, load_fixture, running_engine
 
 
 async def applied_within(engine: EngineApp, tenant_id: int, version: int, within_s: float = 5.0) -> float:
@@ -113,3 +116,120 @@ async def test_api_changes_reach_the_engine_and_route_calls(account: Account) ->
             f"{first_total * 1000:.1f} ms; agent toggle {second_total * 1000:.1f} ms "
             f"({second * 1000:.1f} ms of it after the API answered)"
         )
+
+
+SESSION_UPDATES = load_fixture("session-updates-answered.json")
+CDR = load_fixture("cdr-answered.json")
+
+
+async def engine_post(engine: EngineApp, path: str, body: Any, key: str) -> httpx.Response:
+    async with asgi_client(engine) as client:
+        return await client.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
+
+
+async def test_a_whole_call_reads_back_through_the_api(account: Account) -> None:
+    """Config → snapshot → engine → application request → dial-status fallback → session updates
+    (duplicated and out of order) → CDR → record, timeline, CDR and audit through the API."""
+    async with running_engine() as engine:
+        domain_name = f"call-{uuid.uuid4().hex[:8]}.cloudonix.net"
+        domain = (await account.post("/api/domains", json={"domain": domain_name})).json()
+        key = domain["webhook_key"]
+        agents = []
+        for n in (1, 2):
+            agents.append(
+                (
+                    await account.post(
+                        "/api/voice-agents",
+                        json={"name": f"Agent {n}", "provider": "vapi", "service_value": f"+1212555012{n}"},
+                    )
+                ).json()
+            )
+        group = (
+            await account.post("/api/agent-groups", json={"name": "Line", "strategy": "priority"})
+        ).json()
+        for priority, agent in enumerate(agents, start=1):
+            await account.post(
+                f"/api/agent-groups/{group['id']}/members",
+                json={"agent_id": agent["id"], "priority": priority},
+            )
+        rule = (
+            await account.post(
+                "/api/inbound-routing-rules",
+                json={"pattern": "*", "target_type": "group", "target_id": group["id"]},
+            )
+        ).json()
+        await applied_within(engine, account.tenant_id, await tenant_version(account))
+
+        session = uuid.uuid4().hex
+        inbound = dict(
+            load_fixture("application-inbound.json"), Session=session, CallSid=session, Domain=domain_name
+        )
+        first = await engine_post(engine, f"/api/voice/application/{domain_name}", inbound, key)
+        dial = ET.fromstring(first.content).find("./Dial")
+        assert dial is not None
+        assert dial.findtext("Service") == "+12125550121"  # priority 1
+        action = httpx.URL(dial.get("action", ""))
+        second = await engine_post(
+            engine,
+            f"{action.path}?{action.query.decode()}",
+            dict(inbound, DialCallStatus="no-answer", CallStatus="no-answer"),
+            key,
+        )
+        assert ET.fromstring(second.content).findtext("./Dial/Service") == "+12125550122"  # fallback
+
+        # Cloudonix's session updates for this call: all five, then repeats, out of order (12 deliveries).
+        updates = [dict(u, token=session, domain=domain_name) for u in SESSION_UPDATES]
+        for u in updates:
+            u["eventId"] = f"{session}-{u['status']}"
+        deliveries = [updates[0], updates[2], updates[1], updates[4], updates[3], updates[0]]
+        deliveries += [updates[4], updates[1], updates[2], updates[3], [updates[4]], updates[0]]
+        for body in deliveries:
+            r = await engine_post(engine, f"/api/voice/session/update/{domain_name}", body, key)
+            assert r.status_code == 204, r.text
+        cdr = dict(CDR, domain=domain_name, session=dict(CDR["session"], token=session))
+        for _ in range(2):
+            r = await engine_post(engine, f"/api/voice/session/cdr/{domain_name}", cdr, key)
+            assert r.status_code == 204, r.text
+
+        # The control plane's consumer persists the events; read everything back through the API.
+        detail: dict[str, Any] = {}
+        waited = time.perf_counter()
+        for _ in range(200):
+            response = await account.get(f"/api/calls/{session}")
+            if response.status_code == 200:
+                detail = response.json()
+                if detail["disposition"] == "ANSWER" and len(detail["timeline"]) >= 8:
+                    break
+            await asyncio.sleep(0.05)
+        assert detail, "the call never reached the control plane"
+        print(f"\nlast webhook → call complete in the API: {(time.perf_counter() - waited) * 1000:.0f} ms")
+        assert detail["status"] == "completed"
+        assert detail["agent_id"] == agents[1]["id"]
+        assert detail["group_id"] == group["id"]
+        assert detail["rule_id"] == rule["id"]
+        assert detail["attempts"] == 2
+        assert detail["disposition"] == "ANSWER"
+        assert detail["duration"] == 96
+        assert detail["billsec"] == 88
+        assert detail["start_time"].startswith("2026-01-10T23:58:35")
+        assert detail["answer_time"].startswith("2026-01-10T23:58:43")
+        assert detail["end_time"].startswith("2026-01-11T00:00:11")
+        kinds = [e["kind"] for e in detail["timeline"]]
+        # routed, dial_status, five distinct session updates, one CDR: duplicates stored once.
+        assert kinds.count("routed") == 1
+        assert kinds.count("dial_status") == 1
+        assert kinds.count("session_update") == 5
+        assert kinds.count("cdr") == 1
+        assert [a["agent_id"] for a in detail["routing_attempts"]] == [agents[0]["id"], agents[1]["id"]]
+
+        cdrs = (await account.get("/api/cdr", params={"token": session})).json()
+        assert cdrs["meta"]["total"] == 1
+        assert cdrs["data"][0]["disposition"] == "ANSWER"
+        assert cdrs["filters_applied"] == {"token": session}
+        audit = (
+            await account.get("/api/webhook-audit", params={"session_token": session, "per_page": 100})
+        ).json()
+        assert audit["meta"]["total"] == len(detail["timeline"])
+        assert key not in str(audit)
+        active = (await account.get("/api/calls/active")).json()
+        assert session not in str(active)
