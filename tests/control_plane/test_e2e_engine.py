@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import httpx
+import pytest
 
 from routing_engine.app import EngineApp
 from tests.control_plane.conftest import Account
@@ -233,3 +234,80 @@ async def test_a_whole_call_reads_back_through_the_api(account: Account) -> None
         assert key not in str(audit)
         active = (await account.get("/api/calls/active")).json()
         assert session not in str(active)
+
+
+TERMINAL_PATHS = [
+    # (final Cloudonix session status, CDR disposition, the record's state)
+    ("answer", "ANSWER", "completed"),
+    ("busy", "BUSY", "busy"),
+    ("noanswer", "NO ANSWER", "no_answer"),
+    ("cancel", "CANCEL", "canceled"),
+    ("error", "FAILED", "failed"),
+    ("error", "CONGESTION", "failed"),
+]
+
+
+@pytest.mark.parametrize(("final_status", "disposition", "state"), TERMINAL_PATHS)
+async def test_each_terminal_path_frees_the_slot_once(
+    account: Account, final_status: str, disposition: str, state: str
+) -> None:
+    async with running_engine() as engine:
+        domain_name = f"end-{uuid.uuid4().hex[:8]}.cloudonix.net"
+        key = (await account.post("/api/domains", json={"domain": domain_name})).json()["webhook_key"]
+        agent = (
+            await account.post(
+                "/api/voice-agents",
+                json={"name": "Solo", "provider": "vapi", "service_value": "+12125550131"},
+            )
+        ).json()
+        await account.post(
+            "/api/inbound-routing-rules",
+            json={"pattern": "*", "target_type": "agent", "target_id": agent["id"]},
+        )
+        await applied_within(engine, account.tenant_id, await tenant_version(account))
+
+        session = uuid.uuid4().hex
+        inbound = dict(
+            load_fixture("application-inbound.json"), Session=session, CallSid=session, Domain=domain_name
+        )
+        routed = await engine_post(engine, f"/api/voice/application/{domain_name}", inbound, key)
+        assert ET.fromstring(routed.content).findtext("./Dial/Service") == "+12125550131"
+        active = await engine.balancer.active_calls(account.tenant_id, [agent["id"]])
+        assert active == {agent["id"]: 1}
+
+        ringing, final = (dict(SESSION_UPDATES[2]), dict(SESSION_UPDATES[4]))
+        for update, status in ((ringing, "ringing"), (final, final_status.upper())):
+            update.update(token=session, domain=domain_name, status=status, eventId=f"{session}-{status}")
+            if status != "ringing" and final_status != "answer":
+                update.update(callAnswerTime=None, answerTime=None)
+        for body in (ringing, final, final):  # the terminal update twice
+            assert (
+                await engine_post(engine, f"/api/voice/session/update/{domain_name}", body, key)
+            ).status_code == 204
+        assert await engine.balancer.active_calls(account.tenant_id, [agent["id"]]) == {agent["id"]: 0}
+        cdr = dict(
+            CDR, domain=domain_name, disposition=disposition, session=dict(CDR["session"], token=session)
+        )
+        if disposition != "ANSWER":
+            cdr.update(billsec=0)
+            cdr["session"].update(callAnswerTime=None)
+        assert (
+            await engine_post(engine, f"/api/voice/session/cdr/{domain_name}", cdr, key)
+        ).status_code == 204
+        # Still exactly free (not negative, not double-freed) after the CDR.
+        assert await engine.balancer.active_calls(account.tenant_id, [agent["id"]]) == {agent["id"]: 0}
+        assert not await engine.balancer.release(account.tenant_id, session, reason="test")
+
+        record: dict[str, Any] = {}
+        for _ in range(200):
+            response = await account.get(f"/api/calls/{session}")
+            if response.status_code == 200 and response.json()["disposition"] is not None:
+                record = response.json()
+                break
+            await asyncio.sleep(0.05)
+        assert record, "the call never reached the control plane"
+        assert record["status"] == state
+        assert record["disposition"] == ("NOANSWER" if disposition == "NO ANSWER" else disposition)
+        assert record["agent_id"] == agent["id"]
+        releases = [e for e in record["timeline"] if e["outcome"] == "released"]
+        assert len(releases) == 1, record["timeline"]
