@@ -16,7 +16,7 @@ help:
 	@echo "make lint      ruff check + format check + mypy"
 	@echo "make fmt       ruff format + ruff check --fix"
 	@echo "make schemas   regenerate schemas/: the OpenAPI file and the snapshot/event JSON Schemas"
-	@echo "make bench     the routing-engine benchmark"
+	@echo "make bench     the routing-engine and call-lifecycle benchmarks"
 
 $(BIN)/uv:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; $(PYTHON) is " + sys.version.split()[0])'
@@ -57,3 +57,4 @@ schemas: setup
 
 bench: setup
 	$(BIN)/python -m loadtests.bench_engine
+	$(BIN)/python -m loadtests.bench_lifecycle
