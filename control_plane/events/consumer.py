@@ -38,6 +38,8 @@ log = structlog.get_logger("control_plane.events")
 
 DUPLICATE_WINDOW_S = 120.0
 FETCH_TIMEOUT_S = 0.5
+FETCH_GRACE_S = 5.0
+STOP_WAIT_S = 5.0
 LAG_EVERY_S = 2.0
 MAX_RETRY_DELAY_S = 15.0
 # Database errors that say "try again later" rather than "this data is bad".
@@ -84,11 +86,16 @@ class EventConsumer:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="vlb-events-consumer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            _done, pending = await asyncio.wait({task}, timeout=STOP_WAIT_S)
+            if pending:
+                # nats-py's fetch can sit on its internal queue through a cancellation (seen under
+                # load): closing the connection fails what it waits on, so the task ends.
+                log.warning("events_consumer_slow_stop", waited_s=STOP_WAIT_S)
+                await self._drop_connection()
+                await asyncio.wait({task}, timeout=STOP_WAIT_S)
         # What was fetched but not acknowledged comes back at once rather than after ack_wait.
         for msg in self._inflight:
             with contextlib.suppress(Exception):
@@ -131,7 +138,9 @@ class EventConsumer:
     async def poll(self, sub: JetStreamContext.PullSubscription) -> int:
         """Fetch one batch and write it; returns how many messages it handled."""
         try:
-            msgs = await sub.fetch(self.batch, timeout=FETCH_TIMEOUT_S)
+            # Our own bound around nats-py's: a fetch must never wait forever.
+            async with asyncio.timeout(FETCH_TIMEOUT_S + FETCH_GRACE_S):
+                msgs = await sub.fetch(self.batch, timeout=FETCH_TIMEOUT_S)
         except (NatsTimeoutError, TimeoutError):  # nothing to fetch within the timeout
             return 0
         self._inflight = list(msgs)
