@@ -78,10 +78,11 @@ async def _records(
 
 
 class AnalyticsCallRecordsController(Controller):
-    path = "/api/analytics"
+    path = "/api"
     tags = ["calls"]
 
-    @get("/call-records")
+    # One handler for both paths: the original system listed them at /api/call-records.
+    @get(["/analytics/call-records", "/call-records"])
     async def call_records(
         self,
         auth: Auth,
@@ -110,30 +111,6 @@ class AnalyticsCallRecordsController(Controller):
 class CallRecordsController(Controller):
     path = "/api/call-records"
     tags = ["calls"]
-
-    @get("/")
-    async def list_records(
-        self,
-        auth: Auth,
-        page: FromQuery[int] = 1,
-        per_page: FromQuery[int] = 50,
-        agent_id: FromQuery[int | None] = None,
-        group_id: FromQuery[int | None] = None,
-        status: FromQuery[str | None] = None,
-        direction: FromQuery[str | None] = None,
-        from_number: FromNumber = None,
-        to: FromQuery[str | None] = None,
-        start_date: FromQuery[str | None] = None,
-        end_date: FromQuery[str | None] = None,
-        min_duration: FromQuery[int | None] = None,
-        max_duration: FromQuery[int | None] = None,
-        sort: FromQuery[str | None] = None,
-    ) -> Page[CallRecordRead]:
-        """The original system's route: the same list and filters as /api/analytics/call-records."""
-        return await _records(
-            auth.scope, page, per_page, agent_id, group_id, status, direction, from_number, to,
-            start_date, end_date, min_duration, max_duration, sort,
-        )  # fmt: skip
 
     @get("/{record_id:int}")
     async def get_record(self, auth: Auth, record_id: FromPath[int]) -> CallRecordRead:
