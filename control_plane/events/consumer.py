@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from control_plane.events import metrics
 from control_plane.events.writer import WriteResult, problem, write_events
+from control_plane.nats_connection import connect_nats
 from control_plane.settings import ControlPlaneSettings
 from shared.events import EVENT_DECODER, CallEvent
 
@@ -234,20 +235,13 @@ class EventConsumer:
         if self._sub is not None and self._nc is not None and self._nc.is_connected:
             return self._sub
         await self._drop_connection()
-        nc = NATS()
-        self._nc = nc
-        await asyncio.wait_for(
-            nc.connect(
-                self.settings.nats_url,
-                connect_timeout=max(1, int(self.connect_timeout_s)),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
-                error_cb=_nats_error,
-                name="vlb-control-plane-events",
-            ),
-            timeout=self.connect_timeout_s * 2,
+        nc = await connect_nats(
+            self.settings.nats_url,
+            name="vlb-control-plane-events",
+            timeout_s=self.connect_timeout_s,
+            error_cb=_nats_error,
         )
+        self._nc = nc
         js = nc.jetstream(timeout=self.connect_timeout_s)
         await ensure_stream(js, self.settings.events_stream, self.subject)
         self._sub = await js.pull_subscribe(

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import SnapshotOutbox, Tenant
+from control_plane.nats_connection import connect_nats
 from control_plane.settings import ControlPlaneSettings
 from control_plane.snapshots.compile import compile_snapshot
 from shared.snapshot import SNAPSHOT_ENCODER, snapshot_key
@@ -369,21 +370,13 @@ class SnapshotPublisher:
         if self._kv is not None and self._nc is not None and self._nc.is_connected:
             return self._kv
         await self._drop_connection()
-        nc = NATS()
-        self._nc = nc
-        # Bounded: with NATS away the round fails fast and is retried, never blocking anything else.
-        await asyncio.wait_for(
-            nc.connect(
-                self.settings.nats_url,
-                connect_timeout=max(1, int(self.connect_timeout_s)),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
-                error_cb=_nats_error,
-                name="vlb-control-plane-snapshots",
-            ),
-            timeout=self.connect_timeout_s * 2,
+        nc = await connect_nats(
+            self.settings.nats_url,
+            name="vlb-control-plane-snapshots",
+            timeout_s=self.connect_timeout_s,
+            error_cb=_nats_error,
         )
+        self._nc = nc
         js = nc.jetstream(timeout=self.connect_timeout_s)
         try:
             self._kv = await js.key_value(self.settings.config_bucket)
