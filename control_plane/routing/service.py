@@ -3,6 +3,7 @@ tenant's, and the dry run through the very table the engine builds."""
 
 from __future__ import annotations
 
+import msgspec
 from msgspec import UnsetType
 from sqlalchemy import func
 
@@ -23,20 +24,7 @@ from shared.routing import PatternError, build_inbound_table, compile_pattern, n
 
 
 def rule_read(rule: InboundRoutingRule) -> InboundRuleRead:
-    return InboundRuleRead(
-        id=rule.id,
-        tenant_id=rule.tenant_id,
-        name=rule.name,
-        pattern=rule.pattern,
-        caller_pattern=rule.caller_pattern,
-        target_type=rule.target_type,
-        target_id=rule.target_id,
-        priority=rule.priority,
-        enabled=rule.enabled,
-        domain_id=rule.domain_id,
-        created_at=rule.created_at,
-        updated_at=rule.updated_at,
-    )
+    return msgspec.convert(rule, InboundRuleRead, from_attributes=True)
 
 
 def check_pattern(field: str, value: str | None, *, required: bool) -> str | None:

@@ -29,7 +29,7 @@ from control_plane.db.models import (
     VoiceAgent,
 )
 from control_plane.tenancy import TenantScope
-from shared.enums import Strategy, TargetType
+from shared.enums import Strategy
 from shared.snapshot import (
     AgentSnap,
     DomainSnap,
@@ -65,43 +65,15 @@ def _snapshot_fernet(key: str) -> Fernet:
 
 
 def inbound_rule_snap(rule: InboundRoutingRule) -> InboundRuleSnap:
-    return InboundRuleSnap(
-        id=rule.id,
-        name=rule.name,
-        pattern=rule.pattern,
-        caller_pattern=rule.caller_pattern,
-        target_type=TargetType(rule.target_type),
-        target_id=rule.target_id,
-        priority=rule.priority,
-        enabled=rule.enabled,
-        domain_id=rule.domain_id,
-    )
+    return msgspec.convert(rule, InboundRuleSnap, from_attributes=True)
 
 
 def outbound_rule_snap(rule: OutboundRoutingRule) -> OutboundRuleSnap:
-    return OutboundRuleSnap(
-        id=rule.id,
-        name=rule.name,
-        caller_id=rule.caller_id,
-        destination_pattern=rule.destination_pattern,
-        trunk_ids=[int(t) for t in rule.trunk_ids or []],
-        caller_id_override=rule.caller_id_override,
-        strip_prefix=rule.strip_prefix,
-        add_prefix=rule.add_prefix,
-        priority=rule.priority,
-        enabled=rule.enabled,
-    )
+    return msgspec.convert(rule, OutboundRuleSnap, from_attributes=True)
 
 
 def trunk_snap(trunk: Trunk) -> TrunkSnap:
-    return TrunkSnap(
-        id=trunk.id,
-        name=trunk.name,
-        cloudonix_trunk=trunk.cloudonix_trunk,
-        priority=trunk.priority,
-        is_default=trunk.is_default,
-        enabled=trunk.enabled,
-    )
+    return msgspec.convert(trunk, TrunkSnap, from_attributes=True)
 
 
 def seal_credentials(agent: VoiceAgent, secret_key: str, snapshot_key: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import msgspec
 from msgspec import UnsetType
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import JSONB
@@ -28,36 +29,11 @@ _DIAL_TEXT = re.compile(r"[0-9A-Za-z+*#._@-]+")
 
 
 def trunk_read(trunk: Trunk) -> TrunkRead:
-    return TrunkRead(
-        id=trunk.id,
-        tenant_id=trunk.tenant_id,
-        name=trunk.name,
-        cloudonix_trunk=trunk.cloudonix_trunk,
-        description=trunk.description,
-        priority=trunk.priority,
-        is_default=trunk.is_default,
-        enabled=trunk.enabled,
-        created_at=trunk.created_at,
-        updated_at=trunk.updated_at,
-    )
+    return msgspec.convert(trunk, TrunkRead, from_attributes=True)
 
 
 def outbound_read(rule: OutboundRoutingRule) -> OutboundRuleRead:
-    return OutboundRuleRead(
-        id=rule.id,
-        tenant_id=rule.tenant_id,
-        name=rule.name,
-        caller_id=rule.caller_id,
-        destination_pattern=rule.destination_pattern,
-        trunk_ids=[int(t) for t in rule.trunk_ids or []],
-        caller_id_override=rule.caller_id_override,
-        strip_prefix=rule.strip_prefix,
-        add_prefix=rule.add_prefix,
-        priority=rule.priority,
-        enabled=rule.enabled,
-        created_at=rule.created_at,
-        updated_at=rule.updated_at,
-    )
+    return msgspec.convert(rule, OutboundRuleRead, from_attributes=True)
 
 
 def _required(field: str, value: str) -> str:
