@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
+import redis
 from sqlalchemy.engine import make_url
 
 BASE_DATABASE_URL = os.environ.get("VLB_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -58,6 +59,24 @@ def service_env(run_id: str, database_url: str) -> dict[str, str]:
         "VLB_LOG_FORMAT": "json",
         "VLB_LOG_LEVEL": "warning",
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_run_redis_keys(service_env: dict[str, str]) -> Iterator[None]:
+    """The run's Redis keys all start with its prefix: remove them at the end (the server is shared)."""
+    yield
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{service_env['VLB_REDIS_PREFIX']}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                client.unlink(*batch)
+                batch.clear()
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
