@@ -164,20 +164,22 @@ def fixture_body_parts() -> list[str]:
     return json.dumps(data, separators=(",", ":")).split(SESSION_MARK)
 
 
-def wrk_script(path: str) -> str:
-    """A wrk Lua script: POST the fixture with the webhook key, a new session token per request (a
-    per-run random prefix and a counter, 32 characters)."""
-    parts = ", ".join(f"[==[{part}]==]" for part in fixture_body_parts())
+def wrk_script(path: str, templates: list[list[str]]) -> str:
+    """A wrk Lua script: POST the body templates in turn (each a list of parts joined by the session
+    token) with the webhook key and a new session token per request (a per-run random prefix and a
+    counter, 32 characters)."""
+    bodies = ", ".join("{" + ", ".join(f"[==[{p}]==]" for p in parts) + "}" for parts in templates)
     return f"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {WEBHOOK_KEY}"
-local parts = {{{parts}}}
+local templates = {{{bodies}}}
 local prefix = "{uuid.uuid4().hex[:8]}"
 local counter = 0
 request = function()
   counter = counter + 1
   local session = prefix .. string.format("%024x", counter)
+  local parts = templates[(counter % #templates) + 1]
   return wrk.format(nil, "{path}", nil, table.concat(parts, session))
 end
 """
@@ -312,7 +314,7 @@ def measure(
     metrics_dir.mkdir()
     env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     script = tmp / f"{phase[0]}.lua"
-    script.write_text(wrk_script(path))
+    script.write_text(wrk_script(path, [fixture_body_parts()]))
     base = f"http://127.0.0.1:{port}"
     results = []
     with process(granian_argv(target, port, args.workers, engine), env, tmp / f"{phase[0]}.log") as server:

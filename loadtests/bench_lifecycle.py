@@ -53,7 +53,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from loadtests.bench_engine import (
     DOMAIN,
     VENV_BIN,
-    WEBHOOK_KEY,
     Result,
     children_cpu_s,
     free_port,
@@ -65,6 +64,7 @@ from loadtests.bench_engine import (
     snapshot,
     wait_http,
     wait_port,
+    wrk_script,
 )
 from shared.enums import EventKind
 from shared.events import EVENT_ENCODER, CallEvent, event_subject
@@ -102,26 +102,6 @@ def cdr_templates() -> list[list[str]]:
     data["session"].update(token=MARK, domain=DOMAIN)
     data["owner"]["domain"]["name"] = DOMAIN
     return [json.dumps(data, separators=(",", ":")).split(MARK)]
-
-
-def wrk_script(path: str, templates: list[list[str]]) -> str:
-    """A wrk Lua script: POST the templates in turn with the webhook key, a new session token per
-    request (a per-run random prefix and a counter, 32 characters)."""
-    bodies = ", ".join("{" + ", ".join(f"[==[{p}]==]" for p in parts) + "}" for parts in templates)
-    return f"""
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {WEBHOOK_KEY}"
-local templates = {{{bodies}}}
-local prefix = "{uuid.uuid4().hex[:8]}"
-local counter = 0
-request = function()
-  counter = counter + 1
-  local session = prefix .. string.format("%024x", counter)
-  local parts = templates[(counter % #templates) + 1]
-  return wrk.format(nil, "{path}", nil, table.concat(parts, session))
-end
-"""
 
 
 def settled_messages(nats_url: str, within_s: float = 20.0) -> int:
