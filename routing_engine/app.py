@@ -481,15 +481,7 @@ class EngineApp:
                 return
         tenant, domain = found
         if isinstance(parsed, Rejection):
-            metrics.REQUESTS.labels(path_kind, "bad_input").inc()
-            log.info(
-                "webhook_rejected",
-                path=path_kind,
-                tenant_id=tenant.tenant_id,
-                domain=domain.name,
-                session=parsed.token,
-                reason=parsed.reason,
-            )
+            _count_rejected(path_kind, tenant, domain, parsed.token, parsed.reason)
             await _reply(send, parsed.status, parsed.reason.encode() + b"\n")
             self.ingestor.rejected(tenant.tenant_id, domain.name, kind, parsed, body, tenant.version)
             return
@@ -519,15 +511,7 @@ class EngineApp:
     async def _bad_input(
         self, send: Send, path_kind: str, tenant: CompiledTenant, domain: CompiledDomain, error: ParseError
     ) -> None:
-        metrics.REQUESTS.labels(path_kind, "bad_input").inc()
-        log.info(
-            "webhook_rejected",
-            path=path_kind,
-            tenant_id=tenant.tenant_id,
-            domain=domain.name,
-            session=error.session,
-            reason=error.reason,
-        )
+        _count_rejected(path_kind, tenant, domain, error.session, error.reason)
         if error.session is None:
             await _reply(send, error.status, error.reason.encode() + b"\n")
             return
@@ -606,6 +590,21 @@ async def _read_body(scope: Scope, receive: Receive, headers: dict[str, str], li
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+def _count_rejected(
+    path_kind: str, tenant: CompiledTenant, domain: CompiledDomain, session: str | None, reason: str
+) -> None:
+    """A webhook refused for its content (after auth): one metric and one log line, on every path."""
+    metrics.REQUESTS.labels(path_kind, "bad_input").inc()
+    log.info(
+        "webhook_rejected",
+        path=path_kind,
+        tenant_id=tenant.tenant_id,
+        domain=domain.name,
+        session=session,
+        reason=reason,
+    )
 
 
 async def _reply(
