@@ -70,6 +70,7 @@ class EventConsumer:
         self._nc: NATS | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._inflight: list[Msg] = []
         self._lag_at = 0.0
         self.failures = 0
@@ -82,12 +83,14 @@ class EventConsumer:
     # --- lifecycle ---
 
     async def start(self) -> None:
+        self._stopping = False
         self._engine = create_async_engine(self.settings.database_url, pool_size=2, pool_pre_ping=True)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="vlb-events-consumer")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        self._stopping = True  # ends the loop even if a library swallows the cancellation below
         if task is not None:
             task.cancel()
             _done, pending = await asyncio.wait({task}, timeout=STOP_WAIT_S)
@@ -114,7 +117,7 @@ class EventConsumer:
     # --- the loop ---
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 sub = await self._subscription()
                 processed = await self.poll(sub)
