@@ -17,7 +17,7 @@ import msgspec
 import structlog
 from cryptography.fernet import Fernet
 from nats.aio.client import Client as NATS
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from routing_engine import metrics
@@ -170,6 +170,20 @@ class SnapshotStore:
                 log.warning("snapshot_watch_failed", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(RESTART_DELAY_S)
 
+    async def _load_unseen(self, kv: KeyValue, seen: set[int]) -> None:
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            return
+        for key in keys:
+            tenant_id = tenant_of_key(key)
+            if tenant_id is None or tenant_id in seen:
+                continue
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await kv.get(key)
+                seen.add(tenant_id)
+                await self.apply(key, entry.value or b"", publish=False)
+
     async def _watch(self, nc: NATS) -> None:
         kv = await self._bucket(nc)
         watcher = await kv.watchall()
@@ -180,6 +194,9 @@ class SnapshotStore:
                 entry = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
                 if entry is None:
                     if initial:
+                        # nats-py may mark the initial values done early under load: read what the
+                        # bucket holds that the watch has not delivered yet.
+                        await self._load_unseen(kv, seen)
                         # Tenants whose keys vanished while we were not watching.
                         for gone in set(self._tenants) - seen:
                             await self.apply(f"{KEY_PREFIX}{gone}", None, publish=False)
