@@ -95,6 +95,8 @@ class EngineApp:
             stream=settings.events_stream,
             subject_prefix=settings.events_subject_prefix,
             capacity=settings.events_buffer_size,
+            linger_s=settings.events_linger_ms / 1000,
+            engine_id=self.engine_id,
         )
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
             settings.redis_url,
@@ -308,7 +310,7 @@ class EngineApp:
         try:
             body = await _read_body(scope, receive, headers, self.settings.max_body_bytes)
         except BodyTooLarge:
-            metrics.REQUESTS.labels(path_kind, "too_large").inc()
+            metrics.inc(metrics.REQUESTS, path_kind, "too_large")
             await _reply(send, 413, b"request body too large\n")
             return
 
@@ -349,9 +351,9 @@ class EngineApp:
 
         # Off the response path from here on: metrics, the log line, the event.
         metrics.DECISION_LATENCY.observe(elapsed)
-        metrics.REQUESTS.labels(path_kind, outcome).inc()
+        metrics.inc(metrics.REQUESTS, path_kind, outcome)
         strategy = decision.strategy if decision is not None else ""
-        metrics.DECISIONS.labels(strategy or "none", outcome).inc()
+        metrics.inc(metrics.DECISIONS, strategy or "none", outcome)
         if decision is not None:
             if decision.replay:
                 metrics.REPLAYS.inc()
@@ -451,7 +453,7 @@ class EngineApp:
         try:
             body = await _read_body(scope, receive, headers, self.settings.max_body_bytes)
         except BodyTooLarge:
-            metrics.REQUESTS.labels(path_kind, "too_large").inc()
+            metrics.inc(metrics.REQUESTS, path_kind, "too_large")
             reason = f"request body larger than {self.settings.max_body_bytes} bytes"
             if found is not None:
                 tenant, domain = found
@@ -472,7 +474,7 @@ class EngineApp:
             # /api/voice/session/update and /cdr: the domain is in the body (or X-CX-Domain).
             named = parsed.domain or headers.get("x-cx-domain", "").strip()
             if not named:
-                metrics.REQUESTS.labels(path_kind, "bad_input").inc()
+                metrics.inc(metrics.REQUESTS, path_kind, "bad_input")
                 reason = parsed.reason if isinstance(parsed, Rejection) else "missing domain"
                 await _reply(send, 400, reason.encode() + b"\n")
                 return
@@ -489,7 +491,7 @@ class EngineApp:
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
         outcome = await self.ingestor.apply(tenant.tenant_id, domain.name, parsed, tenant.version)
-        metrics.REQUESTS.labels(path_kind, outcome).inc()
+        metrics.inc(metrics.REQUESTS, path_kind, outcome)
         log.info(
             "webhook",
             path=path_kind,
@@ -504,8 +506,8 @@ class EngineApp:
         )
 
     async def _refuse(self, send: Send, path_kind: str, status: int, reason: str, metric: str) -> None:
-        metrics.AUTH_FAILURES.labels(metric).inc()
-        metrics.REQUESTS.labels(path_kind, metric).inc()
+        metrics.inc(metrics.AUTH_FAILURES, metric)
+        metrics.inc(metrics.REQUESTS, path_kind, metric)
         await _reply(send, status, reason.encode() + b"\n")
 
     async def _bad_input(
@@ -596,7 +598,7 @@ def _count_rejected(
     path_kind: str, tenant: CompiledTenant, domain: CompiledDomain, session: str | None, reason: str
 ) -> None:
     """A webhook refused for its content (after auth): one metric and one log line, on every path."""
-    metrics.REQUESTS.labels(path_kind, "bad_input").inc()
+    metrics.inc(metrics.REQUESTS, path_kind, "bad_input")
     log.info(
         "webhook_rejected",
         path=path_kind,

@@ -17,6 +17,8 @@ class EngineSettings(CommonSettings, kw_only=True, frozen=True):
     max_body_bytes: int = 262144
     # Call events held in memory while NATS is unreachable; beyond it the oldest are dropped (counted).
     events_buffer_size: int = 10000
+    # How long the publisher waits for more events before sending a message (batches of up to 64).
+    events_linger_ms: float = 2.0
     heartbeat_interval_s: float = 5.0
     # Decide the same tenant's concurrent calls in one Redis script call per event-loop tick (see
     # docs/performance.md); off = one EVALSHA per decision.

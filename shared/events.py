@@ -1,5 +1,9 @@
-"""CallEvent: what engines tell the control plane about calls, over JetStream stream ``VLB_EVENTS``
-on subjects ``vlb.events.<tenant>.<kind>``, msgpack-encoded, with ``event_id`` as ``Nats-Msg-Id``."""
+"""CallEvent: what engines tell the control plane about calls, over JetStream stream ``VLB_EVENTS``.
+
+A message on ``vlb.events.<tenant>.<kind>`` carries a msgpack array of 1 to 64 CallEvents of that
+tenant and kind (``encode_events``); ``Nats-Msg-Id`` names the message, so a retried publish is stored
+once, and ``event_id`` names each event, which the consumer stores once. Readers also accept a message
+holding one bare CallEvent (``decode_events``), as engines before batching published."""
 
 from __future__ import annotations
 
@@ -47,6 +51,41 @@ def event_subject(prefix: str, tenant_id: int, kind: EventKind) -> str:
 
 EVENT_ENCODER = msgspec.msgpack.Encoder()
 EVENT_DECODER = msgspec.msgpack.Decoder(CallEvent)
+_MESSAGE_DECODER = msgspec.msgpack.Decoder(list[CallEvent] | CallEvent)
+_RAW_LIST_DECODER = msgspec.msgpack.Decoder(list[msgspec.Raw])
+
+
+def encode_events(events: list[CallEvent]) -> bytes:
+    """The body of one events message."""
+    return EVENT_ENCODER.encode(events)
+
+
+def decode_events(data: bytes) -> list[CallEvent]:
+    """The events of one message (a batch, or one bare event); raises msgspec.DecodeError or
+    msgspec.ValidationError when any part of it is not a valid CallEvent."""
+    decoded = _MESSAGE_DECODER.decode(data)
+    return decoded if isinstance(decoded, list) else [decoded]
+
+
+def decode_events_leniently(data: bytes) -> tuple[list[CallEvent], list[str]]:
+    """Like ``decode_events`` but event by event: the valid events of a message, and why each other
+    element is not one. Raises msgspec.DecodeError when the message is not a msgpack array at all."""
+    try:
+        return decode_events(data), []
+    except msgspec.ValidationError:
+        pass
+    events: list[CallEvent] = []
+    problems: list[str] = []
+    try:
+        parts = _RAW_LIST_DECODER.decode(data)
+    except msgspec.ValidationError as exc:  # a single event that is not valid
+        return [], [str(exc)]
+    for i, raw in enumerate(parts):
+        try:
+            events.append(EVENT_DECODER.decode(raw))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            problems.append(f"item {i}: {exc}")
+    return events, problems
 
 
 class EngineHeartbeat(msgspec.Struct, kw_only=True, frozen=True):

@@ -1,6 +1,7 @@
 """The durable JetStream pull consumer that writes the engines' CallEvents to PostgreSQL (DESIGN §4).
 
-It fetches up to ``events_batch`` messages at a time, writes them in ONE transaction
+It fetches up to ``events_batch`` messages at a time (each a batch of CallEvents from one engine,
+see shared.events), writes all their events in ONE transaction
 (control_plane.events.writer) and acknowledges them only after the commit, so a crash in between
 means a redelivery, which the writer's unique keys turn into a no-op. A message that does not decode
 (or that the database refuses on its own) is logged, counted and terminated so it never stalls the
@@ -33,7 +34,7 @@ from control_plane.events import metrics
 from control_plane.events.writer import WriteResult, problem, write_events
 from control_plane.nats_connection import connect_nats
 from control_plane.settings import ControlPlaneSettings
-from shared.events import EVENT_DECODER, CallEvent
+from shared.events import CallEvent, decode_events_leniently
 
 log = structlog.get_logger("control_plane.events")
 
@@ -43,6 +44,7 @@ FETCH_GRACE_S = 5.0
 STOP_WAIT_S = 5.0
 LAG_EVERY_S = 2.0
 MAX_RETRY_DELAY_S = 15.0
+EVENTS_PER_TRANSACTION = 2000
 # Database errors that say "try again later" rather than "this data is bad".
 TRANSIENT_DB = (OperationalError, InterfaceError, DisconnectionError, OSError, TimeoutError)
 
@@ -140,7 +142,7 @@ class EventConsumer:
                 await asyncio.sleep(min(MAX_RETRY_DELAY_S, 0.25 * 2 ** min(self.failures, 8)))
 
     async def poll(self, sub: JetStreamContext.PullSubscription) -> int:
-        """Fetch one batch and write it; returns how many messages it handled."""
+        """Fetch one batch of messages and write their events; returns how many messages it handled."""
         try:
             # Our own bound around nats-py's: a fetch must never wait forever.
             async with asyncio.timeout(FETCH_TIMEOUT_S + FETCH_GRACE_S):
@@ -148,41 +150,51 @@ class EventConsumer:
         except (NatsTimeoutError, TimeoutError):  # nothing to fetch within the timeout
             return 0
         self._inflight = list(msgs)
-        events: list[tuple[Msg, CallEvent]] = []
+        events: list[CallEvent] = []
+        handled: list[Msg] = []
         for msg in msgs:
             try:
-                event = EVENT_DECODER.decode(msg.data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                decoded, problems = decode_events_leniently(msg.data)
+            except msgspec.DecodeError as exc:
                 await self._terminate(msg, f"undecodable: {exc}")
                 continue
-            reason = problem(event)
-            if reason is not None:
-                await self._terminate(msg, f"event {event.event_id[:80]}: {reason}")
+            for undecodable in problems:
+                self._poison(msg, f"undecodable event: {undecodable}")
+            valid: list[CallEvent] = []
+            for event in decoded:
+                refused = problem(event)
+                if refused is None:
+                    valid.append(event)
+                else:
+                    self._poison(msg, f"event {event.event_id[:80]}: {refused}")
+            if not valid:
+                await self._terminate(msg, None)
                 continue
-            events.append((msg, event))
-        if events:
-            await self._store(events)
+            events.extend(valid)
+            handled.append(msg)
+        # Messages carry up to 64 events each: bound one transaction's size (and its IN lists).
+        for i in range(0, len(events), EVENTS_PER_TRANSACTION):
+            await self._store(events[i : i + EVENTS_PER_TRANSACTION])
+        # Acknowledged only after the commit (or after its bad events were logged and counted).
+        for msg in handled:
+            await msg.ack()
         self._inflight = []
         return len(msgs)
 
-    async def _store(self, events: list[tuple[Msg, CallEvent]]) -> None:
+    async def _store(self, events: list[CallEvent]) -> None:
         try:
-            await self._write([e for _, e in events])
+            await self._write(events)
         except TRANSIENT_DB:
             raise
         except Exception as exc:  # the database (or the writer) refused something in this batch
             reason = str(exc.orig) if isinstance(exc, DBAPIError) else f"{type(exc).__name__}: {exc}"
             if len(events) == 1:
-                await self._terminate(events[0][0], f"refused: {reason}")
+                self._poison(None, f"event {events[0].event_id[:80]} refused: {reason}")
                 return
             # One bad event must not hold the others back: write them one by one.
             log.warning("events_batch_refused", error=reason[:200], size=len(events))
             for one in events:
                 await self._store([one])
-            return
-        for msg, _ in events:
-            await msg.ack()
-            self._inflight.remove(msg)
 
     async def _write(self, events: list[CallEvent]) -> WriteResult:
         assert self._sessions is not None
@@ -201,12 +213,21 @@ class EventConsumer:
             log.info("events_orphaned", count=result.orphans)
         return result
 
-    async def _terminate(self, msg: Msg, reason: str) -> None:
+    def _poison(self, msg: Msg | None, reason: str) -> None:
+        """An event (or message) that can never be stored: logged and counted, then dropped."""
         self.poison += 1
         metrics.POISON.inc()
         log.error(
-            "event_poison", subject=msg.subject, reason=" ".join(reason.split())[:300], size=len(msg.data)
+            "event_poison",
+            subject=msg.subject if msg is not None else None,
+            reason=" ".join(reason.split())[:300],
+            size=len(msg.data) if msg is not None else None,
         )
+
+    async def _terminate(self, msg: Msg, reason: str | None) -> None:
+        """Stop redelivering a message none of whose events can be stored (``reason``: not yet logged)."""
+        if reason is not None:
+            self._poison(msg, reason)
         with contextlib.suppress(Exception):
             await msg.term()
         with contextlib.suppress(ValueError):

@@ -27,7 +27,7 @@ from routing_engine.ingest import (
     parse_session_update,
 )
 from shared.enums import Disposition, EventKind, Strategy
-from shared.events import EVENT_DECODER, HEARTBEAT_DECODER, CallEvent
+from shared.events import HEARTBEAT_DECODER, CallEvent, decode_events
 from tests.routing_engine.harness import (
     TenantConfig,
     asgi_client,
@@ -98,7 +98,7 @@ async def route_call(client: httpx.AsyncClient, config: TenantConfig, session: s
 async def tenant_events(
     nc: NATS, engine: EngineApp, tenant_id: int, kind: EventKind | None = None
 ) -> list[tuple[CallEvent, str]]:
-    """Every stored event of the tenant (optionally of one kind) with its Nats-Msg-Id, in order."""
+    """Every stored event of the tenant (optionally of one kind) with its event id, in order."""
     for _ in range(250):
         if engine.events.pending == 0:
             break
@@ -114,8 +114,7 @@ async def tenant_events(
                 msg = await sub.next_msg(timeout=0.3)
             except nats.errors.TimeoutError:
                 break
-            assert msg.headers is not None
-            out.append((EVENT_DECODER.decode(msg.data), msg.headers["Nats-Msg-Id"]))
+            out += [(e, e.event_id) for e in decode_events(msg.data)]
             if msg.metadata.num_pending == 0:
                 break
     finally:
