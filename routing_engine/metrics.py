@@ -82,6 +82,19 @@ EVENTS_BUFFERED = Gauge(
 )
 
 
+_CHILDREN: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
+
+
+def inc(metric: Counter, *labels: str) -> None:
+    """``metric.labels(*labels).inc()`` with the labelled child cached (``labels()`` takes a lock and
+    builds the child's key every call; the label values used here are few and fixed)."""
+    key = (metric, labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    child.inc()
+
+
 def forget_tenant(tenant_id: int) -> None:
     label = str(tenant_id)
     for gauge in (SNAPSHOT_VERSION, SNAPSHOT_COMPILED_AT):

@@ -56,19 +56,6 @@ class _JsonBody(msgspec.Struct, frozen=True, gc=False):
 
 
 _JSON_DECODER = msgspec.json.Decoder(_JsonBody)
-_FIELDS = (
-    "CallSid",
-    "Session",
-    "From",
-    "To",
-    "CallerName",
-    "Direction",
-    "CallStatus",
-    "Domain",
-    "AccountSid",
-    "ApplicationSid",
-    "DialCallStatus",
-)
 
 
 def _text(value: Scalar) -> str | None:
@@ -76,19 +63,6 @@ def _text(value: Scalar) -> str | None:
         return None
     text = str(value) if isinstance(value, int) else value
     return text.strip() or None
-
-
-def _fields_from_json(body: bytes) -> dict[str, str | None] | ParseError:
-    try:
-        parsed = _JSON_DECODER.decode(body)
-    except msgspec.ValidationError as exc:
-        return ParseError(status=400, reason=f"invalid field: {exc}")
-    except msgspec.DecodeError as exc:
-        return ParseError(status=400, reason=f"malformed JSON body: {exc}")
-    fields = {name: _text(getattr(parsed, name)) for name in _FIELDS}
-    raw = bytes(parsed.SessionData)
-    fields["SessionData"] = "1" if raw and raw != b"null" else None
-    return fields
 
 
 def _fields_from_pairs(raw: bytes | str) -> dict[str, str | None] | ParseError:
@@ -119,58 +93,127 @@ def parse_voice_request(
     body: bytes,
     headers: dict[str, str],
 ) -> VoiceRequest | ParseError:
-    """Build a VoiceRequest from whatever shape Cloudonix used. ``headers`` has lower-cased names."""
-    query = _fields_from_pairs(query_string) if query_string else {}
+    """Build a VoiceRequest from whatever shape Cloudonix used. ``headers`` has lower-cased names.
+    Body fields win over query fields of the same name; ``X-CX-*`` headers fill what both lack."""
+    query = _fields_from_pairs(query_string) if query_string else _NO_FIELDS
     if isinstance(query, ParseError):
         return query
-    fields: dict[str, str | None]
     stripped = body.strip()
-    if method == "POST" and stripped:
-        ctype = content_type.split(";", 1)[0].strip().lower()
-        is_json = ctype == "application/json" or ctype.endswith("+json")
-        if not is_json and ctype != "application/x-www-form-urlencoded":
-            is_json = stripped[:1] in (b"{", b"[")
-        parsed = _fields_from_json(body) if is_json else _fields_from_pairs(body)
-        if isinstance(parsed, ParseError):
-            return _identify(parsed, headers)
-        fields = {**query, **{k: v for k, v in parsed.items() if v is not None}}
-    else:
-        fields = query
+    if method != "POST" or not stripped:
+        return _build(query, query, headers)
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    is_json = ctype == "application/json" or ctype.endswith("+json")
+    if not is_json and ctype != "application/x-www-form-urlencoded":
+        is_json = stripped[:1] in (b"{", b"[")
+    if not is_json:
+        form = _fields_from_pairs(body)
+        if isinstance(form, ParseError):
+            return _identify(form, headers)
+        return _build({**query, **{k: v for k, v in form.items() if v is not None}}, query, headers)
+    # JSON, the common shape: read the decoded struct directly (no intermediate dicts).
+    try:
+        j = _JSON_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        return _identify(ParseError(status=400, reason=f"invalid field: {exc}"), headers)
+    except msgspec.DecodeError as exc:
+        return _identify(ParseError(status=400, reason=f"malformed JSON body: {exc}"), headers)
+    get = query.get
+    raw = j.SessionData
+    return _finish(
+        session=_text(j.Session) or _text(j.CallSid) or get("Session") or get("CallSid"),
+        call_sid=_text(j.CallSid) or get("CallSid"),
+        from_number=_text(j.From) or get("From"),
+        to_number=_text(j.To) or get("To"),
+        caller_name=_text(j.CallerName) or get("CallerName"),
+        direction=_text(j.Direction) or get("Direction"),
+        call_status=_text(j.CallStatus) or get("CallStatus"),
+        domain=_text(j.Domain) or get("Domain") or _text(j.AccountSid) or get("AccountSid"),
+        application_sid=_text(j.ApplicationSid) or get("ApplicationSid"),
+        dial_call_status=_text(j.DialCallStatus) or get("DialCallStatus"),
+        has_session_data=(bool(raw) and bytes(raw) != b"null") or get("SessionData") is not None,
+        query=query,
+        headers=headers,
+    )
 
-    session = fields.get("Session") or fields.get("CallSid") or headers.get("x-cx-session") or None
+
+_NO_FIELDS: dict[str, str | None] = {}
+
+
+def _build(
+    fields: dict[str, str | None], query: dict[str, str | None], headers: dict[str, str]
+) -> VoiceRequest | ParseError:
+    get = fields.get
+    return _finish(
+        session=get("Session") or get("CallSid"),
+        call_sid=get("CallSid"),
+        from_number=get("From"),
+        to_number=get("To"),
+        caller_name=get("CallerName"),
+        direction=get("Direction"),
+        call_status=get("CallStatus"),
+        domain=get("Domain") or get("AccountSid"),
+        application_sid=get("ApplicationSid"),
+        dial_call_status=get("DialCallStatus"),
+        has_session_data=get("SessionData") is not None,
+        query=query,
+        headers=headers,
+    )
+
+
+def _finish(
+    *,
+    session: str | None,
+    call_sid: str | None,
+    from_number: str | None,
+    to_number: str | None,
+    caller_name: str | None,
+    direction: str | None,
+    call_status: str | None,
+    domain: str | None,
+    application_sid: str | None,
+    dial_call_status: str | None,
+    has_session_data: bool,
+    query: dict[str, str | None],
+    headers: dict[str, str],
+) -> VoiceRequest | ParseError:
+    """Validate the merged fields (body, query, then headers) into a VoiceRequest."""
+    session = session or headers.get("x-cx-session") or None
     if not session:
         return ParseError(status=400, reason="missing Session (no Session, CallSid or X-CX-Session)")
     if SESSION_RE.fullmatch(session) is None:
         return ParseError(status=400, reason="invalid Session token")
-    for name in ("From", "To", "CallerName", "Domain"):
-        value = fields.get(name)
+    for name, value in (
+        ("From", from_number),
+        ("To", to_number),
+        ("CallerName", caller_name),
+        ("Domain", domain),
+    ):
         if value is not None and len(value) > MAX_VALUE_LENGTH:
             return ParseError(
                 status=400, reason=f"{name} is longer than {MAX_VALUE_LENGTH} characters", session=session
             )
-    attempt = _small_int(query.get("attempt"), "attempt", 1, 100)
-    if isinstance(attempt, ParseError):
-        return attempt
-    agent_id = _small_int(query.get("agent"), "agent", 1, 2**62)
-    if isinstance(agent_id, ParseError):
-        return agent_id
-
-    def lower(name: str) -> str | None:
-        value = fields.get(name)
-        return value.lower() if value else None
-
+    attempt: int | None = None
+    agent_id: int | None = None
+    if query:
+        parsed_attempt = _small_int(query.get("attempt"), "attempt", 1, 100)
+        if isinstance(parsed_attempt, ParseError):
+            return parsed_attempt
+        parsed_agent = _small_int(query.get("agent"), "agent", 1, 2**62)
+        if isinstance(parsed_agent, ParseError):
+            return parsed_agent
+        attempt, agent_id = parsed_attempt, parsed_agent
     return VoiceRequest(
         session=session,
-        call_sid=fields.get("CallSid"),
-        from_number=fields.get("From") or headers.get("x-cx-from") or "",
-        to_number=fields.get("To") or headers.get("x-cx-to") or "",
-        caller_name=fields.get("CallerName"),
-        direction=lower("Direction") or "",
-        call_status=lower("CallStatus"),
-        domain=fields.get("Domain") or fields.get("AccountSid") or headers.get("x-cx-domain"),
-        application_sid=fields.get("ApplicationSid"),
-        dial_call_status=lower("DialCallStatus"),
-        has_session_data=fields.get("SessionData") is not None,
+        call_sid=call_sid,
+        from_number=from_number or headers.get("x-cx-from") or "",
+        to_number=to_number or headers.get("x-cx-to") or "",
+        caller_name=caller_name,
+        direction=direction.lower() if direction else "",
+        call_status=call_status.lower() if call_status else None,
+        domain=domain or headers.get("x-cx-domain"),
+        application_sid=application_sid,
+        dial_call_status=dial_call_status.lower() if dial_call_status else None,
+        has_session_data=has_session_data,
         attempt=attempt or 1,
         agent_id=agent_id,
     )
