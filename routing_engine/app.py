@@ -550,15 +550,29 @@ class EngineApp:
         return any(ip in net for net in domain.networks)
 
 
+# key hash -> the plaintext key that matched it last. A key that matches the cached one (compared in
+# constant time) skips the sha256; anything else is hashed and compared as before.
+_VERIFIED_KEYS: dict[str, str] = {}
+VERIFIED_KEYS_KEPT = 10_000
+
+
 def _key_matches(headers: dict[str, str], key_hash: str) -> bool:
     auth = headers.get("authorization", "")
     key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-    candidates = [k for k in (key, headers.get("x-cx-apikey", "").strip()) if k]
     # Both headers are checked: Cloudonix may send the domain key in either one.
     ok = False
-    for candidate in candidates:
-        digest = hashlib.sha256(candidate.encode()).hexdigest()
-        ok |= hmac.compare_digest(digest, key_hash)
+    for candidate in (key, headers.get("x-cx-apikey", "").strip()):
+        if not candidate:
+            continue
+        known = _VERIFIED_KEYS.get(key_hash)
+        if known is not None and hmac.compare_digest(candidate.encode(), known.encode()):
+            ok = True
+            continue
+        if hmac.compare_digest(hashlib.sha256(candidate.encode()).hexdigest(), key_hash):
+            if len(_VERIFIED_KEYS) >= VERIFIED_KEYS_KEPT:
+                _VERIFIED_KEYS.clear()
+            _VERIFIED_KEYS[key_hash] = candidate
+            ok = True
     return ok
 
 

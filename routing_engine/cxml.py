@@ -97,15 +97,27 @@ def agent_fragment(provider: str, service_value: str, creds: Credentials) -> Age
     )
 
 
+def agent_answer_parts(fragment: AgentFragment, action_url: str, ring_timeout_s: int) -> tuple[str, str]:
+    """A full answer dialling one agent, split where the caller-id attribute goes:
+    ``head + caller_attr(caller) + tail``; a stream answer has no ``<Dial>`` (``tail`` is empty and the
+    caller id is not used). ``action_url`` must already be escaped."""
+    if not fragment.in_dial:
+        return RESPONSE_OPEN + fragment.xml + RESPONSE_CLOSE, ""
+    return (
+        f'{RESPONSE_OPEN}<Dial action="{action_url}" method="POST" timeout="{ring_timeout_s}"',
+        f">{fragment.xml}</Dial>{RESPONSE_CLOSE}",
+    )
+
+
+def caller_attr(caller_id: str) -> str:
+    """The ``<Dial>`` caller-id attribute (``caller_id`` already escaped), or nothing."""
+    return f' callerId="{caller_id}"' if caller_id else ""
+
+
 def agent_answer(fragment: AgentFragment, action_url: str, ring_timeout_s: int, caller_id: str) -> str:
     """A full answer dialling one agent; ``action_url`` and ``caller_id`` must already be escaped."""
-    if not fragment.in_dial:
-        return RESPONSE_OPEN + fragment.xml + RESPONSE_CLOSE
-    caller = f' callerId="{caller_id}"' if caller_id else ""
-    return (
-        f'{RESPONSE_OPEN}<Dial action="{action_url}" method="POST" timeout="{ring_timeout_s}"{caller}>'
-        f"{fragment.xml}</Dial>{RESPONSE_CLOSE}"
-    )
+    head, tail = agent_answer_parts(fragment, action_url, ring_timeout_s)
+    return head + caller_attr(caller_id) + tail if tail else head
 
 
 def no_agent_answer(action: NoAgentAction, message: str) -> str:

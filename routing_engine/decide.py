@@ -52,19 +52,28 @@ def _outbound(tenant: CompiledTenant, req: VoiceRequest) -> Decision:
     return Decision(cxml=answer, outcome="outbound", strategy="outbound", rule_id=route.rule_id)
 
 
+# Distinct (domain, base URL, attempt) renderings kept per target; more only when requests name many
+# hosts (no VLB_ENGINE_PUBLIC_URL): then the cache starts over.
+ANSWER_PARTS_KEPT = 64
+
+
 def _answers(
     target: CompiledTarget, domain: CompiledDomain, req: VoiceRequest, base_url: str, attempt: int
 ) -> tuple[str, ...]:
     """One full answer per candidate (as if it were chosen) plus the no-agent answer, last."""
-    action = f"{base_url}{domain.dial_status_path}?attempt={attempt}&amp;agent="
-    caller = cxml.escape(req.from_number)
-    timeout = target.ring_timeout_s
-    rendered = [
-        cxml.agent_answer(fragment, action + str(cand.agent_id), timeout, caller)
-        for cand, fragment in zip(target.candidates, target.fragments, strict=True)
-    ]
-    rendered.append(target.no_agent)
-    return tuple(rendered)
+    cache = target.answer_parts
+    key = (domain.dial_status_path, base_url, attempt)
+    parts = cache.get(key)
+    if parts is None:
+        if len(cache) >= ANSWER_PARTS_KEPT:
+            cache.clear()
+        action = f"{base_url}{domain.dial_status_path}?attempt={attempt}&amp;agent="
+        parts = cache[key] = tuple(
+            cxml.agent_answer_parts(fragment, action + str(cand.agent_id), target.ring_timeout_s)
+            for cand, fragment in zip(target.candidates, target.fragments, strict=True)
+        )
+    caller = cxml.caller_attr(cxml.escape(req.from_number))
+    return (*[head + caller + tail if tail else head for head, tail in parts], target.no_agent)
 
 
 class Decider:

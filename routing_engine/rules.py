@@ -56,6 +56,11 @@ class CompiledTarget:
     candidates: tuple[Candidate, ...]
     fragments: tuple[cxml.AgentFragment, ...]  # parallel to candidates
     no_agent: str  # full CXML
+    # (dial-status path, base URL, attempt) -> each candidate's answer split around the caller id
+    # (cxml.agent_answer_parts): what stays the same from call to call is rendered once.
+    answer_parts: dict[tuple[str, str, int], tuple[tuple[str, str], ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ SECRET_FIELDS = frozenset(
 
 
 # The spellings a key is checked in at once (one set intersection per line, on the engine's hot path);
-# a key in any other mixed case is still caught by the slower scan below.
+# a key with any upper-case letter is also checked by the slower scan below.
 _SECRET_SPELLINGS = frozenset(
     form for name in SECRET_FIELDS for form in (name, name.upper(), name.title(), name.capitalize())
 )
@@ -38,7 +38,7 @@ def _drop_secrets(
 ) -> structlog.types.EventDict:
     for key in _SECRET_SPELLINGS.intersection(event):
         event[key] = "***"
-    if not all(key.islower() or key.isupper() for key in event):
+    if not "".join(event).islower():  # some key is not all lower case: check it in any case
         for key in list(event):
             if key.lower() in SECRET_FIELDS:
                 event[key] = "***"
