@@ -40,7 +40,7 @@ from routing_engine.snapshots import SnapshotStore
 from routing_engine.webhooks import ParseError, VoiceRequest, parse_voice_request
 from shared.enums import EventKind
 from shared.events import CallEvent
-from shared.logging import configure_logging
+from shared.logging import HotLog, configure_logging, flush_logs
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -48,6 +48,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 log = structlog.get_logger("routing_engine")
+# The one line per webhook (shared.logging.HotLog: the same JSON line, a third of structlog's cost).
+webhook_log = HotLog("routing_engine")
 
 APPLICATION_PREFIX = "/api/voice/application/"
 DIAL_STATUS_SUFFIX = "/dial-status"
@@ -189,6 +191,7 @@ class EngineApp:
                 await self.nc.close()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+        flush_logs()
         self._started = False
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -360,7 +363,7 @@ class EngineApp:
             if decision.degraded:
                 metrics.DEGRADED.inc()
         latency_us = int(elapsed * 1_000_000)
-        log.info(
+        webhook_log.info(
             "webhook",
             path=path_kind,
             session=parsed.session,
@@ -492,7 +495,7 @@ class EngineApp:
         await send({"type": "http.response.body", "body": b""})
         outcome = await self.ingestor.apply(tenant.tenant_id, domain.name, parsed, tenant.version)
         metrics.inc(metrics.REQUESTS, path_kind, outcome)
-        log.info(
+        webhook_log.info(
             "webhook",
             path=path_kind,
             session=parsed.token,
@@ -639,5 +642,5 @@ async def _reply(
 def create_app(settings: EngineSettings | None = None) -> EngineApp:
     """The ASGI app factory granian calls (``--factory routing_engine.app:create_app``)."""
     settings = settings or get_engine_settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, settings.log_buffer_ms)
     return EngineApp(settings)

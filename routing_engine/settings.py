@@ -20,6 +20,9 @@ class EngineSettings(CommonSettings, kw_only=True, frozen=True):
     # How long the publisher waits for more events before sending a message (batches of up to 64).
     events_linger_ms: float = 2.0
     heartbeat_interval_s: float = 5.0
+    # Log lines from the event loop are written together at most this long after (0 = one write per
+    # line); see shared.logging.BufferedLines.
+    log_buffer_ms: float = 20.0
     # Decide the same tenant's concurrent calls in one Redis script call per event-loop tick (see
     # docs/performance.md); off = one EVALSHA per decision.
     balancer_coalesce: bool = True
