@@ -8,7 +8,9 @@
 --         DecideRequest arrays: {tenant, session, stage, strategy, group, window_hours,
 --         max_attempts, fallback_enabled, {{agent, priority, capacity, weight}, ...}, {cxml, ...},
 --         failed_agent|nil}. Decides each in turn and returns a flat array of
---         index, agent (0 = none), attempt, cxml, replay (0/1) per request.
+--         index, agent (0 = none), attempt, cxml, replay (0/1) per request. The decision of a
+--         (session, stage) is kept in the call's hash (field d:<stage>) for as long as the hash
+--         lives (at least the idempotency TTL): a repeat returns it and moves nothing.
 -- release ARGV[2] session, ARGV[3] '1' when the call itself is over (session update, CDR): then
 --         no later decide takes a slot for it -> 1 when the call's slot was freed, else 0.
 -- stats   ARGV[2] window_hours, ARGV[3..] agent ids -> flat window, active, last (ms, 0 = never).
@@ -66,29 +68,41 @@ local function range_sum(agent, a, b)
   return sum
 end
 
--- A busy agent's window is summed from its buckets once a minute, not per decision: the sum for the
--- current minute is kept in `wsum:<agent>` (field <window_hours> = "<minute>:<sum>") and kept current
--- by every choice of the agent (see note_choice).
-local function window_calls(agent, wh)
-  local sk = base .. 'wsum:' .. agent
-  local cached = call('HGET', sk, wh)
-  if cached then
-    local m, sum = string.match(cached, '^(%d+):(%d+)$')
-    if tonumber(m) == now_min then return tonumber(sum) end
-  end
-  local sum = range_sum(agent, now_min - wh * 60 + 1, now_min)
-  call('HSET', sk, wh, now_min .. ':' .. sum)
-  call('EXPIRE', sk, 120)
-  return sum
+-- Calls routed to an agent in the last `wh` hours = the window's completed minutes, summed from the
+-- buckets once a minute and kept in `wb:<agent>:<wh>` ("<minute>:<sum>", a 2-minute key), plus the
+-- current minute's bucket, read live. Nothing is written per choice but the buckets themselves.
+local function base_key(agent, wh)
+  return base .. 'wb:' .. agent .. ':' .. wh
 end
 
-local function note_choice(agent)
-  local sk = base .. 'wsum:' .. agent
-  local fields = call('HGETALL', sk)
-  for i = 1, #fields, 2 do
-    local m, sum = string.match(fields[i + 1], '^(%d+):(%d+)$')
-    if tonumber(m) == now_min then call('HSET', sk, fields[i], m .. ':' .. (tonumber(sum) + 1)) end
+-- The window calls of each of `agents` for `wh`, into `into[agent]`: one MGET for all of them.
+local function load_windows(agents, wh, into)
+  local keys = {}
+  for i = 1, #agents do
+    keys[2 * i - 1] = base_key(agents[i], wh)
+    keys[2 * i] = base .. 'win:' .. agents[i] .. ':' .. now_min
   end
+  local vals = call('MGET', unpack(keys))
+  for i = 1, #agents do
+    local agent = agents[i]
+    local sum
+    local cached = vals[2 * i - 1]
+    if cached then
+      local m, s = string.match(cached, '^(%d+):(%d+)$')
+      if tonumber(m) == now_min then sum = tonumber(s) end
+    end
+    if sum == nil then
+      sum = range_sum(agent, now_min - wh * 60 + 1, now_min - 1)
+      call('SET', base_key(agent, wh), now_min .. ':' .. sum, 'EX', 120)
+    end
+    into[agent] = sum + tonumber(vals[2 * i] or '0')
+  end
+end
+
+local function window_calls(agent, wh)
+  local one = {}
+  load_windows({agent}, wh, one)
+  return one[agent]
 end
 
 -- Increment a bucket and make sure it lives at least `ttl` seconds (buckets are shared by groups with
@@ -152,18 +166,14 @@ local function active_of(agent)
   return v
 end
 
-local function window_of(agent, wh)
-  local per = window_cache[agent]
+-- window_cache[wh][agent]: the window calls of `agent` for `wh` as of this point of the batch.
+local function windows_for(wh)
+  local per = window_cache[wh]
   if per == nil then
     per = {}
-    window_cache[agent] = per
+    window_cache[wh] = per
   end
-  local v = per[wh]
-  if v == nil then
-    v = window_calls(agent, wh)
-    per[wh] = v
-  end
-  return v
+  return per
 end
 
 local function is_free(c)
@@ -223,20 +233,29 @@ local function pick_load_balanced(cands, tried, wh)
     if cap ~= cands[1][3] then differ = true end
   end
   if maxcap == 0 then maxcap = 1 end
-  local best, best_calls, best_cap = -1, 0, 1
+  local windows = windows_for(wh)
+  local eligible, missing = {}, {}
   for i = 1, #cands do
     local c = cands[i]
     if untried(tried, c[1]) and is_free(c) then
-      local calls = window_of(c[1], wh)
-      local cap = 1
-      if differ then
-        cap = c[3]
-        if cap == 0 then cap = maxcap end
-      end
-      -- calls/cap < best_calls/best_cap, compared exactly; earlier (priority, id) wins ties
-      if best == -1 or calls * best_cap < best_calls * cap then
-        best, best_calls, best_cap = i, calls, cap
-      end
+      eligible[#eligible + 1] = i
+      if windows[c[1]] == nil then missing[#missing + 1] = c[1] end
+    end
+  end
+  if #missing > 0 then load_windows(missing, wh, windows) end
+  local best, best_calls, best_cap = -1, 0, 1
+  for k = 1, #eligible do
+    local i = eligible[k]
+    local c = cands[i]
+    local calls = windows[c[1]]
+    local cap = 1
+    if differ then
+      cap = c[3]
+      if cap == 0 then cap = maxcap end
+    end
+    -- calls/cap < best_calls/best_cap, compared exactly; earlier (priority, id) wins ties
+    if best == -1 or calls * best_cap < best_calls * cap then
+      best, best_calls, best_cap = i, calls, cap
     end
   end
   return best
@@ -248,8 +267,10 @@ for r = 1, #requests do
   local session, stage, strategy = req[2], req[3], req[4]
   local group, wh, max_attempts, fallback = req[5], req[6], req[7], req[8]
   local cands, answers, failed = req[9], req[10], req[11]
-  local ik = base .. 'idem:' .. session .. ':' .. stage
-  local stored = call('GET', ik)
+  local ck = base .. 'call:' .. session
+  local dfield = 'd:' .. stage
+  local state = call('HMGET', ck, 'cur', 'tried', 'end', dfield)
+  local stored = state[4]
   if stored then
     local si, sa, st, rest = string.match(stored, '^(%-?%d+)|(%d+)|(%d+)|()')
     out[#out + 1] = tonumber(si)
@@ -261,8 +282,6 @@ for r = 1, #requests do
     local attempt = 1
     local is_dial = stage ~= 'app'
     if is_dial then attempt = tonumber(string.match(stage, '^dial%-(%d+)$')) + 1 end
-    local ck = base .. 'call:' .. session
-    local state = call('HMGET', ck, 'cur', 'tried', 'end')
     local cur, tried, ended = state[1] or '', state[2] or ',', state[3]
     if failed and cur ~= '' and tonumber(cur) == failed then
       -- free the failed dial's slot exactly once: `cur` is cleared with it
@@ -287,17 +306,17 @@ for r = 1, #requests do
       local c = cands[idx]
       agent = c[1]
       local ak = base .. 'active:' .. agent
-      call('ZREMRANGEBYSCORE', ak, '-inf', now_ms_s)
+      -- Slots past their expiry are not counted (ZCOUNT from now); removing them is housekeeping,
+      -- done on about one choice in eight.
+      if (now_ms + r) % 8 == 0 then call('ZREMRANGEBYSCORE', ak, '-inf', now_ms_s) end
       call('ZADD', ak, expiry, session)
       call('PEXPIRE', ak, slot_ttl_ms)
       if active_cache[agent] ~= nil then active_cache[agent] = active_cache[agent] + 1 end
       local wttl = wh * 3600 + 120
       bump(base .. 'win:' .. agent .. ':' .. now_min, wttl)
       bump(base .. 'winh:' .. agent .. ':' .. now_hour, wttl + 3600)
-      note_choice(agent)
-      local per = window_cache[agent]
-      if per ~= nil then
-        for k, v in pairs(per) do per[k] = v + 1 end
+      for _, per in pairs(window_cache) do
+        if per[agent] ~= nil then per[agent] = per[agent] + 1 end
       end
       call('SET', base .. 'last:' .. agent, now_ms_s, 'EX', LAST_TTL)
       if strategy == 'round_robin' then
@@ -314,13 +333,14 @@ for r = 1, #requests do
       cur = tostring(agent)
       tried = tried .. agent .. ','
     end
-    call('HSET', ck, 'cur', cur, 'tried', tried, 'att', attempt)
-    call('EXPIRE', ck, call_ttl)
     local cxml
     if idx > 0 then cxml = answers[idx] else cxml = answers[#answers] end
     local zidx = idx - 1
     if idx < 0 then zidx = -1 end
-    call('SET', ik, zidx .. '|' .. agent .. '|' .. attempt .. '|' .. cxml, 'EX', idem_ttl)
+    -- The decision stays in the call's hash (field d:<stage>) for replays, as long as the hash.
+    local decided = zidx .. '|' .. agent .. '|' .. attempt .. '|' .. cxml
+    call('HSET', ck, 'cur', cur, 'tried', tried, 'att', attempt, dfield, decided)
+    call('EXPIRE', ck, call_ttl)
     out[#out + 1] = zidx
     out[#out + 1] = agent
     out[#out + 1] = attempt

@@ -429,7 +429,9 @@ class Balancer:
         keys = self.keys(tenant_id)
         seconds, _micros = await self._redis.time()
         now_min = int(seconds) // 60
-        names: list[str] = [keys.round_robin(group_id), *map(keys.window_sum, agent_ids)]
+        names: list[str] = [keys.round_robin(group_id)]
+        for agent in agent_ids:
+            names.extend(keys.window_base(agent, w) for w in range(1, MAX_WINDOW_HOURS + 1))
         minutes = MAX_WINDOW_HOURS * MINUTES_PER_HOUR + 2 * MINUTES_PER_HOUR
         for agent in agent_ids:
             names.extend(keys.window_minute(agent, m) for m in range(now_min - minutes, now_min + 2))

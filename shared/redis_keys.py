@@ -30,10 +30,6 @@ class TenantKeys:
         self.tenant_id = tenant_id
         self.base = tenant_base(prefix, tenant_id)
 
-    def idem(self, session: str, stage: str) -> str:
-        """The stored decision for (session, stage): ``<attempt-index>|<agent>|<attempt>|<cxml>``."""
-        return f"{self.base}idem:{session}:{stage}"
-
     def window_minute(self, agent_id: int, minute: int) -> str:
         """Calls routed to ``agent_id`` during epoch minute ``minute`` (string counter)."""
         return f"{self.base}win:{agent_id}:{minute}"
@@ -42,10 +38,11 @@ class TenantKeys:
         """Calls routed to ``agent_id`` during epoch hour ``hour`` (string counter)."""
         return f"{self.base}winh:{agent_id}:{hour}"
 
-    def window_sum(self, agent_id: int) -> str:
-        """Hash caching ``agent_id``'s window sums for the current minute: field ``<window_hours>`` =
-        ``<minute>:<sum>`` (a cache; deleting it is always safe)."""
-        return f"{self.base}wsum:{agent_id}"
+    def window_base(self, agent_id: int, window_hours: int) -> str:
+        """Caches ``agent_id``'s calls in the completed minutes of a ``window_hours`` window, as
+        ``<minute>:<sum>`` for the minute it was summed in (the current minute's bucket is added live).
+        A 2-minute key; deleting it is always safe."""
+        return f"{self.base}wb:{agent_id}:{window_hours}"
 
     def active(self, agent_id: int) -> str:
         """Sorted set of the sessions holding a slot of ``agent_id``, scored by expiry (epoch ms)."""
@@ -57,7 +54,8 @@ class TenantKeys:
 
     def call(self, session: str) -> str:
         """Hash of one call's routing state: ``cur`` (agent holding a slot), ``tried`` (``,1,5,``),
-        ``att`` (last attempt number)."""
+        ``att`` (last attempt number), ``end`` (the call is over), and per decided stage ``d:<stage>``
+        = ``<candidate-index>|<agent>|<attempt>|<cxml>``, which repeats of that webhook answer with."""
         return f"{self.base}call:{session}"
 
     def last_chosen(self, agent_id: int) -> str:

@@ -103,6 +103,8 @@ async def reset_group_counters(
     span = (MAX_WINDOW_HOURS + 2) * MINUTES_PER_HOUR
     names: list[str] = [keys.round_robin(group_id)]
     for agent_id in agent_ids:
+        # The engine's cached window sums too, or it would count the old calls until the minute turns.
+        names.extend(keys.window_base(agent_id, w) for w in range(1, MAX_WINDOW_HOURS + 1))
         names.extend(keys.window_minute(agent_id, m) for m in range(now_min - span, now_min + 2))
         names.extend(
             keys.window_hour(agent_id, h) for h in range(now_hour - MAX_WINDOW_HOURS - 2, now_hour + 2)

@@ -347,6 +347,24 @@ async def test_reset_group_clears_window_and_pointer_not_slots(balancer: Balance
     assert (await balancer.decide(request(tenant, cands, strategy="round_robin"))).agent_id == 1
 
 
+async def test_reset_also_clears_the_scripts_cached_window_sums(
+    balancer: Balancer, redis_client: aioredis.Redis, tenant: int
+) -> None:
+    keys = TenantKeys(os.environ["VLB_REDIS_PREFIX"], tenant)
+    seconds, _ = await redis_client.time()
+    minute = seconds // 60
+    await redis_client.set(keys.window_minute(5, minute - 1), 7, ex=600)
+    await redis_client.set(keys.window_hour(5, (minute - 1) // 60), 7, ex=600)
+    decided = await balancer.decide(
+        request(tenant, members((5, 1, 0)), strategy="load_balanced", window_hours=1)
+    )
+    assert decided.agent_id == 5
+    assert (await balancer.group_stats(tenant, 1, [5], 1))[5].window_calls == 8
+    assert await redis_client.exists(keys.window_base(5, 1))  # the completed minutes, cached
+    await balancer.reset_group(tenant, 1, [5])
+    assert (await balancer.group_stats(tenant, 1, [5], 1))[5].window_calls == 0
+
+
 async def test_stats_for_a_never_chosen_agent(balancer: Balancer, tenant: int) -> None:
     stats = await balancer.group_stats(tenant, 1, [42], 168)
     assert (stats[42].window_calls, stats[42].active_calls, stats[42].last_chosen_ms) == (0, 0, None)
