@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any
@@ -28,6 +28,9 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 # Decisions per script call at most: bounds how long one script holds Redis under a burst.
 MAX_BATCH = 64
+# Script calls out at once per tenant; decisions arriving meanwhile wait and go in the next one
+# (bigger batches under load, no wait at all when idle).
+MAX_IN_FLIGHT = 1
 # Longest wait for one script call before the local view decides (redis-py's default retry policy
 # alone can take seconds against a dead server; Cloudonix is waiting on the call).
 DECIDE_TIMEOUT_S = 1.0
@@ -252,6 +255,7 @@ class Balancer:
         active_slot_ttl_s: int = 14400,
         coalesce: bool = True,
         max_batch: int = MAX_BATCH,
+        max_in_flight: int = MAX_IN_FLIGHT,
         redis_retry_s: float = REDIS_RETRY_S,
         timeout_s: float = DECIDE_TIMEOUT_S,
     ) -> None:
@@ -261,10 +265,14 @@ class Balancer:
         self._slot_ttl_ms = str(active_slot_ttl_s * 1000)
         self._coalesce = coalesce
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._redis_retry_s = redis_retry_s
         self._timeout_s = timeout_s
         self._keys: dict[int, TenantKeys] = {}
-        self._pending: dict[int, _Batch] = {}
+        # Per tenant: batches waiting for a script call (the last one still open), and the tasks
+        # draining them (at most max_in_flight each).
+        self._queues: dict[int, deque[_Batch]] = {}
+        self._drainers: dict[int, int] = {}
         self._flushes: set[asyncio.Task[None]] = set()
         self._redis_down_until = 0.0
         self.local = LocalView(active_slot_ttl_s)
@@ -305,22 +313,47 @@ class Balancer:
                 return msgspec.structs.replace(stored, replay=True)
         if not self._coalesce:
             return (await self._decide_batch(req.tenant_id, [req]))[0]
-        batch = self._pending.get(req.tenant_id)
-        if batch is None or len(batch.requests) >= self._max_batch:
-            batch = self._pending[req.tenant_id] = _Batch()
-            # The task's first step runs on the next loop iteration: everything decided in this one
-            # joins the batch first.
-            task = asyncio.get_running_loop().create_task(self._flush(req.tenant_id, batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-        future: asyncio.Future[DecideResult] = asyncio.get_running_loop().create_future()
+        tenant_id = req.tenant_id
+        queue = self._queues.get(tenant_id)
+        if queue is None:
+            queue = self._queues[tenant_id] = deque()
+        if not queue or len(queue[-1].requests) >= self._max_batch:
+            queue.append(_Batch())
+        batch = queue[-1]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[DecideResult] = loop.create_future()
         batch.requests.append(req)
         batch.futures.append(future)
+        if self._drainers.get(tenant_id, 0) < self._max_in_flight:
+            # The drainer's first step runs on the next loop iteration: everything decided in this
+            # one joins the batch first. While its script call is out, new decisions queue up and
+            # go together in its next call (at most max_in_flight calls per tenant at a time).
+            self._drainers[tenant_id] = self._drainers.get(tenant_id, 0) + 1
+            task = loop.create_task(self._drain(tenant_id))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
         return await future
 
-    async def _flush(self, tenant_id: int, batch: _Batch) -> None:
-        if self._pending.get(tenant_id) is batch:
-            del self._pending[tenant_id]
+    async def _drain(self, tenant_id: int) -> None:
+        try:
+            while True:
+                queue = self._queues.get(tenant_id)
+                if not queue:
+                    return
+                batch = queue.popleft()
+                if not queue:
+                    del self._queues[tenant_id]
+                try:
+                    await self._flush(batch)
+                except Exception:  # a bug: that batch's requests have it; the next batches go on
+                    logger.exception("balancer_batch_failed", size=len(batch.requests))
+        finally:
+            self._drainers[tenant_id] -= 1
+            if not self._drainers[tenant_id]:
+                del self._drainers[tenant_id]
+
+    async def _flush(self, batch: _Batch) -> None:
+        tenant_id = batch.requests[0].tenant_id
         try:
             results = await self._decide_batch(tenant_id, batch.requests)
         except BaseException as exc:  # only a bug gets here: hand it to every waiting request
