@@ -30,12 +30,12 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from routing_engine import metrics
-from shared.events import CallEvent, encode_events, event_subject
+from shared.events import MAX_EVENTS_PER_MESSAGE, CallEvent, encode_events, event_subject
 
 log = structlog.get_logger("routing_engine.events")
 
 # Events per message at most (a message of 64 routed events is ~40 KB, far below NATS' 1 MB limit).
-BATCH = 64
+BATCH = MAX_EVENTS_PER_MESSAGE
 # Messages published per round before their acks are awaited (bounds the burst after an outage).
 MESSAGES_PER_ROUND = 32
 RETRY_DELAY_S = 0.5

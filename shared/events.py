@@ -7,7 +7,7 @@ holding one bare CallEvent (``decode_events``), as engines before batching publi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -48,6 +48,17 @@ class CallEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
 def event_subject(prefix: str, tenant_id: int, kind: EventKind) -> str:
     return f"{prefix}.{tenant_id}.{kind.value}"
 
+
+# The body of one events message (JSON Schema: schemas/call-event-message.schema.json).
+MAX_EVENTS_PER_MESSAGE = 64
+EventMessage = Annotated[
+    list[CallEvent],
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_EVENTS_PER_MESSAGE,
+        description="One JetStream message on vlb.events.<tenant>.<kind>: CallEvents of that tenant and kind.",
+    ),
+]
 
 EVENT_ENCODER = msgspec.msgpack.Encoder()
 EVENT_DECODER = msgspec.msgpack.Decoder(CallEvent)

@@ -10,17 +10,18 @@ from typing import Any
 
 import msgspec
 
-from shared.events import CallEvent
+from shared.events import CallEvent, EventMessage
 from shared.snapshot import TenantSnapshot
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
-CONTRACTS: dict[str, type[msgspec.Struct]] = {
+CONTRACTS: dict[str, Any] = {
     "tenant-snapshot.schema.json": TenantSnapshot,
     "call-event.schema.json": CallEvent,
+    "call-event-message.schema.json": EventMessage,
 }
 
 
-def render(struct: type[msgspec.Struct]) -> str:
+def render(struct: Any) -> str:
     schema: dict[str, Any] = msgspec.json.schema(struct)
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
