@@ -1,6 +1,8 @@
 """The balancer: picks an agent for a call with one Redis script call (balancer.lua) that does
-idempotency, selection and counter updates atomically, coalescing the decisions of one event-loop tick
-per tenant into one script call, and falling back to a local in-process view when Redis is down."""
+idempotency, selection and counter updates atomically, and falls back to a local in-process view when
+Redis is down. Coalescing: one script call per tenant is out at a time; a decision made while none is
+out goes at once, alone, and the decisions that arrive while one is out wait and go together in the
+next call (up to MAX_BATCH), so batches grow with load and an idle engine never waits."""
 
 from __future__ import annotations
 
@@ -28,9 +30,6 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 # Decisions per script call at most: bounds how long one script holds Redis under a burst.
 MAX_BATCH = 64
-# Script calls out at once per tenant; decisions arriving meanwhile wait and go in the next one
-# (bigger batches under load, no wait at all when idle).
-MAX_IN_FLIGHT = 1
 # Longest wait for one script call before the local view decides (redis-py's default retry policy
 # alone can take seconds against a dead server; Cloudonix is waiting on the call).
 DECIDE_TIMEOUT_S = 1.0
@@ -255,7 +254,6 @@ class Balancer:
         active_slot_ttl_s: int = 14400,
         coalesce: bool = True,
         max_batch: int = MAX_BATCH,
-        max_in_flight: int = MAX_IN_FLIGHT,
         redis_retry_s: float = REDIS_RETRY_S,
         timeout_s: float = DECIDE_TIMEOUT_S,
     ) -> None:
@@ -265,14 +263,13 @@ class Balancer:
         self._slot_ttl_ms = str(active_slot_ttl_s * 1000)
         self._coalesce = coalesce
         self._max_batch = max_batch
-        self._max_in_flight = max_in_flight
         self._redis_retry_s = redis_retry_s
         self._timeout_s = timeout_s
         self._keys: dict[int, TenantKeys] = {}
-        # Per tenant: batches waiting for a script call (the last one still open), and the tasks
-        # draining them (at most max_in_flight each).
+        # Tenants with a script call out, and per tenant the batches waiting for the next one (the
+        # last still open).
+        self._busy: set[int] = set()
         self._queues: dict[int, deque[_Batch]] = {}
-        self._drainers: dict[int, int] = {}
         self._flushes: set[asyncio.Task[None]] = set()
         self._redis_down_until = 0.0
         self.local = LocalView(active_slot_ttl_s)
@@ -314,27 +311,36 @@ class Balancer:
         if not self._coalesce:
             return (await self._decide_batch(req.tenant_id, [req]))[0]
         tenant_id = req.tenant_id
+        if tenant_id not in self._busy:
+            # Nothing of this tenant's is out: decide now, alone, in this request's own coroutine (no
+            # task, no extra loop iteration). Decisions arriving meanwhile queue up below.
+            self._busy.add(tenant_id)
+            try:
+                return (await self._decide_batch(tenant_id, [req]))[0]
+            finally:
+                self._call_done(tenant_id)
         queue = self._queues.get(tenant_id)
         if queue is None:
             queue = self._queues[tenant_id] = deque()
         if not queue or len(queue[-1].requests) >= self._max_batch:
             queue.append(_Batch())
         batch = queue[-1]
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[DecideResult] = loop.create_future()
+        future: asyncio.Future[DecideResult] = asyncio.get_running_loop().create_future()
         batch.requests.append(req)
         batch.futures.append(future)
-        if self._drainers.get(tenant_id, 0) < self._max_in_flight:
-            # The drainer's first step runs on the next loop iteration: everything decided in this
-            # one joins the batch first. While its script call is out, new decisions queue up and
-            # go together in its next call (at most max_in_flight calls per tenant at a time).
-            self._drainers[tenant_id] = self._drainers.get(tenant_id, 0) + 1
-            task = loop.create_task(self._drain(tenant_id))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
         return await future
 
+    def _call_done(self, tenant_id: int) -> None:
+        """A tenant's script call came back: the decisions that queued meanwhile go next, together."""
+        if not self._queues.get(tenant_id):
+            self._busy.discard(tenant_id)
+            return
+        task = asyncio.get_running_loop().create_task(self._drain(tenant_id))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
     async def _drain(self, tenant_id: int) -> None:
+        """Send the tenant's queued batches, one script call at a time, until none is left."""
         try:
             while True:
                 queue = self._queues.get(tenant_id)
@@ -348,9 +354,7 @@ class Balancer:
                 except Exception:  # a bug: that batch's requests have it; the next batches go on
                     logger.exception("balancer_batch_failed", size=len(batch.requests))
         finally:
-            self._drainers[tenant_id] -= 1
-            if not self._drainers[tenant_id]:
-                del self._drainers[tenant_id]
+            self._busy.discard(tenant_id)
 
     async def _flush(self, batch: _Batch) -> None:
         tenant_id = batch.requests[0].tenant_id
