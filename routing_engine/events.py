@@ -60,7 +60,7 @@ class EventPublisher:
         stream: str,
         subject_prefix: str,
         capacity: int = 10000,
-        linger_s: float = 0.002,
+        linger_s: float = 0.01,
         engine_id: str = "",
     ) -> None:
         self.stream = stream

@@ -18,7 +18,7 @@ class EngineSettings(CommonSettings, kw_only=True, frozen=True):
     # Call events held in memory while NATS is unreachable; beyond it the oldest are dropped (counted).
     events_buffer_size: int = 10000
     # How long the publisher waits for more events before sending a message (batches of up to 64).
-    events_linger_ms: float = 2.0
+    events_linger_ms: float = 10.0
     heartbeat_interval_s: float = 5.0
     # Log lines from the event loop are written together at most this long after (0 = one write per
     # line); see shared.logging.BufferedLines.
