@@ -1,10 +1,11 @@
 """Engine benchmark: in one run, on this machine, against granian with the same worker count,
 
   (a) a bare ASGI app answering a fixed CXML body,
-  (b) the same plus one Redis EVALSHA of a trivial script per request,
+  (b) the same plus one Redis EVALSHA of a trivial script per request (redis-py),
+  (f) (b) with the engine's own lean script client instead of redis-py (loadtests/apps/evalsha_lean.py),
   (c) the engine's real voice-application path for a group call (load_balanced, 10 agents of unlimited
       capacity, a catch-all inbound rule, a new session every request), decisions coalesced per tenant
-      per event-loop tick (the default),
+      (one script call out at a time; the default),
   (d) the same with coalescing off (VLB_BALANCER_COALESCE=false: one EVALSHA per decision),
   (e) attribution only: (c) with call events dropped instead of sent to JetStream and the log level at
       warning (loadtests/apps/engine_quiet.py), to show what those two cost on the hot path,
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--log-level", default="info", help="the engine's VLB_LOG_LEVEL (its log goes to a file)"
     )
-    parser.add_argument("--phases", default="abcde", help="which phases to run, e.g. 'bc'")
+    parser.add_argument("--phases", default="abfcde", help="which phases to run, e.g. 'bc'")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk); it drives the load.", file=sys.stderr)
@@ -398,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     phases = [
         ("a bare ASGI", "loadtests.apps.bare:app", False, env),
         ("b ASGI + 1 EVALSHA", "loadtests.apps.evalsha:app", False, env),
+        ("f (b), engine's client", "loadtests.apps.evalsha_lean:app", False, env),
         ("c engine, coalesced", "routing_engine.app:create_app", True, env),
         (
             "d engine, uncoalesced",
@@ -456,7 +458,7 @@ def report(results: list[Result], args: argparse.Namespace, elapsed_s: float) ->
     for n in args.connections:
         ratios = [
             f"{x}/{y} {by[(x, n)].rps / by[(y, n)].rps:.2f}"
-            for x, y in (("c", "b"), ("d", "b"), ("c", "d"), ("e", "b"), ("b", "a"))
+            for x, y in (("c", "b"), ("c", "f"), ("d", "b"), ("c", "d"), ("e", "b"), ("b", "a"), ("f", "b"))
             if (x, n) in by and (y, n) in by
         ]
         if ratios:

@@ -35,6 +35,7 @@ from routing_engine.events import EventPublisher
 from routing_engine.heartbeat import HeartbeatPublisher
 from routing_engine.ingest import Cdr, Ingestor, Rejection, SessionUpdate, parse
 from routing_engine.rules import CompiledDomain, CompiledTenant
+from routing_engine.script_client import ScriptClient
 from routing_engine.settings import EngineSettings, get_engine_settings
 from routing_engine.snapshots import SnapshotStore
 from routing_engine.webhooks import ParseError, VoiceRequest, parse_voice_request
@@ -108,8 +109,16 @@ class EngineApp:
             # the balancer has its own local fallback, so fail fast instead.
             retry=Retry(NoBackoff(), 1),
         )
+        # The balancer's script calls take the lean client (routing_engine/script_client.py) unless the
+        # URL needs more than it speaks (TLS, sockets): then redis-py serves them too.
+        self.scripts = (
+            ScriptClient(settings.redis_url, connect_timeout_s=REDIS_TIMEOUT_S)
+            if settings.redis_url.startswith("redis://")
+            else None
+        )
         self.balancer = Balancer(
             self.redis,
+            scripts=self.scripts,
             prefix=settings.redis_prefix,
             idempotency_ttl_s=settings.idempotency_ttl_s,
             active_slot_ttl_s=settings.active_slot_ttl_s,
@@ -191,6 +200,8 @@ class EngineApp:
                 await self.nc.close()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+        if self.scripts is not None:
+            await self.scripts.aclose()
         flush_logs()
         self._started = False
 

@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from routing_engine.script_client import ScriptClient, ScriptError
 from shared.redis_keys import MAX_WINDOW_HOURS, MINUTES_PER_HOUR, TenantKeys
 
 logger = structlog.get_logger(__name__)
@@ -249,6 +250,7 @@ class Balancer:
         self,
         redis: redis.asyncio.Redis,
         *,
+        scripts: ScriptClient | None = None,
         prefix: str,
         idempotency_ttl_s: int = 86400,
         active_slot_ttl_s: int = 14400,
@@ -258,6 +260,8 @@ class Balancer:
         timeout_s: float = DECIDE_TIMEOUT_S,
     ) -> None:
         self._redis = redis
+        # The script calls go through the lean client when there is one (the engine), else redis-py.
+        self._scripts = scripts
         self._prefix = prefix
         self._idem_ttl = str(idempotency_ttl_s)
         self._slot_ttl_ms = str(active_slot_ttl_s * 1000)
@@ -289,9 +293,19 @@ class Balancer:
     async def _script(self, tenant_id: int, *args: str | bytes) -> Any:
         base = self.keys(tenant_id).base
         self.script_calls_total += 1
-        # execute_command: redis-py's evalsha()/script_load() are typed for both sync and async clients.
-        execute = self._redis.execute_command
         async with asyncio.timeout(self._timeout_s):
+            if self._scripts is not None:
+                call = self._scripts.call
+                try:
+                    return await call("EVALSHA", SCRIPT_SHA, "1", base, *args)
+                except ScriptError as exc:
+                    if not str(exc).startswith("NOSCRIPT"):
+                        raise
+                    self.script_reloads_total += 1
+                    await call("SCRIPT", "LOAD", SCRIPT)
+                    return await call("EVALSHA", SCRIPT_SHA, "1", base, *args)
+            # execute_command: redis-py's evalsha()/script_load() are typed for both sync and async clients.
+            execute = self._redis.execute_command
             try:
                 return await execute("EVALSHA", SCRIPT_SHA, 1, base, *args)  # type: ignore[no-untyped-call]
             except NoScriptError:
@@ -383,7 +397,7 @@ class Balancer:
         except UNAVAILABLE as exc:
             self._redis_failed(exc, error=False)
             return self._decide_locally(requests)
-        except RedisError as exc:  # READONLY during a failover, OOM, ...: still answer the call
+        except (RedisError, ScriptError) as exc:  # READONLY during a failover, OOM, ...: still answer
             self._redis_failed(exc, error=True)
             return self._decide_locally(requests)
         if self._redis_down_until:

