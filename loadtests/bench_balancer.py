@@ -20,11 +20,15 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from routing_engine.balancer import Balancer, Candidate, DecideRequest
+from routing_engine.script_client import ScriptClient
 from shared.redis_keys import TenantKeys
 
 PREFIX = "vlbbench"
 AGENTS = 10
 _sessions = itertools.count()
+
+
+_scripts: dict[str, ScriptClient] = {}
 
 
 def make_request(tenant: int, strategy: str, window_hours: int = 24) -> DecideRequest:
@@ -92,7 +96,7 @@ async def script_latency(client: aioredis.Redis, n: int, *, own: bool) -> None:
     for strategy in ("priority", "round_robin", "load_balanced"):
         tenant = 100 + len(strategy)
         await fill_window(client, tenant)
-        balancer = Balancer(client, prefix=PREFIX, coalesce=False)
+        balancer = Balancer(client, prefix=PREFIX, coalesce=False, scripts=_scripts.get("client"))
         await balancer.decide(make_request(tenant, strategy))
         if own:
             await client.config_resetstat()
@@ -117,7 +121,7 @@ async def throughput(
     client: aioredis.Redis, *, coalesce: bool, clients: int, seconds: float, own: bool
 ) -> None:
     tenant = 500 + clients + (1000 if coalesce else 0)
-    balancer = Balancer(client, prefix=PREFIX, coalesce=coalesce)
+    balancer = Balancer(client, prefix=PREFIX, coalesce=coalesce, scripts=_scripts.get("client"))
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
 
@@ -154,6 +158,8 @@ async def main() -> None:
         if url is None:
             proc, url = start_redis(tmp)
         client = aioredis.Redis.from_url(url, max_connections=512)
+        # The script calls go through the engine's own client, as in the engine.
+        _scripts["client"] = ScriptClient(url)
         try:
             own = proc is not None
             await script_latency(client, args.samples, own=own)
@@ -167,6 +173,7 @@ async def main() -> None:
             async for key in client.scan_iter(match=f"{PREFIX}:*", count=5000):
                 await client.unlink(key)
             await client.aclose()
+            await _scripts["client"].aclose()
             if proc:
                 proc.terminate()
                 proc.wait()
