@@ -131,6 +131,7 @@ class EngineApp:
             self.events,
             dedupe_ttl_s=max(settings.idempotency_ttl_s, DEDUPE_MIN_TTL_S),
             engine_id=self.engine_id,
+            scripts=self.scripts,
         )
         self.heartbeat = HeartbeatPublisher(
             subject=settings.heartbeat_subject,

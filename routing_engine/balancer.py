@@ -397,7 +397,7 @@ class Balancer:
         except UNAVAILABLE as exc:
             self._redis_failed(exc, error=False)
             return self._decide_locally(requests)
-        except (RedisError, ScriptError) as exc:  # READONLY during a failover, OOM, ...: still answer
+        except RedisError as exc:  # READONLY during a failover, OOM, ...: still answer the call
             self._redis_failed(exc, error=True)
             return self._decide_locally(requests)
         if self._redis_down_until:

@@ -4,6 +4,7 @@ slot on a terminal status or a CDR, and turn each accepted webhook into a CallEv
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from datetime import datetime
@@ -18,6 +19,7 @@ from redis.exceptions import RedisError
 from routing_engine import metrics
 from routing_engine.balancer import Balancer
 from routing_engine.events import EventPublisher
+from routing_engine.script_client import ScriptClient
 from routing_engine.webhooks import MAX_FIELDS, SESSION_RE
 from shared.enums import Disposition, EventKind
 from shared.events import CallEvent
@@ -64,6 +66,8 @@ SECRET_KEYS = frozenset(
     {"password", "secret", "apikey", "xcxapikey", "authorization", "webhookkey", "accesstoken", "authtoken"}
 )
 MASK = "***"
+# The longest wait for the dedupe mark before the delivery is taken as new (the client's own bound).
+DEDUPE_TIMEOUT_S = 0.5
 MAX_MASK_DEPTH = 8
 
 Text = Annotated[str, msgspec.Meta(max_length=256)]
@@ -441,8 +445,10 @@ class Ingestor:
         *,
         dedupe_ttl_s: int,
         engine_id: str,
+        scripts: ScriptClient | None = None,
     ) -> None:
         self._redis = redis_client
+        self._scripts = scripts  # the lean client for the per-webhook SET NX, when there is one
         self._balancer = balancer
         self._events = events
         self._ttl = dedupe_ttl_s
@@ -452,10 +458,13 @@ class Ingestor:
         """True the first time (tenant, dedupe id) is seen within the TTL, on every replica."""
         key = self._balancer.keys(tenant_id).seen(dedupe_id)
         try:
+            if self._scripts is not None:
+                async with asyncio.timeout(DEDUPE_TIMEOUT_S):
+                    return await self._scripts.call("SET", key, "1", "NX", "EX", str(self._ttl)) is not None
             return bool(await self._redis.set(key, b"1", nx=True, ex=self._ttl))
         except (RedisError, OSError, TimeoutError) as exc:
             # Without Redis a repeat cannot be told apart: go on. Release is idempotent by itself and
-            # the event's Nats-Msg-Id / the consumer's unique event id drop the copy downstream.
+            # the consumer's unique event id drops the copy downstream.
             metrics.REDIS_ERRORS.inc()
             log.warning("ingest_dedupe_unavailable", error=type(exc).__name__)
             return True

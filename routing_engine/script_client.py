@@ -19,12 +19,14 @@ from collections import deque
 from urllib.parse import unquote, urlparse
 
 import hiredis
+from redis.exceptions import ResponseError
 
 CONNECT_TIMEOUT_S = 0.5
 
 
-class ScriptError(Exception):
-    """Redis answered the command with an error reply (``NOSCRIPT ...``, ``READONLY ...``, ...)."""
+class ScriptError(ResponseError):
+    """Redis answered the command with an error reply (``NOSCRIPT ...``, ``READONLY ...``, ...); a
+    redis-py ``ResponseError``, so code that handles redis-py's errors handles these too."""
 
 
 def _bulk(value: str | bytes) -> bytes:
@@ -123,7 +125,9 @@ class ScriptClient:
         except BaseException as exc:
             self._drop()
             error = (
-                exc if isinstance(exc, ConnectionError) else ConnectionError(f"redis connect failed: {exc!r}")
+                exc
+                if isinstance(exc, ConnectionError)
+                else ConnectionError(f"redis connect failed: {type(exc).__name__}: {exc}")
             )
             self._connecting.set_exception(error)
             self._connecting.exception()  # retrieved: no "never retrieved" warning when nobody waits
