@@ -18,10 +18,10 @@ import msgspec
 import redis.asyncio
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from routing_engine.script_client import ScriptClient, ScriptError
+from routing_engine.script_client import ScriptClient
 from shared.redis_keys import MAX_WINDOW_HOURS, MINUTES_PER_HOUR, TenantKeys
 
 logger = structlog.get_logger(__name__)
@@ -293,25 +293,18 @@ class Balancer:
     async def _script(self, tenant_id: int, *args: str | bytes) -> Any:
         base = self.keys(tenant_id).base
         self.script_calls_total += 1
+        # The lean client when there is one (the engine), else redis-py.
+        call = self._scripts.call if self._scripts is not None else self._redis.execute_command
         async with asyncio.timeout(self._timeout_s):
-            if self._scripts is not None:
-                call = self._scripts.call
-                try:
-                    return await call("EVALSHA", SCRIPT_SHA, "1", base, *args)
-                except ScriptError as exc:
-                    if not str(exc).startswith("NOSCRIPT"):
-                        raise
-                    self.script_reloads_total += 1
-                    await call("SCRIPT", "LOAD", SCRIPT)
-                    return await call("EVALSHA", SCRIPT_SHA, "1", base, *args)
-            # execute_command: redis-py's evalsha()/script_load() are typed for both sync and async clients.
-            execute = self._redis.execute_command
             try:
-                return await execute("EVALSHA", SCRIPT_SHA, 1, base, *args)  # type: ignore[no-untyped-call]
-            except NoScriptError:
+                return await call("EVALSHA", SCRIPT_SHA, "1", base, *args)
+            except ResponseError as exc:
+                # redis-py maps the reply to NoScriptError; the lean client keeps Redis' own text.
+                if not (isinstance(exc, NoScriptError) or str(exc).startswith("NOSCRIPT")):
+                    raise
                 self.script_reloads_total += 1
-                await execute("SCRIPT", "LOAD", SCRIPT)  # type: ignore[no-untyped-call]
-                return await execute("EVALSHA", SCRIPT_SHA, 1, base, *args)  # type: ignore[no-untyped-call]
+                await call("SCRIPT", "LOAD", SCRIPT)
+                return await call("EVALSHA", SCRIPT_SHA, "1", base, *args)
 
     # -- decisions ---------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Non-blocking CallEvent publisher. The hot path appends to a bounded in-memory buffer and returns; a
 background task gathers what arrived in the last few milliseconds (``linger_s``) into messages of up
-to ``BATCH`` events of one tenant and kind (so one subject, ``vlb.events.<tenant>.<kind>``) and
-publishes them to JetStream.
+to ``MAX_EVENTS_PER_MESSAGE`` (64: ~40 KB of routed events, far below NATS' 1 MB limit) events of one
+tenant and kind (so one subject, ``vlb.events.<tenant>.<kind>``) and publishes them to JetStream.
 
 A message is a msgpack array of CallEvents (``shared.events.encode_events``). Its ``Nats-Msg-Id`` is
 fixed when the message is formed (``<engine>:<nonce>:<seq>``) and kept across retries, so a retried
@@ -34,8 +34,6 @@ from shared.events import MAX_EVENTS_PER_MESSAGE, CallEvent, encode_events, even
 
 log = structlog.get_logger("routing_engine.events")
 
-# Events per message at most (a message of 64 routed events is ~40 KB, far below NATS' 1 MB limit).
-BATCH = MAX_EVENTS_PER_MESSAGE
 # Messages published per round before their acks are awaited (bounds the burst after an outage).
 MESSAGES_PER_ROUND = 32
 RETRY_DELAY_S = 0.5
@@ -83,7 +81,6 @@ class EventPublisher:
         self._js_conn: NATS | None = None
         self.published = 0
         self.dropped = 0
-        self.messages = 0
 
     def publish(self, event: CallEvent) -> None:
         """Queue an event; never blocks and never raises."""
@@ -171,14 +168,14 @@ class EventPublisher:
             metrics.EVENTS_BUFFERED.set(self._count)
 
     def _form_messages(self) -> None:
-        """Move buffered events into messages, one subject each, up to BATCH events per message."""
+        """Move buffered events into messages, one subject each, up to 64 events per message."""
         open_by_subject: dict[str, _Message] = {}
         buffer = self._buffer
         while buffer and len(self._outbox) < MESSAGES_PER_ROUND:
             event = buffer.popleft()
             subject = event_subject(self.subject_prefix, event.tenant_id, event.kind)
             message = open_by_subject.get(subject)
-            if message is None or len(message.events) >= BATCH:
+            if message is None or len(message.events) >= MAX_EVENTS_PER_MESSAGE:
                 self._seq += 1
                 message = open_by_subject[subject] = _Message(f"{self._id_prefix}{self._seq}", subject)
                 self._outbox.append(message)
@@ -225,7 +222,6 @@ class EventPublisher:
             with contextlib.suppress(ValueError):  # emptied by _drop_oldest meanwhile
                 self._outbox.remove(message)
                 sent += len(message.events)
-                self.messages += 1
         self._count -= sent
         self.published += sent
         metrics.EVENTS_PUBLISHED.inc(sent)
