@@ -31,13 +31,18 @@ _sessions = itertools.count()
 _scripts: dict[str, ScriptClient] = {}
 
 
-def make_request(tenant: int, strategy: str, window_hours: int = 24) -> DecideRequest:
-    cands = tuple(Candidate(agent_id=a, priority=1 + a // 4, capacity=0) for a in range(1, AGENTS + 1))
-    answers = tuple(
-        f'<?xml version="1.0"?><Response><Dial action="https://e/x?attempt=1"><Service provider="vapi">'
-        f"+1212555{a:04d}</Service></Dial></Response>"
-        for a in range(1, AGENTS + 1)
+# One routing target, shared by every request as the engine's compiled snapshot shares it.
+CANDIDATES = tuple(Candidate(agent_id=a, priority=1 + a // 4, capacity=0) for a in range(1, AGENTS + 1))
+ANSWERS = tuple(
+    (
+        f'<?xml version="1.0"?><Response><Dial action="https://e/x?attempt=1&amp;agent={a}"',
+        f'><Service provider="vapi">+1212555{a:04d}</Service></Dial></Response>',
     )
+    for a in range(1, AGENTS + 1)
+)
+
+
+def make_request(tenant: int, strategy: str, window_hours: int = 24) -> DecideRequest:
     return DecideRequest(
         tenant_id=tenant,
         session=f"{next(_sessions):032x}",
@@ -47,8 +52,10 @@ def make_request(tenant: int, strategy: str, window_hours: int = 24) -> DecideRe
         window_hours=window_hours,
         max_attempts=3,
         fallback_enabled=True,
-        candidates=cands,
-        answers=(*answers, "<Response><Hangup/></Response>"),
+        candidates=CANDIDATES,
+        answers=ANSWERS,
+        no_agent="<Response><Hangup/></Response>",
+        caller=' callerId="+12125550100"',
     )
 
 

@@ -4,10 +4,14 @@
 -- KEYS[1]  the tenant's key base "<prefix>:{t<tenant>}:" (routes the call to the tenant's slot)
 -- ARGV[1]  mode: "decide" | "release" | "stats" | "active"
 --
--- decide  ARGV[2] idempotency TTL (s), ARGV[3] active-slot TTL (ms), ARGV[4] msgpack list of
---         DecideRequest arrays: {tenant, session, stage, strategy, group, window_hours,
---         max_attempts, fallback_enabled, {{agent, priority, capacity, weight}, ...}, {cxml, ...},
---         failed_agent|nil}. Decides each in turn and returns a flat array of
+-- decide  ARGV[2] idempotency TTL (s), ARGV[3] active-slot TTL (ms), ARGV[4] the batch, one flat
+--         msgpack array built by encode_batch in balancer.py:
+--           {k, target_1, ..., target_k, session, stage, target, failed, caller, session, ...}
+--         target = {strategy, group, window_hours, max_attempts, fallback, n,
+--                   agent, priority, capacity (n times, agent a string), head, tail (n times), no_agent}
+--         per request: `target` its 1-based index, `failed` the failed dial's agent ('' for none),
+--         `caller` what goes between a chosen head and tail (a tail '' means head alone).
+--         Decides each in turn and returns a flat array of
 --         index, agent (0 = none), attempt, cxml, replay (0/1) per request. The decision of a
 --         (session, stage) is kept in the call's hash (field d:<stage>) for as long as the hash
 --         lives (at least the idempotency TTL): a repeat returns it and moves nothing.
@@ -151,9 +155,13 @@ local call_ttl = idem_ttl
 if floor(slot_ttl_ms / 1000) + 60 > call_ttl then call_ttl = floor(slot_ttl_ms / 1000) + 60 end
 local LAST_TTL = 8 * 86400
 local now_ms_s = string.format('%d', now_ms)
-local requests = cmsgpack.unpack(ARGV[4])
+local now_min_s = string.format('%d', now_min)
+local now_hour_s = string.format('%d', now_hour)
+local find = string.find
+local batch = cmsgpack.unpack(ARGV[4])
 
 -- Per-script caches: a batch reads each agent's counters once and keeps them current as it decides.
+-- Agents are strings here (as in the keys): no number is formatted per choice.
 local active_cache = {}
 local window_cache = {}
 
@@ -176,25 +184,21 @@ local function windows_for(wh)
   return per
 end
 
-local function is_free(c)
-  local cap = c[3]
-  return cap == 0 or active_of(c[1]) < cap
+-- Candidate i (1-based) of target e: agent at e[4 + 3i], priority, capacity after it.
+local function available(agent, cap, tried)
+  if tried ~= ',' and find(tried, ',' .. agent .. ',', 1, true) then return false end
+  return cap == 0 or active_of(agent) < cap
 end
 
-local function untried(tried, agent)
-  return not string.find(tried, ',' .. agent .. ',', 1, true)
-end
-
-local function pick_priority(cands, tried)
-  for i = 1, #cands do
-    local c = cands[i]
-    if untried(tried, c[1]) and is_free(c) then return i end
+local function pick_priority(e, n, tried)
+  for i = 1, n do
+    local o = 4 + 3 * i
+    if available(e[o], e[o + 2], tried) then return i end
   end
   return -1
 end
 
-local function pick_round_robin(cands, tried, rrkey)
-  local n = #cands
+local function pick_round_robin(e, n, tried, rrkey)
   local start = 1
   local last = call('GET', rrkey)
   if last then
@@ -205,8 +209,9 @@ local function pick_round_robin(cands, tried, rrkey)
       -- the first member after (lp, la) in (priority, id) order; wraps to the first
       start = n + 1
       for i = 1, n do
-        local c = cands[i]
-        if c[2] > lp or (c[2] == lp and c[1] > la) then
+        local o = 4 + 3 * i
+        local p = e[o + 1]
+        if p > lp or (p == lp and tonumber(e[o]) > la) then
           start = i
           break
         end
@@ -216,41 +221,43 @@ local function pick_round_robin(cands, tried, rrkey)
   end
   for k = 0, n - 1 do
     local i = (start - 1 + k) % n + 1
-    local c = cands[i]
-    if untried(tried, c[1]) and is_free(c) then return i end
+    local o = 4 + 3 * i
+    if available(e[o], e[o + 2], tried) then return i end
   end
   return -1
 end
 
-local function pick_load_balanced(cands, tried, wh)
+local function pick_load_balanced(e, n, tried, wh)
   -- Relative to capacity only when capacities differ; an unlimited member (0) counts as large as
   -- the largest finite capacity among the candidates.
   local differ = false
   local maxcap = 0
-  for i = 1, #cands do
-    local cap = cands[i][3]
+  local cap1 = e[9]
+  for i = 1, n do
+    local cap = e[6 + 3 * i]
     if cap > maxcap then maxcap = cap end
-    if cap ~= cands[1][3] then differ = true end
+    if cap ~= cap1 then differ = true end
   end
   if maxcap == 0 then maxcap = 1 end
   local windows = windows_for(wh)
   local eligible, missing = {}, {}
-  for i = 1, #cands do
-    local c = cands[i]
-    if untried(tried, c[1]) and is_free(c) then
+  for i = 1, n do
+    local o = 4 + 3 * i
+    local agent = e[o]
+    if available(agent, e[o + 2], tried) then
       eligible[#eligible + 1] = i
-      if windows[c[1]] == nil then missing[#missing + 1] = c[1] end
+      if windows[agent] == nil then missing[#missing + 1] = agent end
     end
   end
   if #missing > 0 then load_windows(missing, wh, windows) end
   local best, best_calls, best_cap = -1, 0, 1
   for k = 1, #eligible do
     local i = eligible[k]
-    local c = cands[i]
-    local calls = windows[c[1]]
+    local o = 4 + 3 * i
+    local calls = windows[e[o]]
     local cap = 1
     if differ then
-      cap = c[3]
+      cap = e[o + 2]
       if cap == 0 then cap = maxcap end
     end
     -- calls/cap < best_calls/best_cap, compared exactly; earlier (priority, id) wins ties
@@ -261,12 +268,23 @@ local function pick_load_balanced(cands, tried, wh)
   return best
 end
 
+-- Free `session`'s slot of `agent` (a string); keeps the batch's cached count in step.
+local function free_slot(agent, session)
+  if call('ZREM', base .. 'active:' .. agent, session) == 1 then
+    local cached = active_cache[agent]
+    if cached ~= nil then active_cache[agent] = cached - 1 end
+  end
+end
+
 local out = {}
-for r = 1, #requests do
-  local req = requests[r]
-  local session, stage, strategy = req[2], req[3], req[4]
-  local group, wh, max_attempts, fallback = req[5], req[6], req[7], req[8]
-  local cands, answers, failed = req[9], req[10], req[11]
+local pos = batch[1] + 2
+local r = 0
+while batch[pos] do
+  local session, stage, failed, caller = batch[pos], batch[pos + 1], batch[pos + 3], batch[pos + 4]
+  local e = batch[1 + batch[pos + 2]]
+  pos = pos + 5
+  r = r + 1
+  local strategy, group, wh, max_attempts, fallback, n = e[1], e[2], e[3], e[4], e[5], e[6]
   local ck = base .. 'call:' .. session
   local dfield = 'd:' .. stage
   local state = call('HMGET', ck, 'cur', 'tried', 'end', dfield)
@@ -283,28 +301,26 @@ for r = 1, #requests do
     local is_dial = stage ~= 'app'
     if is_dial then attempt = tonumber(string.match(stage, '^dial%-(%d+)$')) + 1 end
     local cur, tried, ended = state[1] or '', state[2] or ',', state[3]
-    if failed and cur ~= '' and tonumber(cur) == failed then
+    if failed ~= '' and cur == failed then
       -- free the failed dial's slot exactly once: `cur` is cleared with it
-      if call('ZREM', base .. 'active:' .. cur, session) == 1 then
-        local cached = active_cache[failed]
-        if cached ~= nil then active_cache[failed] = cached - 1 end
-      end
+      free_slot(cur, session)
       cur = ''
     end
     local idx = -1
-    if not ended and attempt <= max_attempts and not (is_dial and not fallback) and #cands > 0 then
+    if not ended and attempt <= max_attempts and not (is_dial and not fallback) and n > 0 then
       if strategy == 'load_balanced' then
-        idx = pick_load_balanced(cands, tried, wh)
+        idx = pick_load_balanced(e, n, tried, wh)
       elseif strategy == 'round_robin' then
-        idx = pick_round_robin(cands, tried, base .. 'rr:' .. group)
+        idx = pick_round_robin(e, n, tried, base .. 'rr:' .. group)
       else -- priority, single (one candidate)
-        idx = pick_priority(cands, tried)
+        idx = pick_priority(e, n, tried)
       end
     end
-    local agent = 0
+    local agent = '0'
+    local cxml
     if idx > 0 then
-      local c = cands[idx]
-      agent = c[1]
+      local o = 4 + 3 * idx
+      agent = e[o]
       local ak = base .. 'active:' .. agent
       -- Slots past their expiry are not counted (ZCOUNT from now); removing them is housekeeping,
       -- done on about one choice in eight.
@@ -313,33 +329,31 @@ for r = 1, #requests do
       call('PEXPIRE', ak, slot_ttl_ms)
       if active_cache[agent] ~= nil then active_cache[agent] = active_cache[agent] + 1 end
       local wttl = wh * 3600 + 120
-      bump(base .. 'win:' .. agent .. ':' .. now_min, wttl)
-      bump(base .. 'winh:' .. agent .. ':' .. now_hour, wttl + 3600)
+      bump(base .. 'win:' .. agent .. ':' .. now_min_s, wttl)
+      bump(base .. 'winh:' .. agent .. ':' .. now_hour_s, wttl + 3600)
       for _, per in pairs(window_cache) do
         if per[agent] ~= nil then per[agent] = per[agent] + 1 end
       end
       call('SET', base .. 'last:' .. agent, now_ms_s, 'EX', LAST_TTL)
       if strategy == 'round_robin' then
-        call('SET', base .. 'rr:' .. group, c[2] .. ':' .. agent)
+        call('SET', base .. 'rr:' .. group, e[o + 1] .. ':' .. agent)
       end
-      if cur ~= '' and tonumber(cur) ~= agent then
-        -- A call holds one slot at most: a dial-status that did not name the failed agent (no or a
-        -- stale `agent` in its URL) still ends the dial that held `cur`, so free it before moving on.
-        if call('ZREM', base .. 'active:' .. cur, session) == 1 then
-          local cached = active_cache[tonumber(cur)]
-          if cached ~= nil then active_cache[tonumber(cur)] = cached - 1 end
-        end
-      end
-      cur = tostring(agent)
+      -- A call holds one slot at most: a dial-status that did not name the failed agent (no or a
+      -- stale `agent` in its URL) still ends the dial that held `cur`, so free it before moving on.
+      if cur ~= '' and cur ~= agent then free_slot(cur, session) end
+      cur = agent
       tried = tried .. agent .. ','
+      local a = 5 + 3 * n + 2 * idx
+      local head, tail = e[a], e[a + 1]
+      if tail == '' then cxml = head else cxml = head .. caller .. tail end
+    else
+      cxml = e[7 + 5 * n]
     end
-    local cxml
-    if idx > 0 then cxml = answers[idx] else cxml = answers[#answers] end
     local zidx = idx - 1
     if idx < 0 then zidx = -1 end
     -- The decision stays in the call's hash (field d:<stage>) for replays, as long as the hash.
-    local decided = zidx .. '|' .. agent .. '|' .. attempt .. '|' .. cxml
-    call('HSET', ck, 'cur', cur, 'tried', tried, 'att', attempt, dfield, decided)
+    call('HSET', ck, 'cur', cur, 'tried', tried, 'att', attempt, dfield,
+      zidx .. '|' .. agent .. '|' .. attempt .. '|' .. cxml)
     call('EXPIRE', ck, call_ttl)
     out[#out + 1] = zidx
     out[#out + 1] = agent

@@ -52,8 +52,10 @@ class Candidate(msgspec.Struct, frozen=True, gc=False, array_like=True):
     weight: int = 100
 
 
-class DecideRequest(msgspec.Struct, frozen=True, gc=False, array_like=True):
-    """One decision. Encoded as a msgpack array whose field order balancer.lua relies on."""
+class DecideRequest(msgspec.Struct, frozen=True, gc=False):
+    """One decision. Its answers come in parts, so the script builds only the one it picks: the answer
+    for ``candidates[i]`` is ``answers[i][0] + caller + answers[i][1]`` (just ``answers[i][0]`` when
+    the tail is empty: a stream answer has no ``<Dial>`` to carry a caller id)."""
 
     tenant_id: int
     session: str  # Cloudonix session token
@@ -64,8 +66,17 @@ class DecideRequest(msgspec.Struct, frozen=True, gc=False, array_like=True):
     max_attempts: int
     fallback_enabled: bool
     candidates: tuple[Candidate, ...]  # in (priority, agent_id) order
-    answers: tuple[str, ...]  # answers[i] for candidates[i]; answers[-1] is the no-agent CXML
+    answers: tuple[tuple[str, str], ...]  # (head, tail) per candidate
+    no_agent: str  # the answer when no candidate can take the call
+    caller: str = ""  # what goes between head and tail (the escaped callerId attribute), or nothing
     failed_agent: int | None = None  # dial-status failure: the agent whose slot to free first
+
+    def answer(self, index: int) -> str:
+        """The answer for candidate ``index`` (-1: the no-agent answer)."""
+        if index < 0:
+            return self.no_agent
+        head, tail = self.answers[index]
+        return head + self.caller + tail if tail else head
 
 
 class DecideResult(msgspec.Struct, frozen=True, gc=False):
@@ -86,6 +97,55 @@ class AgentCounters(msgspec.Struct, frozen=True, gc=False):
 _ENCODE = msgspec.msgpack.Encoder().encode
 
 
+def encode_batch(requests: Sequence[DecideRequest]) -> bytes:
+    """The ``decide`` payload of balancer.lua: one flat msgpack array (Lua builds a table per array,
+    and tables are what its unpacking costs), the routing targets of the batch once each:
+
+        [k, target_1, ..., target_k, session, stage, target, failed, caller, session, ...]
+
+    target = [strategy, group, window_hours, max_attempts, fallback, n, agent, priority, capacity
+    (n times; agent as a string, as the keys use it), head, tail (n times), no_agent]; per request
+    ``target`` is its 1-based index and ``failed`` the failed agent as a string ("" for none)."""
+    targets: dict[tuple[Any, ...], int] = {}
+    out: list[Any] = [0]
+    rows: list[Any] = []
+    for req in requests:
+        # Requests of one routing target share these objects (the compiled snapshot's), and every one
+        # of them lives as long as `requests`, so their ids cannot be reused meanwhile.
+        key = (
+            req.strategy,
+            req.group_id,
+            req.window_hours,
+            req.max_attempts,
+            req.fallback_enabled,
+            id(req.candidates),
+            id(req.answers),
+            id(req.no_agent),
+        )
+        index = targets.get(key)
+        if index is None:
+            index = targets[key] = len(targets) + 1
+            target: list[Any] = [
+                req.strategy,
+                req.group_id,
+                req.window_hours,
+                req.max_attempts,
+                req.fallback_enabled,
+                len(req.candidates),
+            ]
+            for c in req.candidates:
+                target += (str(c.agent_id), c.priority, c.capacity)
+            for head, tail in req.answers:
+                target += (head, tail)
+            target.append(req.no_agent)
+            out.append(target)
+        failed = req.failed_agent
+        rows += (req.session, req.stage, index, "" if failed is None else str(failed), req.caller)
+    out[0] = len(targets)
+    out += rows
+    return _ENCODE(out)
+
+
 def attempt_of(stage: str) -> int:
     """The attempt a stage decides: 1 for "app", n+1 for "dial-<n>"; ValueError for anything else."""
     if stage == "app":
@@ -97,8 +157,8 @@ def attempt_of(stage: str) -> int:
 
 def _check(req: DecideRequest) -> None:
     attempt_of(req.stage)
-    if len(req.answers) != len(req.candidates) + 1:
-        raise ValueError("answers must hold one CXML per candidate plus the no-agent CXML")
+    if len(req.answers) != len(req.candidates):
+        raise ValueError("answers must hold one (head, tail) per candidate")
 
 
 def _text(value: bytes | str) -> str:
@@ -211,7 +271,7 @@ class LocalView:
             index=index,
             agent_id=agent_id,
             attempt=attempt,
-            cxml=req.answers[index],
+            cxml=req.answer(index),
             replay=False,
             degraded=True,
         )
@@ -385,7 +445,7 @@ class Balancer:
             return self._decide_locally(requests)
         try:
             reply = await self._script(
-                tenant_id, "decide", self._idem_ttl, self._slot_ttl_ms, _ENCODE(requests)
+                tenant_id, "decide", self._idem_ttl, self._slot_ttl_ms, encode_batch(requests)
             )
         except UNAVAILABLE as exc:
             self._redis_failed(exc, error=False)
@@ -506,4 +566,5 @@ __all__ = [
     "LocalView",
     "attempt_of",
     "choose",
+    "encode_batch",
 ]

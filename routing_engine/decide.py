@@ -57,10 +57,10 @@ def _outbound(tenant: CompiledTenant, req: VoiceRequest) -> Decision:
 ANSWER_PARTS_KEPT = 64
 
 
-def _answers(
-    target: CompiledTarget, domain: CompiledDomain, req: VoiceRequest, base_url: str, attempt: int
-) -> tuple[str, ...]:
-    """One full answer per candidate (as if it were chosen) plus the no-agent answer, last."""
+def _answer_parts(
+    target: CompiledTarget, domain: CompiledDomain, base_url: str, attempt: int
+) -> tuple[tuple[str, str], ...]:
+    """Per candidate, its answer (as if it were chosen) split where the caller id goes."""
     cache = target.answer_parts
     key = (domain.dial_status_path, base_url, attempt)
     parts = cache.get(key)
@@ -72,8 +72,7 @@ def _answers(
             cxml.agent_answer_parts(fragment, action + str(cand.agent_id), target.ring_timeout_s)
             for cand, fragment in zip(target.candidates, target.fragments, strict=True)
         )
-    caller = cxml.caller_attr(cxml.escape(req.from_number))
-    return (*[head + caller + tail if tail else head for head, tail in parts], target.no_agent)
+    return parts
 
 
 class Decider:
@@ -103,7 +102,9 @@ class Decider:
                 max_attempts=target.max_attempts,
                 fallback_enabled=target.fallback_enabled,
                 candidates=target.candidates,
-                answers=_answers(target, domain, req, base_url, attempt),
+                answers=_answer_parts(target, domain, base_url, attempt),
+                no_agent=target.no_agent,
+                caller=cxml.caller_attr(cxml.escape(req.from_number)),
                 failed_agent=failed_agent,
             )
         )

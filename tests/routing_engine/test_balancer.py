@@ -60,7 +60,7 @@ def request(
     fallback_enabled: bool = True,
     failed_agent: int | None = None,
 ) -> DecideRequest:
-    answers = tuple(f"<Response><Dial>{c.agent_id}</Dial></Response>" for c in candidates)
+    answers = tuple((f"<Response><Dial>{c.agent_id}</Dial></Response>", "") for c in candidates)
     return DecideRequest(
         tenant_id=tenant,
         session=session or f"sess{next(_sessions):028d}",
@@ -71,7 +71,8 @@ def request(
         max_attempts=max_attempts,
         fallback_enabled=fallback_enabled,
         candidates=candidates,
-        answers=(*answers, "<Response><Hangup/></Response>"),
+        answers=answers,
+        no_agent="<Response><Hangup/></Response>",
         failed_agent=failed_agent,
     )
 

@@ -59,7 +59,8 @@ def make_request(session: str) -> DecideRequest:
         max_attempts=3,
         fallback_enabled=True,
         candidates=cands,
-        answers=(*(f"<Dial>{a}</Dial>" for a in AGENTS), "<Hangup/>"),
+        answers=tuple((f"<Dial>{a}</Dial>", "") for a in AGENTS),
+        no_agent="<Hangup/>",
     )
 
 

@@ -84,7 +84,8 @@ def _req(session: str, *, stage: str = "app", failed_agent: int | None = None) -
         max_attempts=3,
         fallback_enabled=True,
         candidates=cands,
-        answers=("dial-1", "dial-2", "none"),
+        answers=(("dial-1", ""), ("dial-2", "")),
+        no_agent="none",
         failed_agent=failed_agent,
     )
 
