@@ -3,9 +3,11 @@
   (a) a bare ASGI app answering a fixed CXML body,
   (b) the same plus one Redis EVALSHA of a trivial script per request (redis-py),
   (f) (b) with the engine's own lean script client instead of redis-py (loadtests/apps/evalsha_lean.py),
+  (g) (f) served through granian's RSGI interface, as the engine is,
   (c) the engine's real voice-application path for a group call (load_balanced, 10 agents of unlimited
       capacity, a catch-all inbound rule, a new session every request), decisions coalesced per tenant
-      (one script call out at a time; the default),
+      (one script call out at a time; the default), under granian's RSGI interface as it runs in
+      production (a, b and f are ASGI apps, as the targets define them),
   (d) the same with coalescing off (VLB_BALANCER_COALESCE=false: one EVALSHA per decision),
   (e) attribution only: (c) with call events dropped instead of sent to JetStream and the log level at
       warning (loadtests/apps/engine_quiet.py), to show what those two cost on the hot path,
@@ -280,8 +282,8 @@ def run_wrk(url: str, script: Path, connections: int, duration: int) -> tuple[in
     return requests, rps, p50, p99, errors
 
 
-def granian_argv(target: str, port: int, workers: int, factory: bool) -> list[str]:
-    argv = [str(VENV_BIN / "python"), "-m", "granian", "--interface", "asgi", "--loop", "uvloop"]
+def granian_argv(target: str, port: int, workers: int, factory: bool, interface: str = "asgi") -> list[str]:
+    argv = [str(VENV_BIN / "python"), "-m", "granian", "--interface", interface, "--loop", "uvloop"]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
     if factory:
         argv.append("--factory")
@@ -308,6 +310,7 @@ def measure(
     services: Services,
     args: argparse.Namespace,
     tmp: Path,
+    interface: str,
 ) -> list[Result]:
     port = free_port()
     path = f"/api/voice/application/{DOMAIN}"
@@ -318,7 +321,8 @@ def measure(
     script.write_text(wrk_script(path, [fixture_body_parts()]))
     base = f"http://127.0.0.1:{port}"
     results = []
-    with process(granian_argv(target, port, args.workers, engine), env, tmp / f"{phase[0]}.log") as server:
+    argv = granian_argv(target, port, args.workers, engine, interface)
+    with process(argv, env, tmp / f"{phase[0]}.log") as server:
         wait_port(port, 30)
         if engine:
             wait_http(f"{base}/ready")
@@ -364,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--log-level", default="info", help="the engine's VLB_LOG_LEVEL (its log goes to a file)"
     )
-    parser.add_argument("--phases", default="abfcde", help="which phases to run, e.g. 'bc'")
+    parser.add_argument("--phases", default="abfgcde", help="which phases to run, e.g. 'bc'")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk); it drives the load.", file=sys.stderr)
@@ -397,21 +401,24 @@ def main(argv: list[str] | None = None) -> int:
         "VLB_ENGINE_PUBLIC_URL": "http://127.0.0.1",
     }
     phases = [
-        ("a bare ASGI", "loadtests.apps.bare:app", False, env),
-        ("b ASGI + 1 EVALSHA", "loadtests.apps.evalsha:app", False, env),
-        ("f (b), engine's client", "loadtests.apps.evalsha_lean:app", False, env),
-        ("c engine, coalesced", "routing_engine.app:create_app", True, env),
+        ("a bare ASGI", "loadtests.apps.bare:app", False, env, "asgi"),
+        ("b ASGI + 1 EVALSHA", "loadtests.apps.evalsha:app", False, env, "asgi"),
+        ("f (b), engine's client", "loadtests.apps.evalsha_lean:app", False, env, "asgi"),
+        ("g (f) over RSGI", "loadtests.apps.evalsha_lean:rsgi_app", False, env, "rsgi"),
+        ("c engine, coalesced", "routing_engine.app:create_app", True, env, "rsgi"),
         (
             "d engine, uncoalesced",
             "routing_engine.app:create_app",
             True,
             {**env, "VLB_BALANCER_COALESCE": "false"},
+            "rsgi",
         ),
         (
             "e (c) no events/log",
             "loadtests.apps.engine_quiet:create_app",
             True,
             {**env, "VLB_LOG_LEVEL": "warning"},
+            "rsgi",
         ),
     ]
     results: list[Result] = []
@@ -423,9 +430,9 @@ def main(argv: list[str] | None = None) -> int:
             client = redis.Redis(host="127.0.0.1", port=redis_port)
             services = Services(redis_proc, nats_proc, client)
             asyncio.run(put_snapshot(env["VLB_NATS_URL"], "vlb-config", snapshot(snapshot_key_b64)))
-            for name, target, engine, phase_env in phases:
+            for name, target, engine, phase_env, interface in phases:
                 if name[0] in args.phases:
-                    results += measure(name, target, engine, phase_env, services, args, tmp)
+                    results += measure(name, target, engine, phase_env, services, args, tmp, interface)
             client.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -458,7 +465,17 @@ def report(results: list[Result], args: argparse.Namespace, elapsed_s: float) ->
     for n in args.connections:
         ratios = [
             f"{x}/{y} {by[(x, n)].rps / by[(y, n)].rps:.2f}"
-            for x, y in (("c", "b"), ("c", "f"), ("d", "b"), ("c", "d"), ("e", "b"), ("b", "a"), ("f", "b"))
+            for x, y in (
+                ("c", "b"),
+                ("c", "f"),
+                ("c", "g"),
+                ("d", "b"),
+                ("c", "d"),
+                ("e", "b"),
+                ("b", "a"),
+                ("f", "b"),
+                ("g", "f"),
+            )
             if (x, n) in by and (y, n) in by
         ]
         if ratios:

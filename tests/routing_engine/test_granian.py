@@ -40,7 +40,7 @@ def granian_engine() -> Iterator[str]:
         [
             str(Path(sys.executable).parent / "granian"),
             "--interface",
-            "asgi",
+            "rsgi",
             "--loop",
             "uvloop",
             "--factory",
