@@ -167,12 +167,16 @@ def fixture_body_parts() -> list[str]:
     return json.dumps(data, separators=(",", ":")).split(SESSION_MARK)
 
 
-def wrk_script(path: str, templates: list[list[str]]) -> str:
+def wrk_script(path: str, templates: list[list[str]], pause_ms: int = 0) -> str:
     """A wrk Lua script: POST the body templates in turn (each a list of parts joined by the session
     token) with the webhook key and a new session token per request (a per-run random prefix and a
-    counter, 32 characters)."""
+    counter, 32 characters). ``pause_ms``: each connection waits 0..2x that (uniform) before each
+    request, which holds the offered load below what the server could take."""
     bodies = ", ".join("{" + ", ".join(f"[==[{p}]==]" for p in parts) + "}" for parts in templates)
-    return f"""
+    pacing = f"delay = function() return math.random(0, {2 * pause_ms}) end\n" if pause_ms else ""
+    return (
+        pacing
+        + f"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {WEBHOOK_KEY}"
@@ -186,6 +190,7 @@ request = function()
   return wrk.format(nil, "{path}", nil, table.concat(parts, session))
 end
 """
+    )
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -327,21 +332,18 @@ def measure(
         if engine:
             wait_http(f"{base}/ready")
         run_wrk(base, script, 8, 2)  # warm-up: connections, scripts loaded, code paths hot
-        for connections in args.connections:
+        procs = {"server": server.pid, "redis": services.redis_server.pid, "nats": services.nats_server.pid}
+
+        def row(name: str, connections: int, wrk_lua: Path) -> Result:
             before_hist = Histogram.scrape(httpx.get(f"{base}/metrics").text) if engine else None
-            procs = {
-                "server": server.pid,
-                "redis": services.redis_server.pid,
-                "nats": services.nats_server.pid,
-            }
             cpu_before = {name: group_cpu_s(pid) for name, pid in procs.items()}
             wrk_before, scripts_before = children_cpu_s(), evalsha_calls(services.redis_client)
-            requests, rps, p50, p99, errors = run_wrk(base, script, connections, args.duration)
+            requests, rps, p50, p99, errors = run_wrk(base, wrk_lua, connections, args.duration)
             scripts = evalsha_calls(services.redis_client) - scripts_before
             cpu = {name: group_cpu_s(pid) - cpu_before[name] for name, pid in procs.items()}
             cpu["wrk"] = children_cpu_s() - wrk_before
             result = Result(
-                phase,
+                name,
                 connections,
                 requests,
                 rps,
@@ -354,7 +356,19 @@ def measure(
             if before_hist is not None:
                 # /metrics itself is not a decision, so the difference is this row's decisions alone.
                 result.decisions = Histogram.scrape(httpx.get(f"{base}/metrics").text).minus(before_hist)
-            results.append(result)
+            return result
+
+        for connections in args.connections:
+            results.append(row(phase, connections, script))
+        if phase[0] == "c" and args.paced:
+            # The same engine below saturation: the closed-loop rows above queue by construction
+            # (every connection sends again the moment it is answered), which no replica should run at.
+            top = max(results, key=lambda r: r.rps)
+            for share in args.paced:
+                per_connection_s = top.connections / (share * top.rps)
+                paced = tmp / f"paced-{share}.lua"
+                paced.write_text(wrk_script(path, [fixture_body_parts()], round(per_connection_s * 1000)))
+                results.append(row(f"p (c) at {share:.0%} of max", top.connections, paced))
     return results
 
 
@@ -369,6 +383,13 @@ def main(argv: list[str] | None = None) -> int:
         "--log-level", default="info", help="the engine's VLB_LOG_LEVEL (its log goes to a file)"
     )
     parser.add_argument("--phases", default="abfgcde", help="which phases to run, e.g. 'bc'")
+    parser.add_argument(
+        "--paced",
+        type=float,
+        nargs="*",
+        default=[0.25, 0.5, 0.75],
+        help="after (c): rows at these shares of its best rate (wrk with a pause per request)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk); it drives the load.", file=sys.stderr)
@@ -481,6 +502,7 @@ def report(results: list[Result], args: argparse.Namespace, elapsed_s: float) ->
         if ratios:
             print(f"at {n:>2} connections: " + ", ".join(ratios))
     print("targets: c/b ≥ 0.7 and c/d > 1 under load; engine decision time p50 < 250 µs, p99 < 1 ms")
+    print("p rows: (c) held below saturation by a pause per request; their req/s is the offered load")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ local now_s = tonumber(t[1])
 local now_ms = now_s * 1000 + floor(tonumber(t[2]) / 1000)
 local now_min = floor(now_s / 60)
 local now_hour = floor(now_min / 60)
+local now_min_s = string.format('%d', now_min)
+local now_hour_s = string.format('%d', now_hour)
 -- ZCOUNT lower bound: a slot whose expiry score is <= now is over.
 local live_from = '(' .. string.format('%d', now_ms)
 
@@ -81,19 +83,23 @@ end
 
 -- The window calls of each of `agents` for `wh`, into `into[agent]`: one MGET for all of them.
 local function load_windows(agents, wh, into)
+  -- numbers formatted once per call, not per key (Lua formats a number in a concatenation each time)
+  local base_tail = ':' .. wh
+  local minute_tail = ':' .. now_min_s
+  local stamp = now_min_s .. ':'
+  local stamp_len = #stamp
   local keys = {}
   for i = 1, #agents do
-    keys[2 * i - 1] = base_key(agents[i], wh)
-    keys[2 * i] = base .. 'win:' .. agents[i] .. ':' .. now_min
+    keys[2 * i - 1] = base .. 'wb:' .. agents[i] .. base_tail
+    keys[2 * i] = base .. 'win:' .. agents[i] .. minute_tail
   end
   local vals = call('MGET', unpack(keys))
   for i = 1, #agents do
     local agent = agents[i]
     local sum
     local cached = vals[2 * i - 1]
-    if cached then
-      local m, s = string.match(cached, '^(%d+):(%d+)$')
-      if tonumber(m) == now_min then sum = tonumber(s) end
+    if cached and string.sub(cached, 1, stamp_len) == stamp then
+      sum = tonumber(string.sub(cached, stamp_len + 1))
     end
     if sum == nil then
       sum = range_sum(agent, now_min - wh * 60 + 1, now_min - 1)
@@ -155,8 +161,6 @@ local call_ttl = idem_ttl
 if floor(slot_ttl_ms / 1000) + 60 > call_ttl then call_ttl = floor(slot_ttl_ms / 1000) + 60 end
 local LAST_TTL = 8 * 86400
 local now_ms_s = string.format('%d', now_ms)
-local now_min_s = string.format('%d', now_min)
-local now_hour_s = string.format('%d', now_hour)
 local find = string.find
 local batch = cmsgpack.unpack(ARGV[4])
 
