@@ -169,7 +169,7 @@ def measure_ingest(
     env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     base = f"http://127.0.0.1:{port}"
     rows = []
-    argv = granian_argv("routing_engine.app:create_app", port, args.workers, True)
+    argv = granian_argv("routing_engine.app:create_app", port, args.workers, True, "rsgi")
     with process(argv, env, tmp / f"{kind}.log") as server:
         wait_port(port, 30)
         wait_http(f"{base}/ready")
