@@ -1,1 +1,1 @@
-"""The routing engine: a bare ASGI app that answers Cloudonix webhooks with CXML."""
+"""The routing engine: a bare app (granian's RSGI, or ASGI) that answers Cloudonix webhooks with CXML."""

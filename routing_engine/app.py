@@ -265,6 +265,7 @@ class EngineApp:
         self.public_url = settings.engine_public_url.rstrip("/")
         self.nc: NATS | None = None
         self._connector: asyncio.Task[None] | None = None
+        self._metrics_timer: asyncio.TimerHandle | None = None
         self._started = False
         self._redis_errors_seen = 0
 
@@ -274,7 +275,15 @@ class EngineApp:
         if self._started:
             return
         self._started = True
-        self._connector = asyncio.get_running_loop().create_task(self._connect_nats(), name="vlb-nats")
+        loop = asyncio.get_running_loop()
+        self._connector = loop.create_task(self._connect_nats(), name="vlb-nats")
+        self._metrics_timer = loop.call_later(metrics.FLUSH_INTERVAL_S, self._flush_metrics)
+
+    def _flush_metrics(self) -> None:
+        metrics.flush()
+        self._metrics_timer = asyncio.get_running_loop().call_later(
+            metrics.FLUSH_INTERVAL_S, self._flush_metrics
+        )
 
     async def _connect_nats(self) -> None:
         while True:
@@ -311,6 +320,10 @@ class EngineApp:
         metrics.NATS_ERRORS.labels("connection").inc()
 
     async def shutdown(self) -> None:
+        if self._metrics_timer is not None:
+            self._metrics_timer.cancel()
+            self._metrics_timer = None
+        metrics.flush()
         if self._connector is not None:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -496,15 +509,15 @@ class EngineApp:
         await ex.reply(200, answer.encode(), XML_HEADERS)
 
         # Off the response path from here on: metrics, the log line, the event.
-        metrics.DECISION_LATENCY.observe(elapsed)
+        metrics.observe_decision(elapsed)
         metrics.inc(metrics.REQUESTS, path_kind, outcome)
         strategy = decision.strategy if decision is not None else ""
         metrics.inc(metrics.DECISIONS, strategy or "none", outcome)
         if decision is not None:
             if decision.replay:
-                metrics.REPLAYS.inc()
+                metrics.inc(metrics.REPLAYS)
             if decision.degraded:
-                metrics.DEGRADED.inc()
+                metrics.inc(metrics.DEGRADED)
         latency_us = int(elapsed * 1_000_000)
         webhook_log.info(
             "webhook",

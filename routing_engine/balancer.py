@@ -7,10 +7,11 @@ next call (up to MAX_BATCH), so batches grow with load and an idle engine never 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -353,18 +354,26 @@ class Balancer:
     async def _script(self, tenant_id: int, *args: str | bytes) -> Any:
         base = self.keys(tenant_id).base
         self.script_calls_total += 1
-        # The lean client when there is one (the engine), else redis-py.
-        call = self._scripts.call if self._scripts is not None else self._redis.execute_command
+        # The lean client when there is one (the engine: it watches its own reply deadlines), else redis-py.
+        if self._scripts is not None:
+            return await self._evalsha(
+                functools.partial(self._scripts.call, reply_within_s=self._timeout_s), base, args
+            )
         async with asyncio.timeout(self._timeout_s):
-            try:
-                return await call("EVALSHA", SCRIPT_SHA, "1", base, *args)
-            except ResponseError as exc:
-                # redis-py maps the reply to NoScriptError; the lean client keeps Redis' own text.
-                if not (isinstance(exc, NoScriptError) or str(exc).startswith("NOSCRIPT")):
-                    raise
-                self.script_reloads_total += 1
-                await call("SCRIPT", "LOAD", SCRIPT)
-                return await call("EVALSHA", SCRIPT_SHA, "1", base, *args)
+            return await self._evalsha(self._redis.execute_command, base, args)
+
+    async def _evalsha(
+        self, call: Callable[..., Awaitable[Any]], base: str, args: tuple[str | bytes, ...]
+    ) -> Any:
+        try:
+            return await call("EVALSHA", SCRIPT_SHA, "1", base, *args)
+        except ResponseError as exc:
+            # redis-py maps the reply to NoScriptError; the lean client keeps Redis' own text.
+            if not (isinstance(exc, NoScriptError) or str(exc).startswith("NOSCRIPT")):
+                raise
+            self.script_reloads_total += 1
+            await call("SCRIPT", "LOAD", SCRIPT)
+            return await call("EVALSHA", SCRIPT_SHA, "1", base, *args)
 
     # -- decisions ---------------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ slot on a terminal status or a CDR, and turn each accepted webhook into a CallEv
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from datetime import datetime
@@ -459,8 +458,10 @@ class Ingestor:
         key = self._balancer.keys(tenant_id).seen(dedupe_id)
         try:
             if self._scripts is not None:
-                async with asyncio.timeout(DEDUPE_TIMEOUT_S):
-                    return await self._scripts.call("SET", key, "1", "NX", "EX", str(self._ttl)) is not None
+                reply = await self._scripts.call(
+                    "SET", key, "1", "NX", "EX", str(self._ttl), reply_within_s=DEDUPE_TIMEOUT_S
+                )
+                return reply is not None
             return bool(await self._redis.set(key, b"1", nx=True, ex=self._ttl))
         except (RedisError, OSError, TimeoutError) as exc:
             # Without Redis a repeat cannot be told apart: go on. Release is idempotent by itself and

@@ -139,7 +139,7 @@ async def test_voice_webhooks_in_every_shape(http: httpx.AsyncClient, kv: KeyVal
     assert unknown.status_code == 400
 
 
-async def test_refusals_and_body_limits(http: httpx.AsyncClient, kv: KeyValue) -> None:
+async def test_refusals_and_body_limits(http: httpx.AsyncClient, kv: KeyValue, rsgi_engine: str) -> None:
     config = demo_tenant()
     await _serving(http, kv, config)
     url = f"/api/voice/application/{config.domain}"
@@ -153,19 +153,35 @@ async def test_refusals_and_body_limits(http: httpx.AsyncClient, kv: KeyValue) -
     assert put.headers["allow"] == "GET, POST"
     assert (await http.get("/nowhere")).status_code == 404
 
-    # Over the 1 MB limit: declared by Content-Length, and sent chunked without one.
-    big = b'{"Session":"' + b"x" * (1024 * 1024 + 16) + b'"}'
-    too_large = await http.post(url, content=big, headers={**config.auth, "Content-Type": "application/json"})
-    assert too_large.status_code == 413
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for i in range(0, len(big), 64 * 1024):
-            yield big[i : i + 64 * 1024]
-
-    chunked = await http.post(
-        url, content=chunks(), headers={**config.auth, "Content-Type": "application/json"}
+    # Over the 1 MB limit, on a raw connection (so the client never races the early answer): a
+    # Content-Length past the limit is refused before any body is read; a chunked body is refused as
+    # soon as it passes the limit, without waiting for its end.
+    host, port = rsgi_engine.removeprefix("http://").split(":")
+    head = (
+        f"POST {url} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {config.key}\r\n"
+        "Content-Type: application/json\r\n"
     )
-    assert chunked.status_code == 413
+    declared = await _raw_exchange(host, int(port), head + "Content-Length: 2000000\r\n\r\n", [])
+    assert declared.startswith(b"HTTP/1.1 413"), declared[:80]
+    piece = b"x" * 65536
+    chunk = b"%x\r\n%b\r\n" % (len(piece), piece)
+    chunked = await _raw_exchange(host, int(port), head + "Transfer-Encoding: chunked\r\n\r\n", [chunk] * 17)
+    assert chunked.startswith(b"HTTP/1.1 413"), chunked[:80]
+    # The engine goes on: the next call is answered.
+    _dial(await http.post(url, json=dict(INBOUND, Session=new_session()), headers=config.auth))
+
+
+async def _raw_exchange(host: str, port: int, head: str, body: list[bytes]) -> bytes:
+    """Send a request head and body pieces (never finishing a chunked body), then read the answer."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(head.encode())
+        for piece in body:
+            writer.write(piece)
+            await writer.drain()
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
 
 
 async def test_allowed_networks_see_the_peer_address(http: httpx.AsyncClient, kv: KeyValue) -> None:

@@ -13,6 +13,13 @@ import redis.asyncio as aioredis
 from routing_engine.script_client import ScriptClient, ScriptError, pack
 from tests.routing_engine.harness import PrivateServer, free_port
 
+SLOW_SCRIPT = (  # busy for a full second of Redis time, then replies
+    "local t = redis.call('TIME') while true do "
+    "local n = redis.call('TIME') "
+    "if (n[1] - t[1]) * 1000000 + n[2] - t[2] >= 1000000 then break end end "
+    "return 'late'"
+)
+
 
 def test_pack_is_resp() -> None:
     assert pack("GET", b"k\r\n") == b"*2\r\n$3\r\nGET\r\n$3\r\nk\r\n\r\n"
@@ -63,16 +70,44 @@ async def test_an_abandoned_command_never_answers_the_next_one(private_redis: Pr
     try:
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
-                await client.call(
-                    "EVAL",
-                    "local t = redis.call('TIME') while true do "
-                    "local n = redis.call('TIME') "
-                    "if (n[1] - t[1]) * 1000000 + n[2] - t[2] >= 1000000 then break end end "
-                    "return 'late'",
-                    "0",
-                )
+                await client.call("EVAL", SLOW_SCRIPT, "0")
         # The late reply went with the dropped connection: this one gets its own answer.
         assert await client.call("ECHO", "mine") == b"mine"
+    finally:
+        await client.aclose()
+
+
+async def test_a_late_reply_times_out_every_pending_command(private_redis: PrivateServer) -> None:
+    client = ScriptClient(private_redis.url)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # A command with no deadline, then two with deadlines (the later one given first): the
+        # watchdog fires at the earliest deadline and fails all three (their replies could no longer
+        # be matched once one is given up).
+        results = await asyncio.gather(
+            client.call("EVAL", SLOW_SCRIPT, "0"),
+            client.call("ECHO", "a", reply_within_s=5.0),
+            client.call("ECHO", "b", reply_within_s=0.2),
+            return_exceptions=True,
+        )
+        elapsed = loop.time() - started
+        assert all(isinstance(r, TimeoutError) for r in results), results
+        assert 0.2 <= elapsed < 0.9
+        # The late reply went with the dropped connection: this one gets its own answer, in time.
+        assert await client.call("ECHO", "mine", reply_within_s=2.0) == b"mine"
+    finally:
+        await client.aclose()
+
+
+async def test_replies_in_time_leave_nothing_armed(private_redis: PrivateServer) -> None:
+    client = ScriptClient(private_redis.url)
+    try:
+        replies = await asyncio.gather(*(client.call("ECHO", f"m{i}", reply_within_s=0.3) for i in range(50)))
+        assert replies == [f"m{i}".encode() for i in range(50)]
+        await asyncio.sleep(0.4)  # the watchdog fires, finds nothing overdue, and stops
+        assert client._watchdog is None
+        assert await client.call("PING", reply_within_s=0.3) == b"PONG"
     finally:
         await client.aclose()
 
