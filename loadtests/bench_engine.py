@@ -384,6 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--phases", default="abfgcde", help="which phases to run, e.g. 'bc'")
     parser.add_argument(
+        "--engine-env",
+        action="append",
+        default=[],
+        metavar="VLB_NAME=VALUE",
+        help="a setting for the engine phases (c, d, e), e.g. VLB_BALANCER_IN_FLIGHT=2; repeatable",
+    )
+    parser.add_argument(
         "--paced",
         type=float,
         nargs="*",
@@ -421,24 +428,25 @@ def main(argv: list[str] | None = None) -> int:
         "VLB_LOG_FORMAT": "json",
         "VLB_ENGINE_PUBLIC_URL": "http://127.0.0.1",
     }
+    engine_env = {**env, **dict(item.split("=", 1) for item in args.engine_env)}
     phases = [
         ("a bare ASGI", "loadtests.apps.bare:app", False, env, "asgi"),
         ("b ASGI + 1 EVALSHA", "loadtests.apps.evalsha:app", False, env, "asgi"),
         ("f (b), engine's client", "loadtests.apps.evalsha_lean:app", False, env, "asgi"),
         ("g (f) over RSGI", "loadtests.apps.evalsha_lean:rsgi_app", False, env, "rsgi"),
-        ("c engine, coalesced", "routing_engine.app:create_app", True, env, "rsgi"),
+        ("c engine, coalesced", "routing_engine.app:create_app", True, engine_env, "rsgi"),
         (
             "d engine, uncoalesced",
             "routing_engine.app:create_app",
             True,
-            {**env, "VLB_BALANCER_COALESCE": "false"},
+            {**engine_env, "VLB_BALANCER_COALESCE": "false"},
             "rsgi",
         ),
         (
             "e (c) no events/log",
             "loadtests.apps.engine_quiet:create_app",
             True,
-            {**env, "VLB_LOG_LEVEL": "warning"},
+            {**engine_env, "VLB_LOG_LEVEL": "warning"},
             "rsgi",
         ),
     ]

@@ -245,6 +245,7 @@ class EngineApp:
             idempotency_ttl_s=settings.idempotency_ttl_s,
             active_slot_ttl_s=settings.active_slot_ttl_s,
             coalesce=settings.balancer_coalesce,
+            in_flight=settings.balancer_in_flight,
         )
         self.decider = Decider(self.balancer)
         self.ingestor = Ingestor(

@@ -1,8 +1,9 @@
 """The balancer: picks an agent for a call with one Redis script call (balancer.lua) that does
 idempotency, selection and counter updates atomically, and falls back to a local in-process view when
-Redis is down. Coalescing: one script call per tenant is out at a time; a decision made while none is
-out goes at once, alone, and the decisions that arrive while one is out wait and go together in the
-next call (up to MAX_BATCH), so batches grow with load and an idle engine never waits."""
+Redis is down. Coalescing: up to ``in_flight`` script calls per tenant are out at a time (pipelined on
+one connection; Redis runs them one after the other); a decision made while fewer are out goes at
+once, alone, and the decisions that arrive while all are out wait and go together in the next call (up
+to MAX_BATCH), so batches grow with load and an idle engine never waits."""
 
 from __future__ import annotations
 
@@ -316,6 +317,7 @@ class Balancer:
         idempotency_ttl_s: int = 86400,
         active_slot_ttl_s: int = 14400,
         coalesce: bool = True,
+        in_flight: int = 1,
         max_batch: int = MAX_BATCH,
         redis_retry_s: float = REDIS_RETRY_S,
         timeout_s: float = DECIDE_TIMEOUT_S,
@@ -327,13 +329,14 @@ class Balancer:
         self._idem_ttl = str(idempotency_ttl_s)
         self._slot_ttl_ms = str(active_slot_ttl_s * 1000)
         self._coalesce = coalesce
+        self._in_flight_max = max(1, in_flight)
         self._max_batch = max_batch
         self._redis_retry_s = redis_retry_s
         self._timeout_s = timeout_s
         self._keys: dict[int, TenantKeys] = {}
-        # Tenants with a script call out, and per tenant the batches waiting for the next one (the
-        # last still open).
-        self._busy: set[int] = set()
+        # Script calls out per tenant, and per tenant the batches waiting for the next one (the last
+        # still open).
+        self._in_flight: dict[int, int] = {}
         self._queues: dict[int, deque[_Batch]] = {}
         self._flushes: set[asyncio.Task[None]] = set()
         self._redis_down_until = 0.0
@@ -387,10 +390,11 @@ class Balancer:
         if not self._coalesce:
             return (await self._decide_batch(req.tenant_id, [req]))[0]
         tenant_id = req.tenant_id
-        if tenant_id not in self._busy:
-            # Nothing of this tenant's is out: decide now, alone, in this request's own coroutine (no
-            # task, no extra loop iteration). Decisions arriving meanwhile queue up below.
-            self._busy.add(tenant_id)
+        out = self._in_flight.get(tenant_id, 0)
+        if out < self._in_flight_max and tenant_id not in self._queues:
+            # Room for a call and nothing queued: decide now, alone, in this request's own coroutine
+            # (no task, no extra loop iteration). Decisions arriving while all calls are out queue up.
+            self._in_flight[tenant_id] = out + 1
             try:
                 return (await self._decide_batch(tenant_id, [req]))[0]
             finally:
@@ -407,16 +411,22 @@ class Balancer:
         return await future
 
     def _call_done(self, tenant_id: int) -> None:
-        """A tenant's script call came back: the decisions that queued meanwhile go next, together."""
+        """A tenant's script call came back: the decisions that queued meanwhile go next, together,
+        in the call slot this one freed."""
         if not self._queues.get(tenant_id):
-            self._busy.discard(tenant_id)
+            out = self._in_flight[tenant_id] - 1
+            if out:
+                self._in_flight[tenant_id] = out
+            else:
+                del self._in_flight[tenant_id]
             return
         task = asyncio.get_running_loop().create_task(self._drain(tenant_id))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
     async def _drain(self, tenant_id: int) -> None:
-        """Send the tenant's queued batches, one script call at a time, until none is left."""
+        """In one call slot of the tenant: send its queued batches, one script call at a time, until
+        none is left; then give the slot back."""
         try:
             while True:
                 queue = self._queues.get(tenant_id)
@@ -430,7 +440,11 @@ class Balancer:
                 except Exception:  # a bug: that batch's requests have it; the next batches go on
                     logger.exception("balancer_batch_failed", size=len(batch.requests))
         finally:
-            self._busy.discard(tenant_id)
+            out = self._in_flight[tenant_id] - 1
+            if out:
+                self._in_flight[tenant_id] = out
+            else:
+                del self._in_flight[tenant_id]
 
     async def _flush(self, batch: _Batch) -> None:
         tenant_id = batch.requests[0].tenant_id

@@ -26,6 +26,9 @@ class EngineSettings(CommonSettings, kw_only=True, frozen=True):
     # Decide the same tenant's concurrent calls in one Redis script call per event-loop tick (see
     # docs/performance.md); off = one EVALSHA per decision.
     balancer_coalesce: bool = True
+    # Script calls a tenant may have out at once while coalescing (pipelined on one connection): a
+    # decision goes at once while fewer are out, else waits for the next call with the others.
+    balancer_in_flight: int = 2
 
 
 @lru_cache(maxsize=1)

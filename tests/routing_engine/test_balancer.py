@@ -339,6 +339,24 @@ async def test_burst_is_two_script_calls(redis_client: aioredis.Redis, tenant: i
     assert uncoalesced.script_calls_total == 20
 
 
+async def test_two_calls_in_flight_keep_arrival_order(redis_client: aioredis.Redis, tenant: int) -> None:
+    """With two calls allowed out, the first two decisions go at once, each alone; the 18 that arrive
+    meanwhile go together when the first comes back; slots and pointer move as if decided one by one."""
+    balancer = Balancer(redis_client, prefix=os.environ["VLB_REDIS_PREFIX"], in_flight=2)
+    cands = members((1, 1, 0), (2, 1, 0), (3, 1, 0))
+    requests = [request(tenant, cands, strategy="round_robin") for _ in range(20)]
+    chosen = await choose_agents(balancer, requests)
+    assert balancer.script_calls_total == 3
+    assert chosen == ([1, 2, 3] * 7)[:20]
+    assert await balancer.active_calls(tenant, [1, 2, 3]) == {1: 7, 2: 7, 3: 6}
+    # Replays of all of them, again two at once then the rest: the same answers, nothing moves.
+    again = await asyncio.gather(*(balancer.decide(r) for r in requests))
+    assert [r.agent_id for r in again] == chosen
+    assert all(r.replay for r in again)
+    assert await balancer.active_calls(tenant, [1, 2, 3]) == {1: 7, 2: 7, 3: 6}
+    assert not balancer._in_flight and not balancer._queues
+
+
 async def test_reset_group_clears_window_and_pointer_not_slots(balancer: Balancer, tenant: int) -> None:
     cands = members((1, 1, 0), (2, 1, 0))
     await choose_agents(balancer, [request(tenant, cands, strategy="round_robin") for _ in range(3)])

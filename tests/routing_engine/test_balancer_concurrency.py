@@ -33,12 +33,17 @@ async def main() -> None:
     name, start_at = sys.argv[1], float(sys.argv[2])
     client = aioredis.Redis.from_url(os.environ["VLB_REDIS_URL"])
     prefix = os.environ["VLB_REDIS_PREFIX"]
-    # every other decision coalesced (small batches, so they interleave) or one script call each
-    balancers = [Balancer(client, prefix=prefix, max_batch=4), Balancer(client, prefix=prefix, coalesce=False)]
+    # decisions coalesced (small batches, so they interleave; one or three calls out at a time) or one
+    # script call each
+    balancers = [
+        Balancer(client, prefix=prefix, max_batch=4),
+        Balancer(client, prefix=prefix, max_batch=4, in_flight=3),
+        Balancer(client, prefix=prefix, coalesce=False),
+    ]
     await asyncio.gather(*(client.ping() for _ in range(PER_PROCESS)))  # open the pool's connections now
     await asyncio.sleep(max(0.0, start_at - time.time()))
     results = await asyncio.gather(
-        *(balancers[i % 2].decide(make_request(f"{name}{i}")) for i in range(PER_PROCESS))
+        *(balancers[i % 3].decide(make_request(f"{name}{i}")) for i in range(PER_PROCESS))
     )
     print(json.dumps([[r.index, r.agent_id, r.cxml, r.replay, r.degraded] for r in results]))
     await client.aclose()
