@@ -354,7 +354,8 @@ async def test_two_calls_in_flight_keep_arrival_order(redis_client: aioredis.Red
     assert [r.agent_id for r in again] == chosen
     assert all(r.replay for r in again)
     assert await balancer.active_calls(tenant, [1, 2, 3]) == {1: 7, 2: 7, 3: 6}
-    assert not balancer._in_flight and not balancer._queues
+    assert not balancer._in_flight
+    assert not balancer._queues
 
 
 async def test_reset_group_clears_window_and_pointer_not_slots(balancer: Balancer, tenant: int) -> None:
