@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -257,6 +258,44 @@ def wait_port(port: int, within_s: float = 10.0) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@contextlib.contextmanager
+def granian_engine(*, workers: int, env: dict[str, str] | None = None) -> Iterator[str]:
+    """The engine as production runs it (granian, RSGI, uvloop) on a free port, started from ``env``
+    (default: this process's environment, so the test run's ``VLB_*`` settings); yields its base URL
+    and stops granian and its workers after."""
+    port = free_port()
+    metrics_dir = tempfile.mkdtemp(prefix="vlb-prom-")
+    base_env = dict(os.environ if env is None else env)
+    full_env = {**base_env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir, "VLB_LOG_LEVEL": "warning"}
+    argv = [
+        str(Path(sys.executable).parent / "granian"),
+        "--interface",
+        "rsgi",
+        "--loop",
+        "uvloop",
+        "--factory",
+    ]
+    argv += ["--workers", str(workers), "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*argv, "routing_engine.app:create_app"],
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_port(port, within_s=20)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # granian and its own workers only
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 class PrivateServer:

@@ -4,15 +4,8 @@ through the shared KV bucket, answering calls over HTTP and merging metrics acro
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,63 +14,29 @@ from nats.js.kv import KeyValue
 from routing_engine import simulate
 from tests.routing_engine.harness import (
     demo_tenant,
-    free_port,
+    granian_engine,
     load_fixture,
     new_session,
     put_snapshot,
-    wait_port,
 )
 
 INBOUND = load_fixture("application-inbound.json")
 
 
 @pytest.fixture
-def granian_engine() -> Iterator[str]:
-    port = free_port()
-    metrics_dir = tempfile.mkdtemp(prefix="vlb-prom-")
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir, "VLB_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "granian"),
-            "--interface",
-            "rsgi",
-            "--loop",
-            "uvloop",
-            "--factory",
-            "--workers",
-            "2",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "routing_engine.app:create_app",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        wait_port(port, within_s=20)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # granian and its own workers only
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+def engine_url() -> Iterator[str]:
+    with granian_engine(workers=2) as url:
+        yield url
 
 
 async def test_two_worker_granian_routes_calls(
-    granian_engine: str, kv: KeyValue, capsys: pytest.CaptureFixture[str]
+    engine_url: str, kv: KeyValue, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = demo_tenant()
     await put_snapshot(kv, config.snapshot)
     url = f"/api/voice/application/{config.domain}"
     limits = httpx.Limits(max_connections=8)
-    async with httpx.AsyncClient(base_url=granian_engine, limits=limits, timeout=5) as client:
+    async with httpx.AsyncClient(base_url=engine_url, limits=limits, timeout=5) as client:
         # Both workers must have applied the snapshot: wait for a run of successes on fresh connections.
         ok = 0
         for _ in range(200):
@@ -107,7 +66,7 @@ async def test_two_worker_granian_routes_calls(
         # The simulator (what `vlb simulate` wraps) drives a whole failing-then-answered call.
         argv = [
             "--url",
-            granian_engine,
+            engine_url,
             "--domain",
             config.domain,
             "--key",

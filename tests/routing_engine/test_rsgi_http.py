@@ -7,14 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -24,11 +18,10 @@ from nats.js.kv import KeyValue
 from tests.routing_engine.harness import (
     TenantConfig,
     demo_tenant,
-    free_port,
+    granian_engine,
     load_fixture,
     new_session,
     put_snapshot,
-    wait_port,
 )
 from tests.routing_engine.test_ingest import cdr_body, session_updates
 
@@ -38,30 +31,10 @@ DIAL_NOANSWER = load_fixture("application-dial-status-noanswer.json")
 
 @pytest.fixture
 def rsgi_engine() -> Iterator[str]:
-    port = free_port()
-    metrics_dir = tempfile.mkdtemp(prefix="vlb-prom-")
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir, "VLB_LOG_LEVEL": "warning"}
-    env.pop("VLB_ENGINE_PUBLIC_URL", None)  # action URLs come from the request's host
-    argv = [str(Path(sys.executable).parent / "granian"), "--interface", "rsgi", "--loop", "uvloop"]
-    argv += ["--factory", "--workers", "1", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*argv, "routing_engine.app:create_app"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_port(port, within_s=20)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    # No VLB_ENGINE_PUBLIC_URL: action URLs come from the request's host.
+    env = {k: v for k, v in os.environ.items() if k != "VLB_ENGINE_PUBLIC_URL"}
+    with granian_engine(workers=1, env=env) as url:
+        yield url
 
 
 @pytest.fixture
