@@ -12,12 +12,13 @@ from typing import Any
 
 import msgspec
 import nats
+import psycopg
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from litestar.testing import AsyncTestClient
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
@@ -26,8 +27,8 @@ from control_plane.settings import ControlPlaneSettings
 from control_plane.snapshots.compile import compile_snapshot
 from control_plane.snapshots.publisher import SnapshotPublisher
 from shared.snapshot import SNAPSHOT_DECODER, SNAPSHOT_ENCODER, TenantSnapshot, snapshot_key
-from tests.conftest import TEST_FERNET_KEY
-from tests.control_plane.conftest import Account, register_account
+from tests.conftest import BASE_DATABASE_URL, TEST_FERNET_KEY, _admin_conninfo
+from tests.control_plane.conftest import Account, create_schema, register_account
 from tests.routing_engine.harness import PrivateServer, free_port
 
 PASSWORD = "synthflow-Secret-pw-123"
@@ -281,13 +282,30 @@ async def test_deleted_tenant_loses_its_key(
         await publisher.stop()
 
 
+@pytest.fixture
+def offline_db(run_id: str) -> Iterator[str]:
+    """A database of this test's own: the session's control plane (live NATS, the shared database)
+    republishes every unpublished outbox row on its timer, and would publish this test's row for it."""
+    name = f"vlb_test_{run_id}_offline"
+    admin = _admin_conninfo(BASE_DATABASE_URL)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(BASE_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+    create_schema(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 async def test_nats_down_keeps_the_api_working_and_heals(
-    cp_settings: ControlPlaneSettings, db: Engine
+    cp_settings: ControlPlaneSettings, offline_db: str
 ) -> None:
     port = free_port()
     settings = msgspec.structs.replace(
-        cp_settings, nats_url=f"nats://127.0.0.1:{port}", snapshot_republish_s=1
+        cp_settings, database_url=offline_db, nats_url=f"nats://127.0.0.1:{port}", snapshot_republish_s=1
     )
+    db = create_engine(offline_db)
     app = create_app(settings)
     server = PrivateServer("nats")
     server.port = port
@@ -327,6 +345,7 @@ async def test_nats_down_keeps_the_api_working_and_heals(
             assert unpublished(db, account.tenant_id) == []
     finally:
         server.cleanup()
+        db.dispose()
 
 
 async def test_unreadable_credentials_disable_only_that_agent(account: Account, database_url: str) -> None:
