@@ -6,7 +6,8 @@ No framework on purpose: the whole request path is a few dict lookups, one Redis
 string join, and a framework's routing/middleware layers would cost more than the engine's own work.
 RSGI, because the interface is a large part of what a request costs here: a trivial app answers
 1.5-2x more requests per second through it than through ASGI, the engine ~13% more (no scope dict, no
-message dicts, one call to answer; docs/performance.md). Both interfaces reach the handlers through one small ``Exchange``.
+message dicts, one call to answer; docs/performance.md). Both interfaces reach the handlers through
+one small ``Exchange``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import ipaddress
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import msgspec
@@ -89,6 +90,18 @@ def _declared_length(headers: dict[str, str], limit: int) -> int | None:
     return length
 
 
+async def _joined(chunks: AsyncIterable[bytes], limit: int) -> bytes:
+    """A body's chunks joined; BodyTooLarge as soon as they pass ``limit`` bytes (the rest unread)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 class Exchange(abc.ABC):
     """One HTTP request and its answer, whichever interface brought it: what the handlers see.
     ``headers`` has lower-cased names; ``client`` is the peer's address ("" when unknown), ``server``
@@ -136,14 +149,7 @@ class RsgiExchange(Exchange):
             # framed by its Content-Length, which the server holds it to
             body: bytes = await self._proto()
             return body
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in self._proto:
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await _joined(self._proto, limit)
 
     async def reply(self, status: int, body: bytes, headers: Headers = TEXT_HEADERS) -> None:
         if body:
@@ -172,20 +178,16 @@ class AsgiExchange(Exchange):
 
     async def body(self, limit: int) -> bytes:
         _declared_length(self.headers, limit)
-        chunks: list[bytes] = []
-        size = 0
+        return await _joined(self._chunks(), limit)
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
         while True:
             message = await self._receive()
             if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge
-            chunks.append(chunk)
+                return
+            yield message.get("body", b"")
             if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+                return
 
     async def reply(self, status: int, body: bytes, headers: Headers = TEXT_HEADERS) -> None:
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]

@@ -77,9 +77,6 @@ end
 -- Calls routed to an agent in the last `wh` hours = the window's completed minutes, summed from the
 -- buckets once a minute and kept in `wb:<agent>:<wh>` ("<minute>:<sum>", a 2-minute key), plus the
 -- current minute's bucket, read live. Nothing is written per choice but the buckets themselves.
-local function base_key(agent, wh)
-  return base .. 'wb:' .. agent .. ':' .. wh
-end
 
 -- The window calls of each of `agents` for `wh`, into `into[agent]`: one MGET for all of them.
 local function load_windows(agents, wh, into)
@@ -103,7 +100,7 @@ local function load_windows(agents, wh, into)
     end
     if sum == nil then
       sum = range_sum(agent, now_min - wh * 60 + 1, now_min - 1)
-      call('SET', base_key(agent, wh), now_min .. ':' .. sum, 'EX', 120)
+      call('SET', keys[2 * i - 1], stamp .. sum, 'EX', 120)
     end
     into[agent] = sum + tonumber(vals[2 * i] or '0')
   end

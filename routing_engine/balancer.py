@@ -414,11 +414,7 @@ class Balancer:
         """A tenant's script call came back: the decisions that queued meanwhile go next, together,
         in the call slot this one freed."""
         if not self._queues.get(tenant_id):
-            out = self._in_flight[tenant_id] - 1
-            if out:
-                self._in_flight[tenant_id] = out
-            else:
-                del self._in_flight[tenant_id]
+            self._slot_free(tenant_id)
             return
         task = asyncio.get_running_loop().create_task(self._drain(tenant_id))
         self._flushes.add(task)
@@ -440,11 +436,14 @@ class Balancer:
                 except Exception:  # a bug: that batch's requests have it; the next batches go on
                     logger.exception("balancer_batch_failed", size=len(batch.requests))
         finally:
-            out = self._in_flight[tenant_id] - 1
-            if out:
-                self._in_flight[tenant_id] = out
-            else:
-                del self._in_flight[tenant_id]
+            self._slot_free(tenant_id)
+
+    def _slot_free(self, tenant_id: int) -> None:
+        out = self._in_flight[tenant_id] - 1
+        if out:
+            self._in_flight[tenant_id] = out
+        else:
+            del self._in_flight[tenant_id]
 
     async def _flush(self, batch: _Batch) -> None:
         tenant_id = batch.requests[0].tenant_id
