@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 CXML = (
@@ -27,6 +28,21 @@ async def drain(receive: Any) -> bytes:
         body += chunk
         if not message.get("more_body"):
             return body
+
+
+async def lifespan(
+    receive: Any, send: Any, start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+) -> None:
+    """An ASGI lifespan: ``start`` at startup, ``stop`` at shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await start()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

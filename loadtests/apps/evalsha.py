@@ -9,26 +9,26 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from loadtests.apps.bare import CXML, START, drain
+from loadtests.apps.bare import CXML, START, drain, lifespan
 
 SCRIPT = "return redis.call('INCR', KEYS[1])"
 KEY = b"vlb-bench:evalsha:n"
 _state: dict[str, Any] = {}
 
 
+async def _start() -> None:
+    client = aioredis.Redis.from_url(os.environ["VLB_REDIS_URL"])
+    _state["redis"] = client
+    _state["sha"] = await client.script_load(SCRIPT)
+
+
+async def _stop() -> None:
+    await _state["redis"].aclose()
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                client = aioredis.Redis.from_url(os.environ["VLB_REDIS_URL"])
-                _state["redis"] = client
-                _state["sha"] = await client.script_load(SCRIPT)
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await _state["redis"].aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send, _start, _stop)
     if scope["type"] != "http":
         return
     await drain(receive)

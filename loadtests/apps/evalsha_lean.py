@@ -11,27 +11,31 @@ import asyncio
 import os
 from typing import Any
 
-from loadtests.apps.bare import CXML, START, drain
+from loadtests.apps.bare import CXML, START, drain, lifespan
 from loadtests.apps.evalsha import KEY, SCRIPT
 from routing_engine.script_client import ScriptClient
 
 _state: dict[str, Any] = {}
 
 
+async def _connect() -> tuple[ScriptClient, str]:
+    """The lean client and the loaded script's sha."""
+    client = ScriptClient(os.environ["VLB_REDIS_URL"])
+    sha = await client.call("SCRIPT", "LOAD", SCRIPT)
+    return client, sha.decode() if isinstance(sha, bytes) else str(sha)
+
+
+async def _start() -> None:
+    _state["redis"], _state["sha"] = await _connect()
+
+
+async def _stop() -> None:
+    await _state["redis"].aclose()
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                client = ScriptClient(os.environ["VLB_REDIS_URL"])
-                _state["redis"] = client
-                sha = await client.call("SCRIPT", "LOAD", SCRIPT)
-                _state["sha"] = sha.decode() if isinstance(sha, bytes) else sha
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await _state["redis"].aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send, _start, _stop)
     if scope["type"] != "http":
         return
     await drain(receive)
@@ -46,12 +50,7 @@ class RsgiApp:
     HEADERS = [("content-type", "application/xml; charset=utf-8")]
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        async def start() -> None:
-            self.client = ScriptClient(os.environ["VLB_REDIS_URL"])
-            sha = await self.client.call("SCRIPT", "LOAD", SCRIPT)
-            self.sha = sha.decode() if isinstance(sha, bytes) else sha
-
-        loop.run_until_complete(start())
+        self.client, self.sha = loop.run_until_complete(_connect())
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(self.client.aclose())
