@@ -4,10 +4,13 @@ starts local ones when nothing answers there)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import nats
 import psycopg
 import pytest
 import redis
@@ -77,6 +80,27 @@ def _drop_run_redis_keys(service_env: dict[str, str]) -> Iterator[None]:
             client.unlink(*batch)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_run_nats_streams(run_id: str) -> Iterator[None]:
+    """The run's JetStream streams (its KV bucket's, its events streams) all carry the run id in their
+    names: remove them at the end (the server is shared, and each run would leave its own behind)."""
+    yield
+
+    async def drop() -> None:
+        nc = await nats.connect(NATS_URL, connect_timeout=2, allow_reconnect=False)
+        try:
+            js = nc.jetstream()
+            for info in await js.streams_info():
+                if run_id in info.config.name:
+                    await js.delete_stream(info.config.name)
+        finally:
+            await nc.close()
+
+    # Session teardown may run while pytest-asyncio's loop is still set on this thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, drop()).result(timeout=30)
 
 
 @pytest.fixture(scope="session", autouse=True)
