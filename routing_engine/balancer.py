@@ -24,7 +24,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from routing_engine.script_client import ScriptClient
-from shared.redis_keys import MAX_WINDOW_HOURS, MINUTES_PER_HOUR, TenantKeys
+from shared.redis_keys import TenantKeys
 
 logger = structlog.get_logger(__name__)
 
@@ -42,7 +42,6 @@ REDIS_RETRY_S = 1.0
 LOCAL_CALLS_LIMIT = 100_000
 # Replies of the decide script: index, agent (0 = none), attempt, cxml, replay.
 REPLY_FIELDS = 5
-RESET_CHUNK = 2000
 # What "Redis is unreachable" looks like (redis-py wraps most socket errors; OSError for the rest).
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 
@@ -548,30 +547,6 @@ class Balancer:
             return {}
         reply = await self._script(tenant_id, "active", *map(str, agent_ids))
         return {agent: int(n) for agent, n in zip(agent_ids, reply, strict=True)}
-
-    async def reset_group(self, tenant_id: int, group_id: int, agent_ids: Sequence[int]) -> None:
-        """Clear the members' window buckets and the group's round-robin pointer (not active slots).
-        Window buckets are per agent, so this also resets them for other groups sharing an agent."""
-        keys = self.keys(tenant_id)
-        seconds, _micros = await self._redis.time()
-        now_min = int(seconds) // 60
-        names: list[str] = [keys.round_robin(group_id)]
-        for agent in agent_ids:
-            names.extend(keys.window_base(agent, w) for w in range(1, MAX_WINDOW_HOURS + 1))
-        minutes = MAX_WINDOW_HOURS * MINUTES_PER_HOUR + 2 * MINUTES_PER_HOUR
-        for agent in agent_ids:
-            names.extend(keys.window_minute(agent, m) for m in range(now_min - minutes, now_min + 2))
-            names.extend(
-                keys.window_hour(agent, h)
-                for h in range(now_min // MINUTES_PER_HOUR - MAX_WINDOW_HOURS - 2, now_min // 60 + 2)
-            )
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for i in range(0, len(names), RESET_CHUNK):
-                pipe.unlink(*names[i : i + RESET_CHUNK])
-            await pipe.execute()
-        self.local.rr.pop((tenant_id, group_id), None)
-        for agent in agent_ids:
-            self.local.chosen.pop((tenant_id, agent), None)
 
     async def aclose(self) -> None:
         """Wait for batches in flight (at shutdown)."""

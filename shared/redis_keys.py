@@ -44,6 +44,17 @@ class TenantKeys:
         A 2-minute key; deleting it is always safe."""
         return f"{self.base}wb:{agent_id}:{window_hours}"
 
+    def window_keys_reaching(self, agent_id: int, now_min: int) -> list[str]:
+        """Every window bucket and cached window sum of ``agent_id`` that any window can still read at
+        epoch minute ``now_min`` (the longest window plus a margin either side): what a reset of its
+        window deletes."""
+        now_hour = now_min // MINUTES_PER_HOUR
+        span = (MAX_WINDOW_HOURS + 2) * MINUTES_PER_HOUR
+        names = [self.window_base(agent_id, w) for w in range(1, MAX_WINDOW_HOURS + 1)]
+        names += [self.window_minute(agent_id, m) for m in range(now_min - span, now_min + 2)]
+        names += [self.window_hour(agent_id, h) for h in range(now_hour - MAX_WINDOW_HOURS - 2, now_hour + 2)]
+        return names
+
     def active(self, agent_id: int) -> str:
         """Sorted set of the sessions holding a slot of ``agent_id``, scored by expiry (epoch ms)."""
         return f"{self.base}active:{agent_id}"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from shared.redis_keys import MAX_WINDOW_HOURS, MINUTES_PER_HOUR, TenantKeys
+from shared.redis_keys import MINUTES_PER_HOUR, TenantKeys
 
 # Keys per UNLINK when resetting (bounds one command's size).
 RESET_CHUNK = 2000
@@ -99,16 +99,10 @@ async def reset_group_counters(
     Answers how many keys existed and were removed."""
     seconds, _micros = await redis.time()
     now_min = int(seconds) // 60
-    now_hour = now_min // MINUTES_PER_HOUR
-    span = (MAX_WINDOW_HOURS + 2) * MINUTES_PER_HOUR
     names: list[str] = [keys.round_robin(group_id)]
     for agent_id in agent_ids:
         # The engine's cached window sums too, or it would count the old calls until the minute turns.
-        names.extend(keys.window_base(agent_id, w) for w in range(1, MAX_WINDOW_HOURS + 1))
-        names.extend(keys.window_minute(agent_id, m) for m in range(now_min - span, now_min + 2))
-        names.extend(
-            keys.window_hour(agent_id, h) for h in range(now_hour - MAX_WINDOW_HOURS - 2, now_hour + 2)
-        )
+        names.extend(keys.window_keys_reaching(agent_id, now_min))
     async with redis.pipeline(transaction=False) as pipe:
         for i in range(0, len(names), RESET_CHUNK):
             pipe.unlink(*names[i : i + RESET_CHUNK])

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from control_plane.groups.counters import reset_group_counters
 from routing_engine.balancer import Balancer, Candidate, DecideRequest
 from shared.redis_keys import TenantKeys
 
@@ -358,12 +359,15 @@ async def test_two_calls_in_flight_keep_arrival_order(redis_client: aioredis.Red
     assert not balancer._queues
 
 
-async def test_reset_group_clears_window_and_pointer_not_slots(balancer: Balancer, tenant: int) -> None:
+async def test_reset_group_clears_window_and_pointer_not_slots(
+    balancer: Balancer, redis_client: aioredis.Redis, tenant: int
+) -> None:
+    """The control plane's reset-strategy, seen by the engine's script."""
     cands = members((1, 1, 0), (2, 1, 0))
     await choose_agents(balancer, [request(tenant, cands, strategy="round_robin") for _ in range(3)])
     before = await balancer.group_stats(tenant, 1, [1, 2], 24)
     assert (before[1].window_calls, before[2].window_calls) == (2, 1)
-    await balancer.reset_group(tenant, 1, [1, 2])
+    await reset_group_counters(redis_client, TenantKeys(os.environ["VLB_REDIS_PREFIX"], tenant), 1, [1, 2])
     after = await balancer.group_stats(tenant, 1, [1, 2], 24)
     assert (after[1].window_calls, after[2].window_calls) == (0, 0)
     assert (after[1].active_calls, after[2].active_calls) == (2, 1)
@@ -385,7 +389,7 @@ async def test_reset_also_clears_the_scripts_cached_window_sums(
     assert decided.agent_id == 5
     assert (await balancer.group_stats(tenant, 1, [5], 1))[5].window_calls == 8
     assert await redis_client.exists(keys.window_base(5, 1))  # the completed minutes, cached
-    await balancer.reset_group(tenant, 1, [5])
+    await reset_group_counters(redis_client, keys, 1, [5])
     assert (await balancer.group_stats(tenant, 1, [5], 1))[5].window_calls == 0
 
 
