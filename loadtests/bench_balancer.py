@@ -85,11 +85,13 @@ async def fill_window(client: aioredis.Redis, tenant: int) -> None:
     seconds, _ = await client.time()
     now = int(seconds) // 60
     async with client.pipeline(transaction=False) as pipe:
-        for agent in range(1, AGENTS + 1):
-            for m in range(now - 24 * 60, now + 1):
-                pipe.set(keys.window_minute(agent, m), 3, ex=90_000)
-            for h in range(now // 60 - 25, now // 60 + 1):
-                pipe.set(keys.window_hour(agent, h), 180, ex=90_000)
+        agents = {str(agent): 3 for agent in range(1, AGENTS + 1)}
+        for m in range(now - 24 * 60, now + 1):
+            pipe.hset(keys.window_minute(m), mapping=agents)
+            pipe.expire(keys.window_minute(m), 90_000)
+        for h in range(now // 60 - 25, now // 60 + 1):
+            pipe.hset(keys.window_hour(h), mapping={agent: 180 for agent in agents})
+            pipe.expire(keys.window_hour(h), 90_000)
         await pipe.execute()
 
 

@@ -15,10 +15,16 @@
 --         index, agent (0 = none), attempt, cxml, replay (0/1) per request. The decision of a
 --         (session, stage) is kept in the call's hash (field d:<stage>) for as long as the hash
 --         lives (at least the idempotency TTL): a repeat returns it and moves nothing.
+--         ARGV[5] how long a new window bucket lives (s): the longest window and a margin.
 -- release ARGV[2] session, ARGV[3] '1' when the call itself is over (session update, CDR): then
 --         no later decide takes a slot for it -> 1 when the call's slot was freed, else 0.
 -- stats   ARGV[2] window_hours, ARGV[3..] agent ids -> flat window, active, last (ms, 0 = never).
 -- active  ARGV[2..] agent ids -> live slot count per agent.
+--
+-- Window counters are hashes per tenant with a field per agent: `win:<minute>` and `winh:<hour>`
+-- (calls routed per epoch minute and hour), `wb:<window_hours>` (the window's completed minutes,
+-- summed once a minute, as "<minute>:<sum>") and `last` (when each agent was last chosen, epoch ms).
+-- Buckets live as long as the longest window (decide's ARGV[5]), whichever group counted in them.
 
 local base = KEYS[1]
 local mode = ARGV[1]
@@ -41,12 +47,14 @@ local function active_count(agent)
   return call('ZCOUNT', base .. 'active:' .. agent, live_from, '+inf')
 end
 
--- Calls routed to `agent` in the inclusive minute range [a, b]: whole hours from the hour buckets,
--- partial hours at the edges from the minute buckets (at most 60 minute keys in all).
-local function range_sum(agent, a, b)
-  if a > b then return 0 end
-  local mk = base .. 'win:' .. agent .. ':'
-  local hk = base .. 'winh:' .. agent .. ':'
+-- Calls routed to each of `agents` in the inclusive minute range [a, b], into `into[agent]`: whole
+-- hours from the hour buckets, partial hours at the edges from the minute buckets (one HMGET of all
+-- the agents per bucket, at most 60 minute buckets in all).
+local function range_sums(agents, a, b, into)
+  for i = 1, #agents do into[agents[i]] = 0 end
+  if a > b then return end
+  local mk = base .. 'win:'
+  local hk = base .. 'winh:'
   local keys = {}
   local n = 0
   local ha = floor(a / 60)
@@ -65,58 +73,57 @@ local function range_sum(agent, a, b)
     end
     for h = first_full, last_full do n = n + 1; keys[n] = hk .. h end
   end
-  local sum = 0
-  local vals = call('MGET', unpack(keys))
-  for i = 1, n do
-    local v = vals[i]
-    if v then sum = sum + tonumber(v) end
+  for k = 1, n do
+    local vals = call('HMGET', keys[k], unpack(agents))
+    for i = 1, #agents do
+      local v = vals[i]
+      if v then into[agents[i]] = into[agents[i]] + tonumber(v) end
+    end
   end
-  return sum
 end
 
 -- Calls routed to an agent in the last `wh` hours = the window's completed minutes, summed from the
--- buckets once a minute and kept in `wb:<agent>:<wh>` ("<minute>:<sum>", a 2-minute key), plus the
--- current minute's bucket, read live. Nothing is written per choice but the buckets themselves.
+-- buckets once a minute and kept in `wb:<wh>` (field = agent, "<minute>:<sum>", a 2-minute key), plus
+-- the current minute's bucket, read live. Nothing is written per choice but the buckets themselves.
 
--- The window calls of each of `agents` for `wh`, into `into[agent]`: one MGET for all of them.
+-- The window calls of each of `agents` for `wh`, into `into[agent]`: one HMGET of the cached sums
+-- and one of the current minute's bucket for all of them.
 local function load_windows(agents, wh, into)
-  -- numbers formatted once per call, not per key (Lua formats a number in a concatenation each time)
-  local base_tail = ':' .. wh
-  local minute_tail = ':' .. now_min_s
+  local wbk = base .. 'wb:' .. wh
   local stamp = now_min_s .. ':'
   local stamp_len = #stamp
-  local keys = {}
+  local cached = call('HMGET', wbk, unpack(agents))
+  local live = call('HMGET', base .. 'win:' .. now_min_s, unpack(agents))
+  local missing = {}
   for i = 1, #agents do
-    keys[2 * i - 1] = base .. 'wb:' .. agents[i] .. base_tail
-    keys[2 * i] = base .. 'win:' .. agents[i] .. minute_tail
+    local c = cached[i]
+    if c and string.sub(c, 1, stamp_len) == stamp then
+      into[agents[i]] = tonumber(string.sub(c, stamp_len + 1)) + tonumber(live[i] or '0')
+    else
+      missing[#missing + 1] = i
+    end
   end
-  local vals = call('MGET', unpack(keys))
-  for i = 1, #agents do
-    local agent = agents[i]
-    local sum
-    local cached = vals[2 * i - 1]
-    if cached and string.sub(cached, 1, stamp_len) == stamp then
-      sum = tonumber(string.sub(cached, stamp_len + 1))
+  if #missing > 0 then
+    local names, sums, fields = {}, {}, {}
+    for k = 1, #missing do names[k] = agents[missing[k]] end
+    range_sums(names, now_min - wh * 60 + 1, now_min - 1, sums)
+    for k = 1, #missing do
+      local i = missing[k]
+      local agent = agents[i]
+      fields[2 * k - 1] = agent
+      fields[2 * k] = stamp .. sums[agent]
+      into[agent] = sums[agent] + tonumber(live[i] or '0')
     end
-    if sum == nil then
-      sum = range_sum(agent, now_min - wh * 60 + 1, now_min - 1)
-      call('SET', keys[2 * i - 1], stamp .. sum, 'EX', 120)
-    end
-    into[agent] = sum + tonumber(vals[2 * i] or '0')
+    call('HSET', wbk, unpack(fields))
+    call('EXPIRE', wbk, 120)
   end
 end
 
-local function window_calls(agent, wh)
-  local one = {}
-  load_windows({agent}, wh, one)
-  return one[agent]
-end
-
--- Increment a bucket and make sure it lives at least `ttl` seconds (buckets are shared by groups with
--- different windows: never shorten a longer TTL set by another group).
-local function bump(key, ttl)
-  local v = call('INCR', key)
-  if v == 1 or call('TTL', key) < ttl then call('EXPIRE', key, ttl) end
+-- Count a call of `agent` in a bucket; a new bucket lives `ttl` seconds. Every bucket lives as long
+-- as the longest window, so a bucket a short-window group counted in still counts for a long-window
+-- group sharing the agent.
+local function bump(key, agent, ttl)
+  if call('HINCRBY', key, agent, 1) == 1 then call('EXPIRE', key, ttl) end
 end
 
 if mode == 'release' then
@@ -133,12 +140,16 @@ end
 
 if mode == 'stats' then
   local wh = tonumber(ARGV[2])
+  local agents = {}
+  for i = 3, #ARGV do agents[#agents + 1] = ARGV[i] end
+  local windows = {}
+  load_windows(agents, wh, windows)
+  local last = call('HMGET', base .. 'last', unpack(agents))
   local out = {}
-  for i = 3, #ARGV do
-    local agent = ARGV[i]
-    out[#out + 1] = window_calls(agent, wh)
-    out[#out + 1] = active_count(agent)
-    out[#out + 1] = tonumber(call('GET', base .. 'last:' .. agent) or '0')
+  for i = 1, #agents do
+    out[#out + 1] = windows[agents[i]]
+    out[#out + 1] = active_count(agents[i])
+    out[#out + 1] = tonumber(last[i] or '0')
   end
   return out
 end
@@ -153,6 +164,7 @@ if mode ~= 'decide' then return redis.error_reply('unknown mode ' .. tostring(mo
 
 local idem_ttl = tonumber(ARGV[2])
 local slot_ttl_ms = tonumber(ARGV[3])
+local bucket_ttl = tonumber(ARGV[5])
 local expiry = string.format('%d', now_ms + slot_ttl_ms)
 local call_ttl = idem_ttl
 if floor(slot_ttl_ms / 1000) + 60 > call_ttl then call_ttl = floor(slot_ttl_ms / 1000) + 60 end
@@ -329,13 +341,13 @@ while batch[pos] do
       call('ZADD', ak, expiry, session)
       call('PEXPIRE', ak, slot_ttl_ms)
       if active_cache[agent] ~= nil then active_cache[agent] = active_cache[agent] + 1 end
-      local wttl = wh * 3600 + 120
-      bump(base .. 'win:' .. agent .. ':' .. now_min_s, wttl)
-      bump(base .. 'winh:' .. agent .. ':' .. now_hour_s, wttl + 3600)
+      bump(base .. 'win:' .. now_min_s, agent, bucket_ttl)
+      bump(base .. 'winh:' .. now_hour_s, agent, bucket_ttl + 3600)
       for _, per in pairs(window_cache) do
         if per[agent] ~= nil then per[agent] = per[agent] + 1 end
       end
-      call('SET', base .. 'last:' .. agent, now_ms_s, 'EX', LAST_TTL)
+      call('HSET', base .. 'last', agent, now_ms_s)
+      call('EXPIRE', base .. 'last', LAST_TTL)
       if strategy == 'round_robin' then
         call('SET', base .. 'rr:' .. group, e[o + 1] .. ':' .. agent)
       end

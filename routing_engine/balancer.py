@@ -24,7 +24,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from routing_engine.script_client import ScriptClient
-from shared.redis_keys import TenantKeys
+from shared.redis_keys import WINDOW_BUCKET_TTL_S, TenantKeys
 
 logger = structlog.get_logger(__name__)
 
@@ -40,6 +40,8 @@ DECIDE_TIMEOUT_S = 1.0
 REDIS_RETRY_S = 1.0
 # Bounds of the local (degraded-mode) view.
 LOCAL_CALLS_LIMIT = 100_000
+# How long a new window bucket lives (the script's decide ARGV[5]).
+BUCKET_TTL = str(WINDOW_BUCKET_TTL_S)
 # Replies of the decide script: index, agent (0 = none), attempt, cxml, replay.
 REPLY_FIELDS = 5
 # What "Redis is unreachable" looks like (redis-py wraps most socket errors; OSError for the rest).
@@ -466,7 +468,7 @@ class Balancer:
             return self._decide_locally(requests)
         try:
             reply = await self._script(
-                tenant_id, "decide", self._idem_ttl, self._slot_ttl_ms, encode_batch(requests)
+                tenant_id, "decide", self._idem_ttl, self._slot_ttl_ms, encode_batch(requests), BUCKET_TTL
             )
         except UNAVAILABLE as exc:
             self._redis_failed(exc, error=False)

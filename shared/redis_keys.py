@@ -8,12 +8,16 @@ together.
 
 from __future__ import annotations
 
-# Window buckets: calls routed to an agent per epoch minute (``win``) and per epoch hour (``winh``,
-# hour = minute // 60). A rolling window sums the whole hours from ``winh`` and the two partial hours
-# at its edges from ``win`` (at most 60 minute keys + window_hours hour keys).
+# Window buckets: calls routed per epoch minute (``win``) and per epoch hour (``winh``, hour =
+# minute // 60), one hash per tenant and bucket with a field per agent. A rolling window sums the whole
+# hours from ``winh`` and the two partial hours at its edges from ``win`` (at most 60 minute buckets +
+# window_hours hour buckets).
 MINUTES_PER_HOUR = 60
 # The longest window a group may use (SPEC §2.3); reset deletes buckets this far back.
 MAX_WINDOW_HOURS = 168
+# How long a new minute bucket lives (an hour bucket an hour more): as long as the longest window can
+# read it, whichever group's call created it (an agent's counts are shared by all its groups).
+WINDOW_BUCKET_TTL_S = MAX_WINDOW_HOURS * 3600 + 120
 
 
 def tenant_base(prefix: str, tenant_id: int) -> str:
@@ -30,29 +34,29 @@ class TenantKeys:
         self.tenant_id = tenant_id
         self.base = tenant_base(prefix, tenant_id)
 
-    def window_minute(self, agent_id: int, minute: int) -> str:
-        """Calls routed to ``agent_id`` during epoch minute ``minute`` (string counter)."""
-        return f"{self.base}win:{agent_id}:{minute}"
+    def window_minute(self, minute: int) -> str:
+        """Hash of the calls routed during epoch minute ``minute``: field = agent id, value = calls."""
+        return f"{self.base}win:{minute}"
 
-    def window_hour(self, agent_id: int, hour: int) -> str:
-        """Calls routed to ``agent_id`` during epoch hour ``hour`` (string counter)."""
-        return f"{self.base}winh:{agent_id}:{hour}"
+    def window_hour(self, hour: int) -> str:
+        """Hash of the calls routed during epoch hour ``hour``: field = agent id, value = calls."""
+        return f"{self.base}winh:{hour}"
 
-    def window_base(self, agent_id: int, window_hours: int) -> str:
-        """Caches ``agent_id``'s calls in the completed minutes of a ``window_hours`` window, as
+    def window_base(self, window_hours: int) -> str:
+        """Hash caching each agent's calls in the completed minutes of a ``window_hours`` window, as
         ``<minute>:<sum>`` for the minute it was summed in (the current minute's bucket is added live).
-        A 2-minute key; deleting it is always safe."""
-        return f"{self.base}wb:{agent_id}:{window_hours}"
+        A 2-minute key; deleting it (or a field) is always safe."""
+        return f"{self.base}wb:{window_hours}"
 
-    def window_keys_reaching(self, agent_id: int, now_min: int) -> list[str]:
-        """Every window bucket and cached window sum of ``agent_id`` that any window can still read at
-        epoch minute ``now_min`` (the longest window plus a margin either side): what a reset of its
-        window deletes."""
+    def window_keys_reaching(self, now_min: int) -> list[str]:
+        """Every window bucket and cached window sum that any window can still read at epoch minute
+        ``now_min`` (the longest window and a margin either side): where a reset deletes agents'
+        fields."""
         now_hour = now_min // MINUTES_PER_HOUR
         span = (MAX_WINDOW_HOURS + 2) * MINUTES_PER_HOUR
-        names = [self.window_base(agent_id, w) for w in range(1, MAX_WINDOW_HOURS + 1)]
-        names += [self.window_minute(agent_id, m) for m in range(now_min - span, now_min + 2)]
-        names += [self.window_hour(agent_id, h) for h in range(now_hour - MAX_WINDOW_HOURS - 2, now_hour + 2)]
+        names = [self.window_base(w) for w in range(1, MAX_WINDOW_HOURS + 1)]
+        names += [self.window_minute(m) for m in range(now_min - span, now_min + 2)]
+        names += [self.window_hour(h) for h in range(now_hour - MAX_WINDOW_HOURS - 2, now_hour + 2)]
         return names
 
     def active(self, agent_id: int) -> str:
@@ -69,9 +73,9 @@ class TenantKeys:
         = ``<candidate-index>|<agent>|<attempt>|<cxml>``, which repeats of that webhook answer with."""
         return f"{self.base}call:{session}"
 
-    def last_chosen(self, agent_id: int) -> str:
-        """When ``agent_id`` was last chosen (epoch ms)."""
-        return f"{self.base}last:{agent_id}"
+    def last_chosen(self) -> str:
+        """Hash of when each agent was last chosen: field = agent id, value = epoch ms."""
+        return f"{self.base}last"
 
     def seen(self, dedupe_id: str) -> str:
         """Marks a session update or CDR delivery as applied (``SET NX`` with a TTL): repeats are

@@ -1,6 +1,6 @@
 """The balancer's live counters for one group, read and reset from the control plane. Key names and
 the rolling-window arithmetic follow shared/redis_keys.py (and routing_engine/balancer.lua, which the
-control plane must not import: the window sum below mirrors its ``range_sum``)."""
+control plane must not import: the window sum below mirrors its ``range_sums``)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,6 @@ from redis.asyncio import Redis
 
 from shared.redis_keys import MINUTES_PER_HOUR, TenantKeys
 
-# Keys per UNLINK when resetting (bounds one command's size).
-RESET_CHUNK = 2000
-
 
 @dataclass(frozen=True, slots=True)
 class AgentCounters:
@@ -23,25 +20,25 @@ class AgentCounters:
     last_chosen_at: datetime.datetime | None
 
 
-def window_keys(keys: TenantKeys, agent_id: int, first: int, last: int) -> list[str]:
-    """The buckets holding calls routed to ``agent_id`` in epoch minutes [first, last]: whole hours
-    from the hour buckets, the partial hours at either edge from the minute buckets."""
+def window_keys(keys: TenantKeys, first: int, last: int) -> list[str]:
+    """The buckets holding the calls routed in epoch minutes [first, last]: whole hours from the hour
+    buckets, the partial hours at either edge from the minute buckets (each a hash, field = agent)."""
     if first > last:
         return []
     h_first, h_last = first // MINUTES_PER_HOUR, last // MINUTES_PER_HOUR
     starts_on_hour = first % MINUTES_PER_HOUR == 0
     ends_on_hour = last % MINUTES_PER_HOUR == MINUTES_PER_HOUR - 1
     if h_first == h_last and not (starts_on_hour and ends_on_hour):
-        return [keys.window_minute(agent_id, m) for m in range(first, last + 1)]
+        return [keys.window_minute(m) for m in range(first, last + 1)]
     out: list[str] = []
     full_first, full_last = h_first, h_last
     if not starts_on_hour:
-        out.extend(keys.window_minute(agent_id, m) for m in range(first, (h_first + 1) * MINUTES_PER_HOUR))
+        out.extend(keys.window_minute(m) for m in range(first, (h_first + 1) * MINUTES_PER_HOUR))
         full_first = h_first + 1
     if not ends_on_hour:
-        out.extend(keys.window_minute(agent_id, m) for m in range(h_last * MINUTES_PER_HOUR, last + 1))
+        out.extend(keys.window_minute(m) for m in range(h_last * MINUTES_PER_HOUR, last + 1))
         full_last = h_last - 1
-    out.extend(keys.window_hour(agent_id, h) for h in range(full_first, full_last + 1))
+    out.extend(keys.window_hour(h) for h in range(full_first, full_last + 1))
     return out
 
 
@@ -58,25 +55,36 @@ async def group_counters(
 ) -> tuple[dict[int, AgentCounters], tuple[int, int] | None]:
     """Per agent: calls routed in the rolling window, live slots, last chosen; and the group's
     round-robin pointer ``(priority, agent_id)``. One pipeline; Redis's clock, as the script uses."""
+    if not agent_ids:
+        return {}, _pointer(await redis.get(keys.round_robin(group_id)))
     seconds, micros = await redis.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     now_min = int(seconds) // 60
     first = now_min - window_hours * MINUTES_PER_HOUR + 1
+    buckets = window_keys(keys, first, now_min)
     async with redis.pipeline(transaction=False) as pipe:
+        for bucket in buckets:
+            pipe.hmget(bucket, agent_ids)
         for agent_id in agent_ids:
-            pipe.mget(window_keys(keys, agent_id, first, now_min))
             pipe.zcount(keys.active(agent_id), f"({now_ms}", "+inf")
-            pipe.get(keys.last_chosen(agent_id))
+        pipe.hmget(keys.last_chosen(), agent_ids)
         pipe.get(keys.round_robin(group_id))
         replies = await pipe.execute()
-    out: dict[int, AgentCounters] = {}
-    for i, agent_id in enumerate(agent_ids):
-        buckets, active, last = replies[3 * i : 3 * i + 3]
-        out[agent_id] = AgentCounters(
-            window_calls=sum(int(v) for v in buckets if v is not None),
-            active_calls=int(active),
-            last_chosen_at=_ms_to_datetime(int(last or 0)),
+    window = [0] * len(agent_ids)
+    for counts in replies[: len(buckets)]:
+        for i, value in enumerate(counts):
+            if value is not None:
+                window[i] += int(value)
+    active = replies[len(buckets) : len(buckets) + len(agent_ids)]
+    last = replies[-2]
+    out = {
+        agent_id: AgentCounters(
+            window_calls=window[i],
+            active_calls=int(active[i]),
+            last_chosen_at=_ms_to_datetime(int(last[i] or 0)),
         )
+        for i, agent_id in enumerate(agent_ids)
+    }
     return out, _pointer(replies[-1])
 
 
@@ -94,17 +102,16 @@ def _pointer(raw: bytes | str | None) -> tuple[int, int] | None:
 async def reset_group_counters(
     redis: Redis, keys: TenantKeys, group_id: int, agent_ids: Sequence[int]
 ) -> int:
-    """Clear the members' window buckets and the group's round-robin pointer; active slots stay (they
-    are real calls). Window buckets are per agent, so other groups sharing an agent see it too.
-    Answers how many keys existed and were removed."""
+    """Clear the members' window counts (their fields of every bucket and cached window sum) and the
+    group's round-robin pointer; active slots stay (they are real calls). Window counts are per agent,
+    so other groups sharing an agent see it too. Answers how many counters existed and were removed."""
     seconds, _micros = await redis.time()
     now_min = int(seconds) // 60
-    names: list[str] = [keys.round_robin(group_id)]
-    for agent_id in agent_ids:
-        # The engine's cached window sums too, or it would count the old calls until the minute turns.
-        names.extend(keys.window_keys_reaching(agent_id, now_min))
+    # The engine's cached window sums too, or it would count the old calls until the minute turns.
+    names = keys.window_keys_reaching(now_min) if agent_ids else []
     async with redis.pipeline(transaction=False) as pipe:
-        for i in range(0, len(names), RESET_CHUNK):
-            pipe.unlink(*names[i : i + RESET_CHUNK])
+        pipe.unlink(keys.round_robin(group_id))
+        for name in names:
+            pipe.hdel(name, *map(str, agent_ids))
         removed = await pipe.execute()
     return sum(int(n) for n in removed)

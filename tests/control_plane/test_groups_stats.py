@@ -24,8 +24,8 @@ def store() -> Iterator[redis.Redis]:
 
 def route_call(store: redis.Redis, keys: TenantKeys, agent_id: int, minute: int) -> None:
     """What the balancer does when it routes a call: bump the minute and the hour bucket."""
-    store.incr(keys.window_minute(agent_id, minute))
-    store.incr(keys.window_hour(agent_id, minute // 60))
+    store.hincrby(keys.window_minute(minute), str(agent_id), 1)
+    store.hincrby(keys.window_hour(minute // 60), str(agent_id), 1)
 
 
 async def test_stats_and_reset(account: Account, store: redis.Redis) -> None:
@@ -48,7 +48,7 @@ async def test_stats_and_reset(account: Account, store: redis.Redis) -> None:
         route_call(store, keys, a, now_min - 25 * 60)  # outside the 24 h window
     route_call(store, keys, b, now_min - 10)
     store.zadd(keys.active(a), {"live-call": now_ms + 60_000, "expired-call": now_ms - 1_000})
-    store.set(keys.last_chosen(a), now_ms)
+    store.hset(keys.last_chosen(), str(a), now_ms)
     store.set(keys.round_robin(group["id"]), f"1:{a}")
 
     stats = await account.get(f"{url}/stats")
@@ -74,7 +74,7 @@ async def test_stats_and_reset(account: Account, store: redis.Redis) -> None:
     assert after["round_robin_last"] is None
     assert [(m["window_calls"], m["active_calls"]) for m in after["members"]] == [(0, 1), (0, 0)]
     assert store.zcard(keys.active(a)) == 2  # live slots are real calls: untouched
-    store.delete(keys.active(a), keys.last_chosen(a))
+    store.delete(keys.active(a), keys.last_chosen())
 
 
 async def test_stats_of_an_empty_group(account: Account) -> None:
@@ -113,7 +113,7 @@ async def test_window_sums_match_the_engine_script(account: Account, store: redi
             assert ours[agent].window_calls == engine[agent].window_calls, window_hours
             assert ours[agent].window_calls > 0
     finally:
-        names = [keys.window_minute(agent, m) for m in range(now_min - 30 * 60, now_min + 1)]
-        names += [keys.window_hour(agent, h) for h in range(now_min // 60 - 31, now_min // 60 + 1)]
+        names = [keys.window_minute(m) for m in range(now_min - 30 * 60, now_min + 1)]
+        names += [keys.window_hour(h) for h in range(now_min // 60 - 31, now_min // 60 + 1)]
         store.delete(*names)
         await client.aclose()

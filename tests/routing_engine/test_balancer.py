@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from control_plane.groups.counters import reset_group_counters
 from routing_engine.balancer import Balancer, Candidate, DecideRequest
-from shared.redis_keys import TenantKeys
+from shared.redis_keys import MAX_WINDOW_HOURS, TenantKeys
 
 REDIS_URL = os.environ.get("VLB_REDIS_URL", "redis://127.0.0.1:6379/0")
 _tenants = itertools.count(1000)
@@ -129,10 +129,10 @@ async def test_load_balanced_follows_the_window(
     keys = TenantKeys(os.environ["VLB_REDIS_PREFIX"], tenant)
     seconds, _ = await redis_client.time()
     minute = seconds // 60
-    await redis_client.set(keys.window_minute(1, minute), 4, ex=600)
-    await redis_client.set(keys.window_hour(1, minute // 60), 4, ex=600)
+    await redis_client.hset(keys.window_minute(minute), "1", 4)
+    await redis_client.hset(keys.window_hour(minute // 60), "1", 4)
     # Agent 2 was busy 3 hours ago: outside a 1 h window, inside a 24 h one.
-    await redis_client.set(keys.window_hour(2, minute // 60 - 3), 50, ex=600)
+    await redis_client.hset(keys.window_hour(minute // 60 - 3), "2", 50)
     cands = members((1, 1, 0), (2, 2, 0), (3, 3, 0))
     first = await choose_agents(
         balancer, [request(tenant, cands, strategy="load_balanced", window_hours=1) for _ in range(8)]
@@ -146,6 +146,22 @@ async def test_load_balanced_follows_the_window(
     assert nxt == [1, 2, 3]
     wide = await balancer.decide(request(tenant, cands, strategy="load_balanced", window_hours=24))
     assert wide.agent_id == 1  # agent 2's old calls count in a 24 h window
+
+
+async def test_a_short_window_groups_calls_count_for_a_long_window_group(
+    balancer: Balancer, redis_client: aioredis.Redis, tenant: int
+) -> None:
+    """Window counts are the agent's, whichever group routed the call: a bucket written by a 1 h
+    group lives as long as the longest window can read it."""
+    keys = TenantKeys(os.environ["VLB_REDIS_PREFIX"], tenant)
+    before, _ = await redis_client.time()
+    await balancer.decide(request(tenant, members((4, 1, 0)), strategy="load_balanced", window_hours=1))
+    after, _ = await redis_client.time()
+    minutes = {before // 60, after // 60}  # the minute may turn meanwhile
+    assert max([await redis_client.ttl(keys.window_minute(m)) for m in minutes]) > MAX_WINDOW_HOURS * 3600
+    hour_ttls = [await redis_client.ttl(keys.window_hour(m // 60)) for m in minutes]
+    assert max(hour_ttls) > (MAX_WINDOW_HOURS + 1) * 3600
+    assert (await balancer.group_stats(tenant, 2, [4], MAX_WINDOW_HOURS))[4].window_calls == 1
 
 
 async def test_load_balanced_is_relative_to_capacity(balancer: Balancer, tenant: int) -> None:
@@ -171,10 +187,10 @@ async def test_window_sum_matches_minute_buckets(
         hours = Counter[int]()
         async with redis_client.pipeline(transaction=False) as pipe:
             for m, n in per_minute.items():
-                pipe.set(keys.window_minute(agent, m), n, ex=900)
+                pipe.hset(keys.window_minute(m), str(agent), n)
                 hours[m // 60] += n
             for h, n in hours.items():
-                pipe.set(keys.window_hour(agent, h), n, ex=900)
+                pipe.hset(keys.window_hour(h), str(agent), n)
             await pipe.execute()
         stats = {
             w: (await balancer.group_stats(tenant, 1, [agent], w))[agent].window_calls for w in (1, 2, 4)
@@ -365,11 +381,13 @@ async def test_reset_group_clears_window_and_pointer_not_slots(
     """The control plane's reset-strategy, seen by the engine's script."""
     cands = members((1, 1, 0), (2, 1, 0))
     await choose_agents(balancer, [request(tenant, cands, strategy="round_robin") for _ in range(3)])
-    before = await balancer.group_stats(tenant, 1, [1, 2], 24)
-    assert (before[1].window_calls, before[2].window_calls) == (2, 1)
+    # agent 3 shares the tenant's buckets but is not in the group being reset
+    await balancer.decide(request(tenant, members((3, 1, 0)), strategy="priority"))
+    before = await balancer.group_stats(tenant, 1, [1, 2, 3], 24)
+    assert (before[1].window_calls, before[2].window_calls, before[3].window_calls) == (2, 1, 1)
     await reset_group_counters(redis_client, TenantKeys(os.environ["VLB_REDIS_PREFIX"], tenant), 1, [1, 2])
-    after = await balancer.group_stats(tenant, 1, [1, 2], 24)
-    assert (after[1].window_calls, after[2].window_calls) == (0, 0)
+    after = await balancer.group_stats(tenant, 1, [1, 2, 3], 24)
+    assert (after[1].window_calls, after[2].window_calls, after[3].window_calls) == (0, 0, 1)
     assert (after[1].active_calls, after[2].active_calls) == (2, 1)
     assert after[1].last_chosen_ms is not None
     assert (await balancer.decide(request(tenant, cands, strategy="round_robin"))).agent_id == 1
@@ -381,14 +399,14 @@ async def test_reset_also_clears_the_scripts_cached_window_sums(
     keys = TenantKeys(os.environ["VLB_REDIS_PREFIX"], tenant)
     seconds, _ = await redis_client.time()
     minute = seconds // 60
-    await redis_client.set(keys.window_minute(5, minute - 1), 7, ex=600)
-    await redis_client.set(keys.window_hour(5, (minute - 1) // 60), 7, ex=600)
+    await redis_client.hset(keys.window_minute(minute - 1), "5", 7)
+    await redis_client.hset(keys.window_hour((minute - 1) // 60), "5", 7)
     decided = await balancer.decide(
         request(tenant, members((5, 1, 0)), strategy="load_balanced", window_hours=1)
     )
     assert decided.agent_id == 5
     assert (await balancer.group_stats(tenant, 1, [5], 1))[5].window_calls == 8
-    assert await redis_client.exists(keys.window_base(5, 1))  # the completed minutes, cached
+    assert await redis_client.hexists(keys.window_base(1), "5")  # the completed minutes, cached
     await reset_group_counters(redis_client, keys, 1, [5])
     assert (await balancer.group_stats(tenant, 1, [5], 1))[5].window_calls == 0
 
