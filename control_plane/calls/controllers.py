@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from control_plane.auth.context import Auth
@@ -18,7 +19,6 @@ from control_plane.calls.schemas import (
     FilterOptions,
 )
 from control_plane.pagination import Page, paginate
-from control_plane.tenancy import TenantScope
 
 FromNumber = Annotated[str | None, QueryParameter(name="from")]
 
@@ -43,25 +43,23 @@ class CallsController(Controller):
         return await service.call_detail(auth.scope, session_token)
 
 
-async def _records(
-    scope: TenantScope,
-    page: int,
-    per_page: int,
-    agent_id: int | None,
-    group_id: int | None,
-    status: str | None,
-    direction: str | None,
-    from_number: str | None,
-    to: str | None,
-    start_date: str | None,
-    end_date: str | None,
-    min_duration: int | None,
-    max_duration: int | None,
-    sort: str | None,
-) -> Page[CallRecordRead]:
-    filters.check_page(page, per_page)
-    f = await service.record_filters(
-        scope,
+async def provide_record_filters(
+    auth: Auth,
+    agent_id: FromQuery[int | None] = None,
+    group_id: FromQuery[int | None] = None,
+    status: FromQuery[str | None] = None,
+    direction: FromQuery[str | None] = None,
+    from_number: FromNumber = None,
+    to: FromQuery[str | None] = None,
+    start_date: FromQuery[str | None] = None,
+    end_date: FromQuery[str | None] = None,
+    min_duration: FromQuery[int | None] = None,
+    max_duration: FromQuery[int | None] = None,
+) -> service.RecordFilters:
+    """The call-record filters of the query, shared by the list and its summary: ``from``/``to`` match
+    part of the number; dates are the tenant's days."""
+    return await service.record_filters(
+        auth.scope,
         agent_id=agent_id,
         group_id=group_id,
         status=status,
@@ -72,9 +70,11 @@ async def _records(
         end_date=end_date,
         min_duration=min_duration,
         max_duration=max_duration,
-        sort=sort,
     )
-    return await paginate(scope.session, service.records_stmt(scope, f), page, per_page, service.record_read)
+
+
+RecordFilters = NamedDependency[service.RecordFilters]
+FILTERS = {"record_filters": Provide(provide_record_filters)}
 
 
 class AnalyticsCallRecordsController(Controller):
@@ -82,30 +82,22 @@ class AnalyticsCallRecordsController(Controller):
     tags = ["calls"]
 
     # One handler for both paths: the original system listed them at /api/call-records.
-    @get(["/analytics/call-records", "/call-records"])
+    @get(["/analytics/call-records", "/call-records"], dependencies=FILTERS)
     async def call_records(
         self,
         auth: Auth,
+        record_filters: RecordFilters,
         page: FromQuery[int] = 1,
         per_page: FromQuery[int] = 50,
-        agent_id: FromQuery[int | None] = None,
-        group_id: FromQuery[int | None] = None,
-        status: FromQuery[str | None] = None,
-        direction: FromQuery[str | None] = None,
-        from_number: FromNumber = None,
-        to: FromQuery[str | None] = None,
-        start_date: FromQuery[str | None] = None,
-        end_date: FromQuery[str | None] = None,
-        min_duration: FromQuery[int | None] = None,
-        max_duration: FromQuery[int | None] = None,
         sort: FromQuery[str | None] = None,
     ) -> Page[CallRecordRead]:
-        """Call records, filtered; ``from``/``to`` match part of the number; dates are the tenant's days;
-        ``sort`` is a field (start_time, end_time, duration, created_at, status, id), ``-`` for descending."""
-        return await _records(
-            auth.scope, page, per_page, agent_id, group_id, status, direction, from_number, to,
-            start_date, end_date, min_duration, max_duration, sort,
-        )  # fmt: skip
+        """Call records, filtered (see the parameters); ``sort`` is a field (start_time, end_time,
+        duration, created_at, status, id), ``-`` for descending."""
+        filters.check_page(page, per_page)
+        f = service.sorted_by(record_filters, sort)
+        return await paginate(
+            auth.scope.session, service.records_stmt(auth.scope, f), page, per_page, service.record_read
+        )
 
 
 class CallRecordsController(Controller):
@@ -116,37 +108,10 @@ class CallRecordsController(Controller):
     async def get_record(self, auth: Auth, record_id: FromPath[int]) -> CallRecordRead:
         return await service.get_record(auth.scope, record_id)
 
-    @get("/statistics/summary")
-    async def summary(
-        self,
-        auth: Auth,
-        agent_id: FromQuery[int | None] = None,
-        group_id: FromQuery[int | None] = None,
-        status: FromQuery[str | None] = None,
-        direction: FromQuery[str | None] = None,
-        from_number: FromNumber = None,
-        to: FromQuery[str | None] = None,
-        start_date: FromQuery[str | None] = None,
-        end_date: FromQuery[str | None] = None,
-        min_duration: FromQuery[int | None] = None,
-        max_duration: FromQuery[int | None] = None,
-    ) -> CallRecordSummary:
+    @get("/statistics/summary", dependencies=FILTERS)
+    async def summary(self, auth: Auth, record_filters: RecordFilters) -> CallRecordSummary:
         """Counts by status and direction, success rate and durations of the records the filters select."""
-        f = await service.record_filters(
-            auth.scope,
-            agent_id=agent_id,
-            group_id=group_id,
-            status=status,
-            direction=direction,
-            from_number=from_number,
-            to_number=to,
-            start_date=start_date,
-            end_date=end_date,
-            min_duration=min_duration,
-            max_duration=max_duration,
-            sort=None,
-        )
-        return await service.summary(auth.scope, f)
+        return await service.summary(auth.scope, record_filters)
 
     @get("/filters/options")
     async def filter_options(self, auth: Auth) -> FilterOptions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
 from typing import Any
@@ -206,9 +207,8 @@ async def record_filters(
     end_date: str | None,
     min_duration: int | None,
     max_duration: int | None,
-    sort: str | None,
 ) -> RecordFilters:
-    """Validate the query (422 naming the field) into filters."""
+    """Validate the query (422 naming the field) into filters (sorted by the default order)."""
     parsed_status = filters.parse_enum("status", status, CallStatus)
     if direction is not None and direction.strip():
         direction = direction.strip().lower()
@@ -217,9 +217,6 @@ async def record_filters(
     else:
         direction = None
     filters.check_range("min_duration", min_duration, max_duration, "max_duration")
-    sort = (sort or "-start_time").strip()
-    if sort.lstrip("-") not in SORTS:
-        raise FieldError(("sort", f"one of {', '.join(SORTS)}, optionally prefixed with '-'"))
     since, until = (None, None)
     if start_date or end_date:
         since, until = filters.date_window(start_date, end_date, await filters.tenant_zone(scope))
@@ -234,8 +231,15 @@ async def record_filters(
         until=until,
         min_duration=min_duration,
         max_duration=max_duration,
-        sort=sort,
     )
+
+
+def sorted_by(f: RecordFilters, sort: str | None) -> RecordFilters:
+    """``f`` ordered by ``sort`` (a field, ``-`` for descending; 422 naming it when unknown)."""
+    sort = (sort or "-start_time").strip()
+    if sort.lstrip("-") not in SORTS:
+        raise FieldError(("sort", f"one of {', '.join(SORTS)}, optionally prefixed with '-'"))
+    return dataclasses.replace(f, sort=sort)
 
 
 def _conditions(f: RecordFilters) -> list[ColumnElement[bool]]:
