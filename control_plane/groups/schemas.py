@@ -145,5 +145,5 @@ class GroupStats(msgspec.Struct, kw_only=True):
 class ResetOut(msgspec.Struct, kw_only=True):
     group_id: int
     agents: int
-    keys_deleted: int  # counters removed: members' fields in window buckets and sums, the round-robin pointer
+    keys_deleted: int  # counters removed (members' fields of window buckets and sums, the rr pointer)
     message: str
