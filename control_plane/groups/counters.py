@@ -109,9 +109,10 @@ async def reset_group_counters(
     now_min = int(seconds) // 60
     # The engine's cached window sums too, or it would count the old calls until the minute turns.
     names = keys.window_keys_reaching(now_min) if agent_ids else []
+    fields = [str(agent_id) for agent_id in agent_ids]
     async with redis.pipeline(transaction=False) as pipe:
         pipe.unlink(keys.round_robin(group_id))
         for name in names:
-            pipe.hdel(name, *map(str, agent_ids))
+            pipe.hdel(name, *fields)
         removed = await pipe.execute()
     return sum(int(n) for n in removed)
