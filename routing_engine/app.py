@@ -45,6 +45,7 @@ from routing_engine.script_client import ScriptClient
 from routing_engine.settings import EngineSettings, get_engine_settings
 from routing_engine.snapshots import SnapshotStore
 from routing_engine.webhooks import ParseError, VoiceRequest, parse_voice_request
+from shared.cancellation import raise_if_cancelling
 from shared.enums import EventKind
 from shared.events import CallEvent
 from shared.logging import HotLog, configure_logging, flush_logs
@@ -291,6 +292,7 @@ class EngineApp:
 
     async def _connect_nats(self) -> None:
         while True:
+            raise_if_cancelling()
             try:
                 nc = await nats.connect(
                     self.settings.nats_url,
@@ -305,6 +307,7 @@ class EngineApp:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelling()
                 metrics.NATS_ERRORS.labels("connect").inc()
                 log.warning("nats_unavailable", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(NATS_RETRY_S)

@@ -30,6 +30,7 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from routing_engine import metrics
+from shared.cancellation import raise_if_cancelling
 from shared.events import MAX_EVENTS_PER_MESSAGE, CallEvent, encode_events, event_subject
 
 log = structlog.get_logger("routing_engine.events")
@@ -144,6 +145,7 @@ class EventPublisher:
 
     async def _run(self) -> None:
         while True:
+            raise_if_cancelling()
             if not self._count:
                 self._drained.set()
                 self._wake.clear()
@@ -160,6 +162,7 @@ class EventPublisher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS down, timeouts: keep the events and retry later
+                raise_if_cancelling()
                 metrics.NATS_ERRORS.labels("publish").inc()
                 log.warning(
                     "event_publish_failed", error=str(exc) or type(exc).__name__, buffered=self._count

@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 
 from routing_engine import metrics
+from shared.cancellation import raise_if_cancelling
 from shared.events import HEARTBEAT_ENCODER, EngineHeartbeat
 
 log = structlog.get_logger("routing_engine.heartbeat")
@@ -63,12 +64,14 @@ class HeartbeatPublisher:
 
     async def _run(self) -> None:
         while True:
+            raise_if_cancelling()
             nc = self._nc
             if nc is not None and nc.is_connected:
                 try:
                     # Core NATS publish only appends to the client's write buffer.
                     await nc.publish(self.subject, HEARTBEAT_ENCODER.encode(self.beat()))
                 except NatsError as exc:
+                    raise_if_cancelling()
                     metrics.NATS_ERRORS.labels("heartbeat").inc()
                     log.warning("heartbeat_failed", error=str(exc) or type(exc).__name__)
                 else:

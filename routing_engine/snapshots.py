@@ -22,6 +22,7 @@ from nats.js.kv import KeyValue
 
 from routing_engine import metrics
 from routing_engine.rules import CompiledTenant, RoutingState, build_state, compile_tenant
+from shared.cancellation import raise_if_cancelling
 from shared.snapshot import SNAPSHOT_DECODER, SNAPSHOT_SCHEMA_VERSION
 
 log = structlog.get_logger("routing_engine.snapshots")
@@ -161,11 +162,13 @@ class SnapshotStore:
 
     async def _run(self, nc: NATS) -> None:
         while True:
+            raise_if_cancelling()
             try:
                 await self._watch(nc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS gone or the watcher broke: keep serving, then resync
+                raise_if_cancelling()
                 metrics.NATS_ERRORS.labels("watch").inc()
                 log.warning("snapshot_watch_failed", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(RESTART_DELAY_S)

@@ -34,6 +34,7 @@ from control_plane.events import metrics
 from control_plane.events.writer import WriteResult, problem, write_events
 from control_plane.nats_connection import connect_nats
 from control_plane.settings import ControlPlaneSettings
+from shared.cancellation import raise_if_cancelling
 from shared.events import CallEvent, decode_events_leniently
 
 log = structlog.get_logger("control_plane.events")
@@ -120,6 +121,7 @@ class EventConsumer:
 
     async def _run(self) -> None:
         while not self._stopping:
+            raise_if_cancelling()
             try:
                 sub = await self._subscription()
                 processed = await self.poll(sub)
@@ -129,6 +131,7 @@ class EventConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS or the database away: retry with a back-off
+                raise_if_cancelling()
                 self.failures += 1
                 metrics.ERRORS.labels("loop").inc()
                 log.warning(

@@ -43,6 +43,7 @@ from control_plane.db.models import SnapshotOutbox, Tenant
 from control_plane.nats_connection import connect_nats
 from control_plane.settings import ControlPlaneSettings
 from control_plane.snapshots.compile import compile_snapshot
+from shared.cancellation import raise_if_cancelling
 from shared.snapshot import SNAPSHOT_ENCODER, snapshot_key
 
 log = structlog.get_logger("control_plane.snapshots")
@@ -192,6 +193,7 @@ class SnapshotPublisher:
     async def _run(self) -> None:
         next_sweep = 0.0  # sweep the outbox at once on start
         while True:
+            raise_if_cancelling()
             now = time.monotonic()
             sweep = now >= next_sweep
             tenants, self._dirty = self._dirty, set()
@@ -203,6 +205,7 @@ class SnapshotPublisher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS or the DB is down: keep the tenants, retry with back-off
+                raise_if_cancelling()
                 self._dirty |= tenants
                 self.failures += 1
                 PUBLISH_ERRORS.labels("round").inc()

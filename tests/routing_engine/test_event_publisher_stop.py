@@ -1,0 +1,52 @@
+"""The event publisher stops wherever its stop lands, against a real NATS. nats-py turns a cancellation
+that reaches ``publish_async`` while it waits for a pending-ack slot into its own
+``TooManyStalledMsgsError``; a retry loop that took that for a NATS failure never stopped, and the
+engine's shutdown waited on it forever (seen once as a CI run hanging in test_heartbeat)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+
+from nats.aio.client import Client as NATS
+
+from routing_engine.events import EventPublisher
+from shared.enums import EventKind
+from shared.events import CallEvent
+
+TENANT = 987_654_321  # no other test reads this tenant's events
+
+
+def event() -> CallEvent:
+    token = uuid.uuid4().hex
+    return CallEvent(
+        event_id=f"{TENANT}:{token}:app",
+        kind=EventKind.ROUTED,
+        tenant_id=TENANT,
+        domain="stop.cloudonix.net",
+        session_token=token,
+        occurred_at=time.time(),
+        engine_id="stop-test",
+        outcome="routed",
+    )
+
+
+async def test_stop_returns_wherever_the_cancellation_lands(nats_client: NATS) -> None:
+    stream = os.environ["VLB_EVENTS_STREAM"]
+    prefix = os.environ["VLB_EVENTS_SUBJECT_PREFIX"]
+    # Each pass stops the publisher one event-loop step later into sending its event, so the
+    # cancellation lands in turn on every await of a send: the stream check, publish_async's wait for
+    # a pending-ack slot, the publish itself and the ack.
+    for steps in range(120):
+        publisher = EventPublisher(stream=stream, subject_prefix=prefix, linger_s=0)
+        publisher.start(nats_client)
+        publisher.publish(event())
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        # A lost cancellation shows as stop() taking until the bound (which ends it: stop swallows the
+        # CancelledError of its own await) instead of a few milliseconds.
+        started = time.perf_counter()
+        await asyncio.wait_for(publisher.stop(flush_timeout_s=0), 3)
+        assert time.perf_counter() - started < 1.5, f"stop after {steps} steps did not end the task"
