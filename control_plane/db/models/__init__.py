@@ -1,6 +1,7 @@
 """All models, imported here so Alembic and create_all see every table."""
 
 from control_plane.db.models.agents import VoiceAgent
+from control_plane.db.models.analytics import CallStat
 from control_plane.db.models.calls import CallRecord, CallTimelineEntry, Cdr, WebhookAudit
 from control_plane.db.models.groups import AgentGroup, AgentGroupMember
 from control_plane.db.models.routing import InboundRoutingRule, OutboundRoutingRule, Trunk
@@ -12,6 +13,7 @@ __all__ = [
     "AgentGroupMember",
     "ApiToken",
     "CallRecord",
+    "CallStat",
     "CallTimelineEntry",
     "Cdr",
     "Domain",

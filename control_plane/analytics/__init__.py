@@ -1,0 +1,1 @@
+"""Analytics: per-tenant call aggregates and the endpoints that read them."""

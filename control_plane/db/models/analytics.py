@@ -1,0 +1,44 @@
+"""Per-tenant call aggregates that analytics reads instead of scanning call records.
+
+One row per (tenant, UTC hour of the call's start, agent, group, direction). The event consumer
+keeps them in the same transaction as the call records it writes (subtract a record's old
+contribution, add its new one), and ``control_plane.analytics.aggregates.rebuild`` recomputes them
+from the records; both follow ``aggregates.CONTRIBUTION_SQL``, the one definition of every column.
+Agent, group and direction use 0 / ``''`` for "none", so the key has no NULLs."""
+
+from __future__ import annotations
+
+import datetime
+
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import BigInteger, ForeignKey, PrimaryKeyConstraint, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from control_plane.db.base import Base
+
+
+def _count() -> Mapped[int]:
+    return mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+
+
+class CallStat(Base):
+    __tablename__ = "call_stats"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "bucket", "agent_id", "group_id", "direction"),)
+
+    tenant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("tenants.id", ondelete="CASCADE"))
+    bucket: Mapped[datetime.datetime] = mapped_column(DateTimeUTC(timezone=True))  # UTC hour start
+    agent_id: Mapped[int] = mapped_column(BigInteger)  # 0 = no agent
+    group_id: Mapped[int] = mapped_column(BigInteger)  # 0 = no group
+    direction: Mapped[str] = mapped_column(String(32))  # '' = unknown
+
+    calls: Mapped[int] = _count()  # every record
+    finished: Mapped[int] = _count()  # in a terminal state
+    completed: Mapped[int] = _count()  # answered and ended (status completed)
+    busy: Mapped[int] = _count()
+    failed: Mapped[int] = _count()
+    no_answer: Mapped[int] = _count()
+    canceled: Mapped[int] = _count()
+    duration_sum: Mapped[int] = _count()  # seconds, over every record with a duration
+    completed_duration_sum: Mapped[int] = _count()  # seconds, completed records with a duration
+    completed_duration_n: Mapped[int] = _count()
+    billsec_sum: Mapped[int] = _count()  # talk time, seconds
