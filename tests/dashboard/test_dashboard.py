@@ -345,11 +345,18 @@ async def test_every_other_page_renders(page: Page, dashboard_url: str, database
 
     # Tablet width: the navigation folds behind a Menu button.
     await page.set_viewport_size({"width": 820, "height": 1100})
+    await page.emulate_media(reduced_motion="reduce")
     await goto(page, "/groups/" + str(STATE["group"]), "Group: Front desk")
     await expect(page.locator("#sidebar")).not_to_be_in_viewport()
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"the page scrolls sideways by {overflow} px on a tablet"
+    await screenshot(page, "tablet-group", full_page=False)
     await page.get_by_role("button", name="Menu").click()
     await expect(page.locator("#sidebar")).to_be_in_viewport()
-    await screenshot(page, "tablet-group", full_page=False)
+    await expect(page.get_by_role("button", name="Menu")).to_have_attribute("aria-expanded", "true")
+    await screenshot(page, "tablet-menu", full_page=False)
     await page.set_viewport_size({"width": 1360, "height": 900})
 
 
