@@ -110,15 +110,33 @@ async def test_register_shows_field_errors_then_creates_the_tenant(page: Page) -
     STATE["token"] = await page.evaluate("JSON.parse(sessionStorage.getItem('vlb.session')).token")
 
 
-async def test_sign_out_and_sign_in_again(page: Page) -> None:
+async def tab_to(page: Page, selector: str, presses: int = 15) -> None:
+    """Press Tab until ``selector`` has the focus (bounded), as a keyboard user would."""
+    for _ in range(presses):
+        await page.keyboard.press("Tab")
+        if await page.evaluate("(s) => document.activeElement?.matches(s) ?? false", selector):
+            return
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+async def test_sign_out_and_sign_in_again_with_the_keyboard(page: Page) -> None:
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.locator("#main h1")).to_have_text("Sign in")
     await page.get_by_label("E-mail", exact=True).fill(STATE["email"])
     await page.get_by_label("Password", exact=True).fill("wrong password")
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.locator("#main .alert.error")).to_contain_text("Invalid e-mail or password")
-    await page.get_by_label("Password", exact=True).fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
+
+    # Keyboard only: Tab to each field (the focus ring shows), type, Enter submits.
+    await page.goto("/#/login")
+    await expect(page.locator("#main h1")).to_have_text("Sign in")
+    await tab_to(page, "input[name=email]")
+    outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none", "no visible focus on the e-mail field"
+    await page.keyboard.type(STATE["email"])
+    await tab_to(page, "input[name=password]", presses=2)
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
     await expect(page.locator("#main h1")).to_have_text("Overview")
     STATE["token"] = await page.evaluate("JSON.parse(sessionStorage.getItem('vlb.session')).token")
 
@@ -183,6 +201,7 @@ async def test_create_agents_with_the_providers_fields(page: Page, dashboard_url
 async def test_group_with_two_members_ordered_by_drag_and_by_buttons(page: Page, dashboard_url: str) -> None:
     await goto(page, "/groups", "Agent groups")
     await page.get_by_role("button", name="New group").click()
+    await expect(page.locator("#main h1")).to_have_text("New agent group")
     await page.get_by_label("Name", exact=True).fill("Front desk")
     await page.get_by_label("Strategy", exact=True).select_option("priority")
     await page.get_by_label("Max attempts per call", exact=True).fill("42")
@@ -311,6 +330,7 @@ async def test_every_other_page_renders(page: Page, dashboard_url: str, database
     await screenshot(page, "call-timeline")
 
     for route, heading, name in [
+        ("/groups", "Agent groups", "groups"),
         ("/overview", "Overview", "overview"),
         ("/live", "Live calls", "live"),
         ("/cdrs", "CDRs", "cdrs"),
@@ -409,6 +429,7 @@ async def test_viewer_sees_everything_and_no_edit_controls(
                 "#main form:not(.filters) :is(input, select, textarea):enabled"
             ).count()
             assert enabled_inputs == 0, f"{route}: {enabled_inputs} editable form fields"
+        await goto(viewer, f"/groups/{STATE['group']}", "Group: Front desk")
         await screenshot(viewer, "viewer-group")
         # The users page is for admins.
         await viewer.goto("/#/users")

@@ -3,7 +3,7 @@
 // (fetched with the token, saved as a file). Background: POST /api/exports {type, format, fields,
 // filters} → {id}; GET /api/exports/{id}/status until done; GET /api/exports/{id}/download.
 import { api, ApiError } from "./api.js";
-import { errorBox, h, nextId, toast } from "./ui.js";
+import { canWrite, errorBox, h, nextId, toast } from "./ui.js";
 
 export const FORMATS = ["csv", "json", "ndjson"];
 // The `type` the background-export body names for each kind (the path segment of the streaming one).
@@ -88,7 +88,8 @@ export function exportControls(kind, currentFilters) {
     format,
     h("span", { class: "check inline-check" }, anonymize, h("label", { for: anonId }, "Mask phone numbers")),
     h("button", { type: "button", class: "btn", onclick: stream, "data-export": "stream" }, "Download"),
-    h("button", { type: "button", class: "btn", onclick: background, "data-export": "background", title: "For very large sets: built on the server, then downloaded" }, "Background export"),
+    // A POST: the API's role rule leaves it to admins unless its route says otherwise.
+    canWrite() ? h("button", { type: "button", class: "btn", onclick: background, "data-export": "background", title: "For very large sets: built on the server, then downloaded" }, "Background export") : null,
     status,
   );
 }
