@@ -437,3 +437,47 @@ async def test_viewer_sees_everything_and_no_edit_controls(
         assert not viewer.js_errors, viewer.js_errors  # type: ignore[attr-defined]
     finally:
         await context.close()
+
+
+async def test_charts_draw_every_point_with_a_text_alternative(page: Page) -> None:
+    """The overview's charts (inline SVG) with known data, in the browser: every point and bar drawn,
+    axis labels in place, and the same figures in a table for screen readers."""
+    await page.goto("/")
+    await expect(page.locator("#main h1")).to_be_visible()
+    drawn = await page.evaluate(
+        """async () => {
+            const { lineChart, barChart } = await import('/ui/charts.js');
+            const line = lineChart('Calls per day', [
+                { label: '11-29', value: 3 }, { label: '11-30', value: 7 }, { label: '12-01', value: 5 },
+            ]);
+            const bars = barChart('Calls per agent', [{ label: 'Sales bot', value: 120 }, { label: 'Support bot', value: 80 }]);
+            const empty = lineChart('Nothing', []);
+            document.body.append(line, bars, empty);
+            const texts = (el) => [...el.querySelectorAll('svg text')].map((t) => t.textContent);
+            const box = (el) => el.querySelector('svg').getBoundingClientRect();
+            return {
+                dots: line.querySelectorAll('circle').length,
+                polyline: line.querySelector('polyline').getAttribute('points').split(' ').length,
+                lineTexts: texts(line),
+                rects: [...bars.querySelectorAll('rect')].map((r) => Number(r.getAttribute('width'))),
+                barTexts: texts(bars),
+                lineHeight: box(line).height,
+                tableRows: line.querySelectorAll('table tbody tr').length,
+                hiddenTable: line.querySelector('table').getBoundingClientRect().height <= 1
+                    || getComputedStyle(line.querySelector('table').parentElement).position === 'absolute',
+                emptyText: texts(empty),
+                strays: [...line.querySelectorAll('svg')].some((s) => /object/.test(s.textContent)),
+            };
+        }"""
+    )
+    assert drawn["dots"] == 3
+    assert drawn["polyline"] == 3
+    assert {"11-29", "11-30", "12-01"} <= set(drawn["lineTexts"])
+    assert "0" in drawn["lineTexts"]
+    assert drawn["rects"][0] > drawn["rects"][1] > 0
+    assert {"Sales bot", "Support bot", "120", "80"} <= set(drawn["barTexts"])
+    assert drawn["lineHeight"] > 50
+    assert drawn["tableRows"] == 3
+    assert drawn["hiddenTable"]
+    assert drawn["emptyText"] == ["No data in this range"] or "No data in this range" in drawn["emptyText"]
+    assert not drawn["strays"]

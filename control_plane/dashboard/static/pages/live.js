@@ -36,7 +36,7 @@ export async function render() {
       h("td", {}, call.direction || "—"),
       h("td", {}, call.agent_id ? agentName[call.agent_id] || `#${call.agent_id}` : "—"),
       h("td", {}, call.group_id ? groupName[call.group_id] || `#${call.group_id}` : "—"),
-      h("td", {}, statusBadge(call.disposition && call.ended ? `${call.status} · ${call.disposition}` : call.status)),
+      h("td", {}, statusBadge(call.status), call.disposition && call.ended ? [" ", statusBadge(call.disposition)] : null),
       h("td", { class: "num" }, call.attempt ?? "—"),
       h("td", { class: "num duration" }, fmtDuration(seconds)),
     );
