@@ -481,3 +481,58 @@ async def test_charts_draw_every_point_with_a_text_alternative(page: Page) -> No
     assert drawn["hiddenTable"]
     assert drawn["emptyText"] == ["No data in this range"] or "No data in this range" in drawn["emptyText"]
     assert not drawn["strays"]
+
+
+CONTRAST_SCRIPT = """() => {
+    const channel = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+    const parse = (text) => (text.match(/[\\d.]+/g) || []).map(Number);
+    const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+    const background = (el) => {
+        for (let node = el; node; node = node.parentElement) {
+            const [r, g, b, a = 1] = parse(getComputedStyle(node).backgroundColor);
+            if (a > 0.5) return [r, g, b];
+        }
+        return [255, 255, 255];
+    };
+    const failures = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+        const el = text.parentElement;
+        if (!text.textContent.trim() || !el || el.closest('svg, .sr-only, [hidden], option, dialog:not([open])')) continue;
+        if (el.closest(':disabled, [aria-disabled=true]')) continue;  // inactive controls are exempt
+        const style = getComputedStyle(el);
+        const box = el.getBoundingClientRect();
+        if (style.visibility === 'hidden' || box.width === 0 || box.height === 0) continue;
+        const [r, g, b, a = 1] = parse(style.color);
+        if (a < 0.5) continue;
+        const fg = luminance([r, g, b]);
+        const bg = luminance(background(el));
+        const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+        const size = parseFloat(style.fontSize);
+        const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+        if (ratio < (large ? 3 : 4.5)) failures.push(`${ratio.toFixed(2)} ${el.tagName}.${el.className}: ${text.textContent.trim().slice(0, 40)}`);
+    }
+    return failures;
+}"""
+
+
+async def test_text_contrast_meets_wcag_aa(page: Page) -> None:
+    """Every visible text on the main pages against its background: 4.5:1, or 3:1 for large text."""
+    failures: list[str] = []
+    for route, heading in [
+        ("/overview", "Overview"),
+        ("/agents", "Voice agents"),
+        (f"/groups/{STATE['group']}", "Group: Front desk"),
+        ("/inbound", "Inbound rules"),
+        ("/domains", "Domains"),
+        ("/calls", "Call records"),
+        ("/live", "Live calls"),
+        ("/settings", "Tenant settings"),
+    ]:
+        await goto(page, route, heading)
+        await expect(page.locator("#main")).not_to_contain_text("Loading…")
+        failures += [f"{route}: {f}" for f in await page.evaluate(CONTRAST_SCRIPT)]
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.locator("#main h1")).to_have_text("Sign in")
+    failures += [f"/login: {f}" for f in await page.evaluate(CONTRAST_SCRIPT)]
+    assert not failures, "\n".join(failures)
