@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from launcher.planes import CONTROL_PLANE_TARGET, granian_argv
 from tests.control_plane.conftest import create_schema
@@ -29,6 +29,8 @@ BROWSER_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-c
 SCREENSHOTS = Path(os.environ.get("VLB_TEST_OUTPUT", ROOT / ".vlb" / "test-output")) / "screenshots"
 VIEWPORT = {"width": 1360, "height": 900}
 STEP_TIMEOUT_MS = 10_000
+# Assertions wait as long as actions: CI machines are shared and slow at times.
+expect.set_options(timeout=STEP_TIMEOUT_MS)
 
 
 def in_ci() -> bool:
@@ -68,7 +70,9 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
+# Module scope: the server (with its snapshot publisher and event consumer on the run's NATS names)
+# stops before the next module's tests, which may run their own consumer.
+@pytest.fixture(scope="module")
 def dashboard_url(database_url: str, service_env: dict[str, str]) -> Iterator[str]:
     """The control plane as ``make run`` starts it (granian, one worker) on a free port."""
     create_schema(database_url)
@@ -109,8 +113,9 @@ async def browser(browser_path: str) -> AsyncIterator[Browser]:
     """One headless Chromium for the module."""
     async with async_playwright() as pw:
         # --no-sandbox: CI containers run as root, where Chromium's sandbox cannot start.
+        # --disable-dev-shm-usage: containers often give /dev/shm 64 MB, where Chromium's tabs crash.
         launched = await pw.chromium.launch(
-            executable_path=browser_path, headless=True, args=["--no-sandbox"]
+            executable_path=browser_path, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
         )
         try:
             yield launched
@@ -129,6 +134,15 @@ async def new_page(browser: Browser, base_url: str, **options: Any) -> tuple[Bro
         lambda msg: errors.append(msg.text) if msg.type == "error" and not expected_noise(msg.text) else None,
     )
     page.js_errors = errors  # type: ignore[attr-defined]
+    # Everything the page loads must come from the control plane itself (nothing from the internet).
+    foreign: list[str] = []
+    origin = base_url.rstrip("/")
+    ws_origin = origin.replace("http://", "ws://", 1)
+    page.on(
+        "request",
+        lambda req: None if req.url.startswith((origin, ws_origin, "data:")) else foreign.append(req.url),
+    )
+    page.foreign_requests = foreign  # type: ignore[attr-defined]
     return context, page
 
 

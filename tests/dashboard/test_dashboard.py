@@ -345,6 +345,7 @@ async def test_every_other_page_renders(page: Page, dashboard_url: str, database
         await expect(page.locator("#main")).not_to_contain_text("Loading…")
         await screenshot(page, name)
     assert not page.js_errors, page.js_errors  # type: ignore[attr-defined]
+    assert not page.foreign_requests, page.foreign_requests  # type: ignore[attr-defined]
 
     await goto(page, "/trunks", "Trunks")
     await page.get_by_role("button", name="New trunk").click()
