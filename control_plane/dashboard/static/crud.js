@@ -58,7 +58,7 @@ export async function crudPage(cfg, { query, navigate, path }) {
       cfg.intro ? h("p", { class: "help" }, cfg.intro) : null,
       cfg.filters || null,
       notice,
-      table([...cfg.columns, actions], rows, { caption: cfg.caption || cfg.title, empty: cfg.empty }),
+      table(canWrite() ? [...cfg.columns, actions] : cfg.columns, rows, { caption: cfg.caption || cfg.title, empty: cfg.empty }),
       pager(answer.meta, (page) => navigate(path, { ...query, page })),
     ),
   );

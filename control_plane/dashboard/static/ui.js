@@ -182,7 +182,9 @@ export function secretDialog(title, secret, note) {
 
 // ---- tables and paging --------------------------------------------------------------------------
 
-export function table(columns, rows, { caption, empty = "Nothing here yet.", rowAttrs } = {}) {
+// A column with `write: true` (row actions) is left out for viewers.
+export function table(allColumns, rows, { caption, empty = "Nothing here yet.", rowAttrs } = {}) {
+  const columns = allColumns.filter((c) => !c.write || canWrite());
   if (!rows.length) return h("p", { class: "empty" }, empty);
   return h(
     "div",

@@ -41,6 +41,7 @@ export async function render({ query, navigate }) {
           { label: "Credentials", render: (a) => (a.has_credentials ? "stored" : "—") },
           {
             label: "Actions",
+            write: true,
             className: "actions-cell",
             render: (a) =>
               canWrite()

@@ -49,7 +49,7 @@ function settingsForm(group, navigate) {
 function membersEditor(group, reload) {
   const write = canWrite();
   let rows = [...group.members].sort((a, b) => a.priority - b.priority || a.agent_id - b.agent_id);
-  const list = h("ol", { class: "members", "aria-label": "Members in priority order" });
+  const list = h("ol", { class: `members${write ? "" : " read-only"}`, "aria-label": "Members in priority order" });
   const status = h("p", { class: "sr-only", "aria-live": "assertive" });
   const error = h("div", { "aria-live": "polite" });
   let dirty = false;

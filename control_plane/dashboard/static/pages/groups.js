@@ -28,6 +28,7 @@ export function render({ query, navigate }) {
             { label: "State", render: (g) => (g.enabled ? badge("enabled", "ok") : badge("disabled", "muted")) },
             {
               label: "Actions",
+            write: true,
               className: "actions-cell",
               render: (g) =>
                 canWrite()

@@ -115,6 +115,7 @@ export async function render({ navigate }) {
       { label: "State", render: (r) => (r.enabled ? badge("enabled", "ok") : badge("disabled", "muted")) },
       {
         label: "Actions",
+        write: true,
         className: "actions-cell",
         render: (r) =>
           canWrite()
