@@ -14,6 +14,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from redis.asyncio import Redis
 
 from control_plane.auth.context import provide_auth
+from control_plane.dashboard.routes import asset_router, dashboard_index
 from control_plane.db.session import sqlalchemy_config
 from control_plane.errors import EXCEPTION_HANDLERS
 from control_plane.events.consumer import events_lifespan
@@ -43,7 +44,13 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
             await app.state.redis.aclose()
 
     return Litestar(
-        route_handlers=[HealthController, MetricsController, *ROUTE_HANDLERS],
+        route_handlers=[
+            HealthController,
+            MetricsController,
+            *ROUTE_HANDLERS,
+            dashboard_index,
+            asset_router(),
+        ],
         dependencies={"auth": Provide(provide_auth)},
         plugins=[SQLAlchemyPlugin(config=sqlalchemy_config(settings))],
         middleware=[prometheus_config.middleware, request_context_middleware],

@@ -3,12 +3,17 @@
 Uses PostgreSQL (database ``test``), Redis and NATS at the ``VLB_*`` URLs when they answer, starts
 local ones in ``.vlb/test-services`` otherwise, then runs ruff, the formatter check, mypy and pytest
 with those URLs. Every check runs; the exit code is the first failing one's.
+
+The dashboard's browser tests need a Chromium: when none is on PATH, Debian's ``chromium`` package is
+installed with apt-get, but only as root or in CI (``CI`` set); elsewhere the tests say what is missing.
+In CI they fail without it, never skip.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -50,6 +55,44 @@ def checks(pytest_args: Sequence[str]) -> list[tuple[str, list[str]]]:
     ]
 
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+APT_TIMEOUT_S = 900
+
+
+def browser_present(env: dict[str, str]) -> bool:
+    chosen = env.get("VLB_CHROMIUM")
+    if chosen:
+        return Path(chosen).is_file()
+    return any(shutil.which(name) for name in BROWSERS)
+
+
+def may_install_packages(env: dict[str, str]) -> bool:
+    in_ci = env.get("CI", "").lower() not in ("", "0", "false", "no")
+    return (os.geteuid() == 0 or in_ci) and shutil.which("apt-get") is not None
+
+
+def ensure_browser(env: dict[str, str]) -> None:
+    """Install Debian's chromium for the dashboard tests when it is missing and we may (root or CI).
+    A failure is logged, not raised: the tests then report the missing browser themselves."""
+    if browser_present(env) or not may_install_packages(env):
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    apt_env = {**env, "DEBIAN_FRONTEND": "noninteractive"}
+    print("\n=== installing chromium for the dashboard tests (apt-get)", flush=True)
+    for argv in (
+        [*sudo, "apt-get", "update"],
+        [*sudo, "apt-get", "install", "-y", "chromium"],
+    ):
+        try:
+            code = subprocess.run(argv, env=apt_env, check=False, timeout=APT_TIMEOUT_S).returncode  # noqa: S603
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("browser.install_failed", argv=argv, error=str(exc))
+            return
+        if code != 0:
+            log.warning("browser.install_failed", argv=argv, exit=code)
+            return
+
+
 def run_checks(env: dict[str, str], pytest_args: Sequence[str]) -> int:
     results: list[tuple[str, int, float]] = []
     for name, argv in checks(pytest_args):
@@ -68,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(os.environ.get("VLB_LOG_FORMAT", "auto"), "info")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     env = dict(os.environ)
+    ensure_browser(env)
     data_dir = Path(env.get("VLB_DATA_DIR", ROOT / ".vlb")) / "test-services"
     try:
         with LocalServices(data_dir, wanted_urls(env)) as services:

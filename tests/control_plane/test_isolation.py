@@ -349,3 +349,20 @@ async def test_every_route_keeps_tenants_apart(cp_app: Litestar, tenants: tuple[
     assert not uncovered, f"routes without an isolation case: {sorted(uncovered)}"
     assert await victim_state(victim) == before
     print(f"isolation: {len(covered)} routes checked")
+
+
+# Routes outside /api: they answer the same to everyone and carry no tenant data (probes, metrics,
+# the OpenAPI document and its viewers, and the dashboard's page and static files, which fetch all
+# data through /api with the user's token).
+PUBLIC_NON_API = re.compile(r"^/(health|ready|metrics|schema(/.*)?|swagger(/.*)?|ui(/.*)?)?$")
+
+
+async def test_non_api_routes_carry_no_tenant_data(cp_app: Litestar, client: Any) -> None:
+    others = sorted({route.path for route in cp_app.routes if not route.path.startswith("/api")})
+    unknown = [path for path in others if not PUBLIC_NON_API.match(path)]
+    assert not unknown, f"routes outside /api without a case here: {unknown}"
+    # The dashboard answers without a token and its page holds no data of its own.
+    page = await client.get("/")
+    assert page.status_code == 200
+    assert "tenant" not in page.text.lower()
+    assert (await client.get("/ui/app.js")).status_code == 200

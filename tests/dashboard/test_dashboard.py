@@ -1,0 +1,539 @@
+"""The dashboard end to end in headless Chromium against the real control plane (granian over HTTP) and
+the real services: register, sign in, create agents (the provider's fields, errors next to the field),
+a group with two members ordered by drag and drop and by the keyboard buttons, a domain (its key shown
+once) and an inbound rule, the dry run, every page rendered, and a viewer who sees no edit controls.
+
+The tests run in file order and share one signed-in browser page, like a user's session. A screenshot of
+every page lands in .vlb/test-output/screenshots/."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, expect
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+from control_plane.events.writer import write_events
+from tests.control_plane.test_consumer import full_call
+from tests.dashboard.conftest import new_page, screenshot
+
+PASSWORD = "correct horse battery"
+STATE: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module")
+async def page(browser: Browser, dashboard_url: str) -> AsyncIterator[Page]:
+    context, opened = await new_page(browser, dashboard_url)
+    try:
+        yield opened
+    finally:
+        await context.close()
+
+
+def field(page: Page, name: str) -> Any:
+    """A form field's wrapper by the API field it edits."""
+    return page.locator(f'#main .field[data-field="{name}"]').first
+
+
+async def api(dashboard_url: str, method: str, path: str, **kw: Any) -> Any:
+    async with httpx.AsyncClient(base_url=dashboard_url) as client:
+        response = await client.request(
+            method, path, headers={"Authorization": f"Bearer {STATE['token']}"}, **kw
+        )
+    response.raise_for_status()
+    return response.json()
+
+
+async def goto(page: Page, route: str, heading: str) -> None:
+    await page.goto(f"/#{route}")
+    await expect(page.locator("#main h1")).to_have_text(heading)
+
+
+async def test_dashboard_is_served_without_touching_the_api(dashboard_url: str) -> None:
+    async with httpx.AsyncClient(base_url=dashboard_url) as client:
+        index = await client.get("/")
+        assert index.status_code == 200
+        assert index.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in index.headers["content-security-policy"]
+        assert (
+            (await client.get("/ui/app.js"))
+            .headers["content-type"]
+            .startswith(("text/javascript", "application/javascript"))
+        )
+        assert (await client.get("/ui/missing.js")).status_code == 404
+        schema = (await client.get("/schema/openapi.json")).json()
+        assert not [
+            p
+            for p in schema["paths"]
+            if not p.startswith("/api") and p not in ("/health", "/ready", "/metrics")
+        ]
+        assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/api/voice-agents")).status_code == 401
+
+
+async def test_register_shows_field_errors_then_creates_the_tenant(page: Page) -> None:
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+    STATE["email"] = email
+    await page.goto("/")
+    await expect(page.locator("#main h1")).to_have_text("Sign in")
+    await screenshot(page, "login")
+    await page.get_by_role("link", name="Create a tenant").click()
+    await expect(page.locator("#main h1")).to_have_text("Create a tenant")
+
+    # Nothing filled in: each required field says so, next to itself, before anything is sent.
+    await page.get_by_role("button", name="Create tenant").click()
+    await expect(field(page, "email").locator(".field-error")).to_have_text("E-mail is required.")
+
+    await page.get_by_label("Your name", exact=True).fill("Ada Admin")
+    await page.get_by_label("E-mail", exact=True).fill(email)
+    await page.get_by_label("Organisation", exact=True).fill("Acme Voice")
+    await page.get_by_label("Password", exact=True).fill(PASSWORD)
+    await page.get_by_label("Repeat the password", exact=True).fill("something else")
+    await page.get_by_role("button", name="Create tenant").click()
+    # The API's 422 names the field: the message sits under it, and the field is marked invalid.
+    error = field(page, "password_confirmation").locator(".field-error")
+    await expect(error).to_have_text(re.compile("does not match"))
+    await expect(page.get_by_label("Repeat the password", exact=True)).to_have_attribute(
+        "aria-invalid", "true"
+    )
+    await screenshot(page, "register-field-error")
+
+    await page.get_by_label("Repeat the password", exact=True).fill(PASSWORD)
+    await page.get_by_role("button", name="Create tenant").click()
+    await expect(page.locator("#main h1")).to_have_text("Overview")
+    await expect(page.locator("#who")).to_contain_text("Ada Admin")
+    STATE["token"] = await page.evaluate("JSON.parse(sessionStorage.getItem('vlb.session')).token")
+
+
+async def tab_to(page: Page, selector: str, presses: int = 15) -> None:
+    """Press Tab until ``selector`` has the focus (bounded), as a keyboard user would."""
+    for _ in range(presses):
+        await page.keyboard.press("Tab")
+        if await page.evaluate("(s) => document.activeElement?.matches(s) ?? false", selector):
+            return
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+async def test_sign_out_and_sign_in_again_with_the_keyboard(page: Page) -> None:
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.locator("#main h1")).to_have_text("Sign in")
+    await page.get_by_label("E-mail", exact=True).fill(STATE["email"])
+    await page.get_by_label("Password", exact=True).fill("wrong password")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#main .alert.error")).to_contain_text("Invalid e-mail or password")
+
+    # Keyboard only: Tab to each field (the focus ring shows), type, Enter submits.
+    await page.goto("/#/login")
+    await expect(page.locator("#main h1")).to_have_text("Sign in")
+    await tab_to(page, "input[name=email]")
+    outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none", "no visible focus on the e-mail field"
+    await page.keyboard.type(STATE["email"])
+    await tab_to(page, "input[name=password]", presses=2)
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#main h1")).to_have_text("Overview")
+    STATE["token"] = await page.evaluate("JSON.parse(sessionStorage.getItem('vlb.session')).token")
+
+
+async def test_create_agents_with_the_providers_fields(page: Page, dashboard_url: str) -> None:
+    await goto(page, "/agents", "Voice agents")
+    await page.get_by_role("button", name="New voice agent").click()
+    await expect(page.locator("#main h1")).to_have_text("New voice agent")
+
+    # Synthflow needs credentials: the form shows them as required and checks them before sending.
+    await page.get_by_label("Provider", exact=True).select_option("synthflow")
+    await expect(field(page, "username")).to_be_visible()
+    await expect(field(page, "password")).to_be_visible()
+    await expect(field(page, "service_value").locator(".help")).to_contain_text("Synthflow")
+    await page.get_by_label("Name", exact=True).fill("Sales bot")
+    await page.get_by_label("Service value", exact=True).fill("+12125550123")
+    await page.get_by_role("button", name="Create voice agent").click()
+    await expect(field(page, "username").locator(".field-error")).to_have_text("Username is required.")
+    await expect(field(page, "password").locator(".field-error")).to_have_text("Password is required.")
+    await screenshot(page, "agent-form-required")
+
+    # Vapi needs none; a service value it does not accept comes back from the API, next to the field.
+    await page.get_by_label("Provider", exact=True).select_option("vapi")
+    await expect(field(page, "username")).to_be_hidden()
+    await page.get_by_label("Service value", exact=True).fill("not a number!")
+    await page.get_by_role("button", name="Create voice agent").click()
+    await expect(field(page, "service_value").locator(".field-error")).not_to_be_empty()
+    await expect(page.get_by_label("Service value", exact=True)).to_have_attribute("aria-invalid", "true")
+    await screenshot(page, "agent-form-api-error")
+
+    await page.get_by_label("Service value", exact=True).fill("+12125550123")
+    await page.get_by_role("button", name="Create voice agent").click()
+    await expect(page.locator("#main h1")).to_have_text("Voice agents")
+    await expect(page.get_by_role("link", name="Sales bot")).to_be_visible()
+
+    await page.get_by_role("button", name="New voice agent").click()
+    await page.get_by_label("Name", exact=True).fill("Support bot")
+    await page.get_by_label("Provider", exact=True).select_option("synthflow")
+    await page.get_by_label("Service value", exact=True).fill("+12125550124")
+    await page.get_by_label("Username", exact=True).fill("acme")
+    await page.get_by_label("Password", exact=True).fill("s3cret-pass")
+    await page.get_by_role("button", name="Create voice agent").click()
+    await expect(page.get_by_role("link", name="Support bot")).to_be_visible()
+
+    # Search, and the row's toggle.
+    await page.get_by_label("Search", exact=True).fill("support")
+    await page.get_by_role("button", name="Apply filters").click()
+    await expect(page.locator("#main tbody tr")).to_have_count(1)
+    await page.get_by_role("button", name="Disable Support bot").click()
+    await expect(page.get_by_role("button", name="Enable Support bot")).to_be_visible()
+    await page.get_by_role("button", name="Enable Support bot").click()
+    await expect(page.get_by_role("button", name="Disable Support bot")).to_be_visible()
+    await page.get_by_role("button", name="Clear").click()
+    await expect(page.locator("#main tbody tr")).to_have_count(2)
+    await screenshot(page, "agents")
+    agents = (await api(dashboard_url, "GET", "/api/voice-agents"))["data"]
+    assert {a["name"]: a["has_credentials"] for a in agents} == {"Sales bot": False, "Support bot": True}
+    assert all(a["enabled"] for a in agents)
+    STATE["agents"] = {a["name"]: a["id"] for a in agents}
+
+
+async def test_group_with_two_members_ordered_by_drag_and_by_buttons(page: Page, dashboard_url: str) -> None:
+    await goto(page, "/groups", "Agent groups")
+    await page.get_by_role("button", name="New group").click()
+    await expect(page.locator("#main h1")).to_have_text("New agent group")
+    await page.get_by_label("Name", exact=True).fill("Front desk")
+    await page.get_by_label("Strategy", exact=True).select_option("priority")
+    await page.get_by_label("Max attempts per call", exact=True).fill("42")
+    await page.get_by_role("button", name="Create group").click()
+    # Out of range: the API's error names settings.max_attempts; it shows under that field.
+    await expect(field(page, "settings.max_attempts").locator(".field-error")).not_to_be_empty()
+    await page.get_by_label("Max attempts per call", exact=True).fill("2")
+    await page.get_by_role("button", name="Create group").click()
+    await expect(page.locator("#main h1")).to_have_text("Group: Front desk")
+
+    for name, provider, capacity in (("Sales bot", "vapi", "2"), ("Support bot", "synthflow", "3")):
+        await page.get_by_label("Voice agent", exact=True).select_option(label=f"{name} ({provider})")
+        await page.get_by_label("Capacity (0 = unlimited)", exact=True).fill(capacity)
+        await page.get_by_role("button", name="Add member").click()
+        await expect(page.locator(".member", has_text=name)).to_be_visible()
+    members = page.locator("li.member")
+    await expect(members).to_have_count(2)
+    await expect(members.nth(0)).to_contain_text("Sales bot")
+    await expect(page.locator(".member .counters").first).to_contain_text("Window calls")
+
+    # Drag Support bot above Sales bot: priorities renumber 1, 2 and wait for Save.
+    await members.nth(1).locator(".handle").drag_to(members.nth(0).locator(".member-name"))
+    await expect(members.nth(0)).to_contain_text("Support bot")
+    await page.get_by_role("button", name="Save members").click()
+    await expect(page.locator(".toast", has_text="Members saved.")).to_be_visible()
+    await expect(page.get_by_role("button", name="Save members")).to_be_hidden()
+    await expect(members.nth(0)).to_contain_text("Support bot")
+    group_id = int(page.url.rsplit("/", 1)[1])
+    STATE["group"] = group_id
+    stats = await api(dashboard_url, "GET", f"/api/agent-groups/{group_id}/members")
+    order = sorted(stats["data"], key=lambda m: m["priority"])
+    assert [(m["name"], m["priority"], m["capacity"]) for m in order] == [
+        ("Support bot", 1, 3),
+        ("Sales bot", 2, 2),
+    ]
+
+    # The keyboard alternative: focus "Move … down", press Enter.
+    await page.get_by_role("button", name="Move Support bot down").focus()
+    await page.keyboard.press("Enter")
+    await expect(members.nth(0)).to_contain_text("Sales bot")
+    await page.get_by_role("button", name="Save members").click()
+    await expect(page.get_by_role("button", name="Save members")).to_be_hidden()
+    await expect(members.nth(0)).to_contain_text("Sales bot")
+    stats = await api(dashboard_url, "GET", f"/api/agent-groups/{group_id}/members")
+    assert [m["name"] for m in sorted(stats["data"], key=lambda m: m["priority"])] == [
+        "Sales bot",
+        "Support bot",
+    ]
+
+    await page.get_by_role("button", name="Reset balancing counters").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Reset").click()
+    await expect(page.locator(".toast", has_text="Balancing counters cleared.")).to_be_visible()
+    await screenshot(page, "group")
+
+
+async def test_domain_key_shown_once_and_an_inbound_rule_with_its_dry_run(page: Page) -> None:
+    await goto(page, "/domains", "Domains")
+    await page.get_by_role("button", name="Add domain").click()
+    await page.get_by_label("Cloudonix domain", exact=True).fill("acme.cloudonix.net")
+    await page.get_by_role("button", name="Add domain").last.click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_contain_text("shown only now")
+    key = await dialog.locator("input.secret").input_value()
+    assert len(key) >= 20
+    await screenshot(page, "domain-key-once", full_page=False)
+    await dialog.get_by_role("button", name="I have stored it").click()
+    card = page.locator('article[data-domain="acme.cloudonix.net"]')
+    await expect(card).to_contain_text("/api/voice/application/acme.cloudonix.net")
+    await expect(card).not_to_contain_text(key)
+    await screenshot(page, "domains")
+
+    await goto(page, "/inbound", "Inbound rules")
+    await page.get_by_role("button", name="New rule").click()
+    rule = page.locator("form.rule-form")
+    await rule.get_by_label("Name", exact=True).fill("New York")
+    await rule.get_by_label("Called number pattern", exact=True).fill("+1212*")
+    await rule.get_by_label("Send to", exact=True).select_option("group")
+    await rule.get_by_label("Target", exact=True).select_option(label="Front desk")
+    await rule.get_by_label("Domain", exact=True).select_option(label="acme.cloudonix.net")
+    await rule.get_by_role("button", name="Create rule").click()
+    await expect(page.locator("tr[data-rule]")).to_have_count(1)
+    await expect(page.locator("tr[data-rule]")).to_contain_text("group: Front desk")
+
+    dry = page.locator("form.dry-run")
+    await dry.get_by_label("Called number (To)", exact=True).fill("+12125550199")
+    await dry.get_by_label("Caller (From)", exact=True).fill("+14155550100")
+    # The rule is limited to the domain: without it the call would not match.
+    await dry.get_by_label("Domain", exact=True).select_option("acme.cloudonix.net")
+    await dry.get_by_role("button", name="Test").click()
+    await expect(page.locator(".dry-result")).to_contain_text("Matched")
+    await expect(page.locator(".dry-result")).to_contain_text("“Front desk”")
+    await expect(page.locator("tr.matched")).to_have_count(1)
+    await screenshot(page, "inbound-rules")
+    await dry.get_by_label("Called number (To)", exact=True).fill("+33155550199")
+    await dry.get_by_role("button", name="Test").click()
+    await expect(page.locator(".dry-result")).to_contain_text("No rule matches")
+    await expect(page.locator("tr.matched")).to_have_count(0)
+
+
+async def test_every_other_page_renders(page: Page, dashboard_url: str, database_url: str) -> None:
+    # A finished call, as the event consumer writes it, so the call pages have something to show.
+    token = uuid.uuid4().hex
+    me = await api(dashboard_url, "GET", "/api/user")
+    agent = STATE["agents"]["Sales bot"]
+    engine = create_async_engine(database_url, pool_size=1)
+    try:
+        async with engine.begin() as conn, AsyncSession(bind=conn) as session:
+            events = full_call(me["tenant_id"], token, agent_id=agent, group_id=STATE["group"], rule_id=1)
+            await write_events(session, events)
+    finally:
+        await engine.dispose()
+
+    await goto(page, "/calls", "Call records")
+    await expect(page.locator("#main tbody tr")).to_have_count(1)
+    await expect(page.locator("#main tbody")).to_contain_text("Sales bot")
+    await screenshot(page, "call-records")
+    # A filter the API refuses shows its message next to that filter.
+    await page.get_by_label("Min duration (s)", exact=True).fill("50")
+    await page.get_by_label("Max duration (s)", exact=True).fill("10")
+    await page.get_by_role("button", name="Apply filters").click()
+    await expect(field(page, "max_duration").locator(".field-error")).not_to_be_empty()
+    await goto(page, "/calls", "Call records")
+    await page.get_by_role("link", name=f"Timeline of call {token}").click()
+    await expect(page.locator("#main h1")).to_have_text("Call timeline")
+    await expect(page.locator(".timeline li").first).to_be_visible()
+    await screenshot(page, "call-timeline")
+
+    for route, heading, name in [
+        ("/groups", "Agent groups", "groups"),
+        ("/overview", "Overview", "overview"),
+        ("/live", "Live calls", "live"),
+        ("/cdrs", "CDRs", "cdrs"),
+        ("/audit", "Webhook audit", "webhook-audit"),
+        ("/trunks", "Trunks", "trunks"),
+        ("/outbound", "Outbound rules", "outbound-rules"),
+        ("/settings", "Tenant settings", "settings"),
+        ("/profile", "My profile", "profile"),
+        ("/users", "Users", "users"),
+    ]:
+        await goto(page, route, heading)
+        await expect(page.locator("#main")).not_to_contain_text("Loading…")
+        await screenshot(page, name)
+    assert not page.js_errors, page.js_errors  # type: ignore[attr-defined]
+    assert not page.foreign_requests, page.foreign_requests  # type: ignore[attr-defined]
+
+    await goto(page, "/trunks", "Trunks")
+    await page.get_by_role("button", name="New trunk").click()
+    await page.get_by_label("Name", exact=True).fill("Carrier A")
+    await page.get_by_label("Cloudonix trunk name", exact=True).fill("carrier-a")
+    await page.get_by_role("button", name="New trunk").last.click()
+    await expect(page.locator("#main tbody")).to_contain_text("carrier-a")
+    await goto(page, "/outbound", "Outbound rules")
+    await page.get_by_role("button", name="New outbound rule").click()
+    await page.get_by_label("Name", exact=True).fill("UK")
+    await page.get_by_label("Destination pattern", exact=True).fill("+44*")
+    await page.get_by_label("Trunks (in order of use)", exact=True).select_option(
+        label="Carrier A (carrier-a)"
+    )
+    await page.get_by_role("button", name="New outbound rule").last.click()
+    await expect(page.locator("#main tbody")).to_contain_text("Carrier A")
+    await screenshot(page, "outbound-rules")
+
+    # Tablet width: the navigation folds behind a Menu button.
+    await page.set_viewport_size({"width": 820, "height": 1100})
+    await page.emulate_media(reduced_motion="reduce")
+    await goto(page, "/groups/" + str(STATE["group"]), "Group: Front desk")
+    await expect(page.locator("#sidebar")).not_to_be_in_viewport()
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"the page scrolls sideways by {overflow} px on a tablet"
+    await screenshot(page, "tablet-group", full_page=False)
+    await page.get_by_role("button", name="Menu").click()
+    await expect(page.locator("#sidebar")).to_be_in_viewport()
+    await expect(page.get_by_role("button", name="Menu")).to_have_attribute("aria-expanded", "true")
+    await screenshot(page, "tablet-menu", full_page=False)
+    await page.set_viewport_size({"width": 1360, "height": 900})
+
+
+async def test_viewer_sees_everything_and_no_edit_controls(
+    page: Page, browser: Browser, dashboard_url: str
+) -> None:
+    viewer_email = f"viewer-{uuid.uuid4().hex[:8]}@example.com"
+    await goto(page, "/users", "Users")
+    await page.get_by_role("button", name="New user").click()
+    await page.get_by_label("Name", exact=True).fill("Vic Viewer")
+    await page.get_by_label("E-mail", exact=True).fill(viewer_email)
+    await page.get_by_label("Role", exact=True).select_option("viewer")
+    await page.get_by_label("Password", exact=True).fill(PASSWORD)
+    await page.get_by_role("button", name="New user").last.click()
+    await expect(page.locator("#main tbody")).to_contain_text(viewer_email)
+
+    context, viewer = await new_page(browser, dashboard_url)
+    try:
+        await viewer.goto("/#/login")
+        await viewer.get_by_label("E-mail", exact=True).fill(viewer_email)
+        await viewer.get_by_label("Password", exact=True).fill(PASSWORD)
+        await viewer.get_by_role("button", name="Sign in").click()
+        await expect(viewer.locator("#main h1")).to_have_text("Overview")
+        await expect(viewer.get_by_role("link", name="Users")).to_have_count(0)
+        pages = [
+            ("/agents", "Voice agents", "Sales bot"),
+            (f"/agents/{STATE['agents']['Sales bot']}", "Voice agent: Sales bot", None),
+            ("/groups", "Agent groups", "Front desk"),
+            (f"/groups/{STATE['group']}", "Group: Front desk", "Support bot"),
+            ("/inbound", "Inbound rules", "+1212*"),
+            ("/outbound", "Outbound rules", "UK"),
+            ("/trunks", "Trunks", "carrier-a"),
+            ("/domains", "Domains", "acme.cloudonix.net"),
+            ("/settings", "Tenant settings", None),
+            ("/calls", "Call records", None),
+            ("/cdrs", "CDRs", None),
+        ]
+        for route, heading, shows in pages:
+            await goto(viewer, route, heading)
+            if shows:
+                await expect(viewer.locator("#main")).to_contain_text(shows)
+            await expect(viewer.locator("#main")).not_to_contain_text("Loading…")
+            writes = await viewer.locator("#main [data-write]").count()
+            assert writes == 0, f"{route}: {writes} edit controls shown to a viewer"
+            for label in ("Delete", "Edit", "Remove", "Rotate key", "Disable", "Save members", "Add member"):
+                assert await viewer.get_by_role("button", name=label, exact=True).count() == 0, (
+                    f"{route}: {label}"
+                )
+            enabled_inputs = await viewer.locator(
+                "#main form:not(.filters) :is(input, select, textarea):enabled"
+            ).count()
+            assert enabled_inputs == 0, f"{route}: {enabled_inputs} editable form fields"
+        await goto(viewer, f"/groups/{STATE['group']}", "Group: Front desk")
+        await screenshot(viewer, "viewer-group")
+        # The users page is for admins.
+        await viewer.goto("/#/users")
+        await expect(viewer.locator("#main h1")).to_have_text("Not allowed")
+        assert not viewer.js_errors, viewer.js_errors  # type: ignore[attr-defined]
+    finally:
+        await context.close()
+
+
+async def test_charts_draw_every_point_with_a_text_alternative(page: Page) -> None:
+    """The overview's charts (inline SVG) with known data, in the browser: every point and bar drawn,
+    axis labels in place, and the same figures in a table for screen readers."""
+    await page.goto("/")
+    await expect(page.locator("#main h1")).to_be_visible()
+    drawn = await page.evaluate(
+        """async () => {
+            const { lineChart, barChart } = await import('/ui/charts.js');
+            const line = lineChart('Calls per day', [
+                { label: '11-29', value: 3 }, { label: '11-30', value: 7 }, { label: '12-01', value: 5 },
+            ]);
+            const bars = barChart('Calls per agent', [{ label: 'Sales bot', value: 120 }, { label: 'Support bot', value: 80 }]);
+            const empty = lineChart('Nothing', []);
+            document.body.append(line, bars, empty);
+            const texts = (el) => [...el.querySelectorAll('svg text')].map((t) => t.textContent);
+            const box = (el) => el.querySelector('svg').getBoundingClientRect();
+            return {
+                dots: line.querySelectorAll('circle').length,
+                polyline: line.querySelector('polyline').getAttribute('points').split(' ').length,
+                lineTexts: texts(line),
+                rects: [...bars.querySelectorAll('rect')].map((r) => Number(r.getAttribute('width'))),
+                barTexts: texts(bars),
+                lineHeight: box(line).height,
+                tableRows: line.querySelectorAll('table tbody tr').length,
+                hiddenTable: line.querySelector('table').getBoundingClientRect().height <= 1
+                    || getComputedStyle(line.querySelector('table').parentElement).position === 'absolute',
+                emptyText: texts(empty),
+                strays: [...line.querySelectorAll('svg')].some((s) => /object/.test(s.textContent)),
+            };
+        }"""
+    )
+    assert drawn["dots"] == 3
+    assert drawn["polyline"] == 3
+    assert {"11-29", "11-30", "12-01"} <= set(drawn["lineTexts"])
+    assert "0" in drawn["lineTexts"]
+    assert drawn["rects"][0] > drawn["rects"][1] > 0
+    assert {"Sales bot", "Support bot", "120", "80"} <= set(drawn["barTexts"])
+    assert drawn["lineHeight"] > 50
+    assert drawn["tableRows"] == 3
+    assert drawn["hiddenTable"]
+    assert drawn["emptyText"] == ["No data in this range"] or "No data in this range" in drawn["emptyText"]
+    assert not drawn["strays"]
+
+
+CONTRAST_SCRIPT = """() => {
+    const channel = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+    const parse = (text) => (text.match(/[\\d.]+/g) || []).map(Number);
+    const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+    const background = (el) => {
+        for (let node = el; node; node = node.parentElement) {
+            const [r, g, b, a = 1] = parse(getComputedStyle(node).backgroundColor);
+            if (a > 0.5) return [r, g, b];
+        }
+        return [255, 255, 255];
+    };
+    const failures = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+        const el = text.parentElement;
+        if (!text.textContent.trim() || !el || el.closest('svg, .sr-only, [hidden], option, dialog:not([open])')) continue;
+        if (el.closest(':disabled, [aria-disabled=true]')) continue;  // inactive controls are exempt
+        const style = getComputedStyle(el);
+        const box = el.getBoundingClientRect();
+        if (style.visibility === 'hidden' || box.width === 0 || box.height === 0) continue;
+        const [r, g, b, a = 1] = parse(style.color);
+        if (a < 0.5) continue;
+        const fg = luminance([r, g, b]);
+        const bg = luminance(background(el));
+        const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+        const size = parseFloat(style.fontSize);
+        const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+        if (ratio < (large ? 3 : 4.5)) failures.push(`${ratio.toFixed(2)} ${el.tagName}.${el.className}: ${text.textContent.trim().slice(0, 40)}`);
+    }
+    return failures;
+}"""
+
+
+async def test_text_contrast_meets_wcag_aa(page: Page) -> None:
+    """Every visible text on the main pages against its background: 4.5:1, or 3:1 for large text."""
+    failures: list[str] = []
+    for route, heading in [
+        ("/overview", "Overview"),
+        ("/agents", "Voice agents"),
+        (f"/groups/{STATE['group']}", "Group: Front desk"),
+        ("/inbound", "Inbound rules"),
+        ("/domains", "Domains"),
+        ("/calls", "Call records"),
+        ("/live", "Live calls"),
+        ("/settings", "Tenant settings"),
+    ]:
+        await goto(page, route, heading)
+        await expect(page.locator("#main")).not_to_contain_text("Loading…")
+        failures += [f"{route}: {f}" for f in await page.evaluate(CONTRAST_SCRIPT)]
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.locator("#main h1")).to_have_text("Sign in")
+    failures += [f"/login: {f}" for f in await page.evaluate(CONTRAST_SCRIPT)]
+    assert not failures, "\n".join(failures)
