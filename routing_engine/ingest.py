@@ -68,6 +68,8 @@ MASK = "***"
 # The longest wait for the dedupe mark before the delivery is taken as new (the client's own bound).
 DEDUPE_TIMEOUT_S = 0.5
 MAX_MASK_DEPTH = 8
+TOO_DEEP = "JSON body nested too deeply"
+NOT_UTF8 = "malformed JSON body: a string is not valid UTF-8"
 
 Text = Annotated[str, msgspec.Meta(max_length=256)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -230,6 +232,11 @@ def _decode_object(content_type: str, body: bytes) -> dict[str, Any] | Rejection
         decoded = _JSON_DECODER.decode(body)
     except msgspec.DecodeError as exc:
         return Rejection(status=400, reason=_one_line(f"malformed JSON body: {exc}"))
+    except UnicodeDecodeError:  # msgspec's own error for a string that is not UTF-8
+        return Rejection(status=400, reason=NOT_UTF8)
+    except RecursionError:
+        # msgspec recurses per nesting level and gives up at the interpreter's limit.
+        return Rejection(status=400, reason=TOO_DEEP)
     if isinstance(decoded, list):
         if len(decoded) != 1:
             return Rejection(status=400, reason=f"expected one object, got an array of {len(decoded)}")
@@ -280,6 +287,8 @@ def parse_session_update(content_type: str, body: bytes) -> SessionUpdate | Reje
         return raw
     try:
         parsed = msgspec.convert(raw, _SessionUpdateBody, strict=False)
+    except RecursionError:
+        return Rejection(status=400, reason=TOO_DEEP, domain=_guess_domain(raw))
     except msgspec.ValidationError as exc:
         return Rejection(
             status=422,
@@ -353,6 +362,8 @@ def parse_cdr(content_type: str, body: bytes) -> Cdr | Rejection:
         return raw
     try:
         parsed = msgspec.convert(raw, _CdrBody, strict=False)
+    except RecursionError:
+        return Rejection(status=400, reason=TOO_DEEP, domain=_guess_domain(raw))
     except msgspec.ValidationError as exc:
         session_raw = raw.get("session")
         token = _guess_token(session_raw, "token") if isinstance(session_raw, dict) else None
