@@ -17,6 +17,7 @@ from control_plane.auth.context import provide_auth
 from control_plane.db.session import sqlalchemy_config
 from control_plane.errors import EXCEPTION_HANDLERS
 from control_plane.events.consumer import events_lifespan
+from control_plane.openapi_responses import document_responses
 from control_plane.ops import (
     HealthController,
     MetricsController,
@@ -42,7 +43,7 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
         finally:
             await app.state.redis.aclose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[HealthController, MetricsController, *ROUTE_HANDLERS],
         dependencies={"auth": Provide(provide_auth)},
         plugins=[SQLAlchemyPlugin(config=sqlalchemy_config(settings))],
@@ -58,3 +59,6 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
         ),
         debug=settings.debug,
     )
+    # The document states every answer (errors, security, limits): built once here, served as is.
+    document_responses(app.openapi_schema)
+    return app
