@@ -1,13 +1,16 @@
 """``vlb run`` supervises both planes: started as a user starts it (real processes on free ports, the
 shared services under this run's names, a database of its own), then ``kill -9`` of the control
 plane's worker (granian respawns it), of its master (``vlb run`` starts the plane again, the engine
-untouched), and of one engine worker while webhooks flow (respawned; every webhook answered). Ctrl-C
-stops everything it started."""
+untouched), and of one engine worker while webhooks flow (respawned; every webhook answered), then of
+the engine's master (started again). Ctrl-C stops everything it started. Plus the back-off alone, on a
+process that keeps failing."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -19,6 +22,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from launcher.process import ChildProcess, spawn
+from launcher.supervise import FIRST_BACKOFF_S, Plane, Supervisor
 from loadtests.faults.procs import (
     CONTROL_PLANE_TARGET,
     ENGINE_TARGET,
@@ -170,6 +175,23 @@ def test_vlb_run_brings_each_plane_back_and_never_stops_the_engine(
         assert [e["name"] for e in restarted] == ["control-plane"]
         print(f"webhooks sent {load.sent}, answered {load.answered}, retried once {load.retried}")
 
+        # 4. The engine's master: vlb run starts the engine again (the control plane untouched).
+        cp_master = run.master(CONTROL_PLANE_TARGET)
+        os.kill(engine_master, signal.SIGKILL)
+        wait_until(
+            lambda: (
+                run.master(ENGINE_TARGET) not in (None, engine_master)
+                and len(run.workers(ENGINE_TARGET)) == 2
+                and healthy(run.engine_url)
+            ),
+            90,
+            "the engine back with two workers",
+        )
+        assert not any(alive(w) for w in engine_workers[1:])  # the orphaned worker was cleared
+        assert run.master(CONTROL_PLANE_TARGET) == cp_master
+        assert [e["name"] for e in run.log_events("plane.restarted")] == ["control-plane", "engine"]
+        wait_until(lambda: len(run.log_events("plane.ready")) == 2, 10, "both restarts logged ready")
+
         planes = [p for p in (run.master(CONTROL_PLANE_TARGET), run.master(ENGINE_TARGET)) if p is not None]
         workers = run.workers(CONTROL_PLANE_TARGET) + run.workers(ENGINE_TARGET)
         run.process.send_signal(signal.SIGINT)
@@ -177,3 +199,21 @@ def test_vlb_run_brings_each_plane_back_and_never_stops_the_engine(
     # Ctrl-C stopped every process it started.
     for pid in planes + workers:
         wait_until(lambda pid=pid: not alive(pid), 10, f"pid {pid} gone")
+
+
+def test_a_plane_that_keeps_failing_is_restarted_with_growing_back_off(tmp_path: Path) -> None:
+    starts: list[float] = []
+
+    def spawn_failing() -> ChildProcess:
+        starts.append(time.monotonic())
+        return spawn("failing", [sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "failing.log")
+
+    plane = Plane("failing", spawn=spawn_failing, healthy=lambda: False, child=spawn_failing())
+    supervisor = Supervisor([plane])
+    supervisor.run(until=lambda: plane.restarts >= 3)
+    assert plane.child.process.wait(timeout=10) == 3
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    # 1 s, 2 s, 4 s (give or take a tick and the start of the interpreter)
+    for gap, backoff in zip(gaps, (FIRST_BACKOFF_S, 2 * FIRST_BACKOFF_S, 4 * FIRST_BACKOFF_S), strict=True):
+        assert backoff <= gap < backoff + 1.0, gaps
+    assert plane.backoff_s == 8 * FIRST_BACKOFF_S
