@@ -33,3 +33,13 @@ PerPage200 = Annotated[int, QueryParameter(ge=1, le=200, description="Items per 
 # Free-text filters and exact-match filters given as text.
 Search = Annotated[str | None, QueryParameter(max_length=MAX_TEXT, pattern=NO_NUL, required=False)]
 Text = Annotated[str | None, QueryParameter(max_length=MAX_TEXT, pattern=NO_NUL, required=False)]
+
+# A session token in the path (``/api/calls/{session_token}``): what the engine accepts as one.
+SessionToken = Annotated[
+    str,
+    PathParameter(
+        min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$", description="The call's session token."
+    ),
+]
+# Seconds filters (``?min_duration=``), an ``integer`` column.
+Seconds = Annotated[int | None, QueryParameter(ge=0, le=2**31 - 1, required=False)]
