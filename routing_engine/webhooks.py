@@ -9,7 +9,10 @@ from urllib.parse import parse_qsl
 import msgspec
 
 MAX_FIELDS = 200
-MAX_VALUE_LENGTH = 256
+# The lengths the call records store (varchar(255), statuses and direction varchar(32)): a longer value
+# is refused here rather than accepted and then lost by the control plane.
+MAX_VALUE_LENGTH = 255
+MAX_STATUS_LENGTH = 32
 NOT_UTF8 = "malformed JSON body: a string is not valid UTF-8"
 SESSION_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
@@ -198,6 +201,15 @@ def _finish(
         if value is not None and len(value) > MAX_VALUE_LENGTH:
             return ParseError(
                 status=400, reason=f"{name} is longer than {MAX_VALUE_LENGTH} characters", session=session
+            )
+    for name, value in (
+        ("Direction", direction),
+        ("CallStatus", call_status),
+        ("DialCallStatus", dial_call_status),
+    ):
+        if value is not None and len(value) > MAX_STATUS_LENGTH:
+            return ParseError(
+                status=400, reason=f"{name} is longer than {MAX_STATUS_LENGTH} characters", session=session
             )
     attempt: int | None = None
     agent_id: int | None = None

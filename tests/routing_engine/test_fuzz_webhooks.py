@@ -24,8 +24,10 @@ import httpx
 import msgspec
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from nats.aio.client import Client as NATS
 
 from routing_engine.app import EngineApp
+from shared.enums import EventKind
 from tests.routing_engine.harness import TenantConfig, load_fixture, new_session
 from tests.routing_engine.test_ingest import active_total, cdr_body, route_call, session_updates
 
@@ -328,3 +330,30 @@ async def test_deep_nesting_and_bad_utf8_are_bad_input(
     assert requests_count("application", "bad_input") - counted["application"] == 4
     assert await active_total(engine, tenant) == before
     assert _LIVE[tenant.tenant_id] == live
+
+
+async def test_huge_integers_never_stall_the_event_publisher(
+    client: httpx.AsyncClient, engine: EngineApp, tenant: TenantConfig, nats_client: NATS
+) -> None:
+    """Found by the fuzzing above (in a whole-suite run: the fuzz tests themselves do not wait for the
+    events): an integer beyond 64 bits in a body went into the event's payload, which msgpack cannot
+    encode, and the publisher retried that message for ever, holding back every later event of the
+    worker. Now a bounded field refuses it (422) and any other field keeps its digits as a string.
+    Run after the fuzz tests, this also checks that nothing they sent stalled the publisher."""
+    from tests.routing_engine.test_ingest import tenant_events
+
+    token = new_session()
+    huge = 2**70
+    headers = {**tenant.auth, "content-type": JSON_TYPE}
+    url = f"/api/voice/session/update/{tenant.domain}"
+    base = {"token": token, "status": "ringing", "eventId": f"{token}-1"}
+    response = await client.post(url, content=_encode({**base, "callStartTime": huge}), headers=headers)
+    assert response.status_code == 422
+    response = await client.post(url, content=_encode({**base, "extra": {"n": huge}}), headers=headers)
+    assert response.status_code == 204
+    events = await tenant_events(nats_client, engine, tenant.tenant_id, EventKind.SESSION_UPDATE)
+    mine = [e for e, _ in events if e.session_token == token]
+    assert len(mine) == 1
+    assert mine[0].payload is not None
+    assert mine[0].payload["extra"] == {"n": str(huge)}
+    assert engine.events.pending == 0
