@@ -18,6 +18,7 @@ from control_plane.dashboard.routes import asset_router, dashboard_index
 from control_plane.db.session import sqlalchemy_config
 from control_plane.errors import EXCEPTION_HANDLERS
 from control_plane.events.consumer import events_lifespan
+from control_plane.openapi_responses import document_responses
 from control_plane.ops import (
     HealthController,
     MetricsController,
@@ -43,7 +44,7 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
         finally:
             await app.state.redis.aclose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             HealthController,
             MetricsController,
@@ -65,3 +66,6 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
         ),
         debug=settings.debug,
     )
+    # The document states every answer (errors, security, limits): built once here, served as is.
+    document_responses(app.openapi_schema)
+    return app

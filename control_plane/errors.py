@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import psycopg
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -13,7 +14,7 @@ from litestar.status_codes import (
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_500_INTERNAL_SERVER_ERROR,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("control_plane.errors")
@@ -106,6 +107,21 @@ def handle_integrity(_: Request[Any, Any, Any], exc: IntegrityError) -> Response
     return problem(HTTP_409_CONFLICT, "The change conflicts with existing data (a duplicate or a reference).")
 
 
+def handle_data_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """The last resort for a value PostgreSQL refuses (out of a column's range, a NUL in text) that no
+    edge check caught: the client's input, so a 422, logged for the missing check, never a 500."""
+    orig = getattr(exc, "orig", None) or exc
+    log.warning(
+        "data_error",
+        path=request.url.path,
+        method=request.method,
+        error=type(orig).__name__,
+        detail=(str(orig).splitlines() or [""])[0],
+    )
+    message = "A value in the request is out of range or holds a character the database cannot store."
+    return problem(HTTP_422_UNPROCESSABLE_ENTITY, message, errors=[{"field": "", "message": message}])
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("unhandled_error", path=request.url.path, method=request.method)
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "Internal error; it has been logged.")
@@ -115,6 +131,8 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ValidationException: handle_validation,
     HTTPException: handle_http,
     IntegrityError: handle_integrity,
+    DataError: handle_data_error,
+    psycopg.DataError: handle_data_error,
     Exception: handle_unexpected,
 }
 

@@ -8,14 +8,18 @@ from typing import Any
 
 import structlog
 from litestar import Controller, Request, get
+from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.handlers import BaseRouteHandler
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.ops_access import OPS_REALM, ops_allowed
 
 log = structlog.get_logger("control_plane.access")
 
@@ -28,9 +32,17 @@ prometheus_config = PrometheusConfig(
 )
 
 
+def ops_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """/metrics only for the ops token, or without one a client on this host (shared/ops_access.py)."""
+    client = connection.client.host if connection.client else ""
+    if not ops_allowed(connection.headers, client, connection.app.state.settings.ops_token):
+        raise NotAuthorizedException(detail="ops token required", headers={"WWW-Authenticate": OPS_REALM})
+
+
 class MetricsController(PrometheusController):
     path = "/metrics"
     include_in_schema = False
+    guards = [ops_guard]
 
 
 class HealthController(Controller):

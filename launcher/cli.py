@@ -19,9 +19,10 @@ import structlog
 from launcher import demo, planes
 from launcher.keys import load_or_create_keys
 from launcher.postgres import ensure_database
-from launcher.process import ChildProcess, StartError, log_tail, stop_all
+from launcher.process import ChildProcess, StartError, stop_all
 from launcher.services import LocalServices, ServiceUrls, redact
 from launcher.settings import LauncherSettings, get_launcher_settings
+from launcher.supervise import Plane, Supervisor
 from shared.logging import configure_logging
 
 log = structlog.get_logger("launcher.cli")
@@ -74,27 +75,44 @@ def _print_banner(
 def cmd_run(settings: LauncherSettings) -> int:
     keys = load_or_create_keys(settings.data_path, os.environ)
     children: list[ChildProcess] = []
+    supervisor: Supervisor | None = None
     with LocalServices(settings.data_path, wanted_urls(settings)) as services:
         urls = services.urls
         try:
             demo.migrate(urls.database_url)
             demo_login = demo.seed_if_empty(urls.database_url, settings.data_path)
             env = planes.plane_env(settings, urls, keys, os.environ)
-            children.append(planes.start_control_plane(settings, env))
+            control_plane = planes.start_control_plane(settings, env)
+            children.append(control_plane)
+            supervised = [
+                Plane(
+                    "control-plane",
+                    spawn=lambda: planes.spawn_control_plane(settings, env),
+                    healthy=lambda: planes.control_plane_healthy(settings),
+                    child=control_plane,
+                )
+            ]
             engine = planes.engine_available()
             if engine:
-                children.append(planes.start_engine(settings, env))
+                engine_child = planes.start_engine(settings, env)
+                children.append(engine_child)
+                supervised.append(
+                    Plane(
+                        "engine",
+                        spawn=lambda: planes.spawn_engine(settings, env),
+                        healthy=lambda: planes.engine_healthy(settings),
+                        child=engine_child,
+                    )
+                )
             else:
                 log.warning("engine.skipped", reason="routing_engine.app does not exist yet")
             _print_banner(settings, urls, {c.name for c in services.started}, engine, demo_login)
-            while all(child.running() for child in children):
-                time.sleep(0.5)
-            dead = next(child for child in children if not child.running())
-            log.error("process.exited", name=dead.name, code=dead.process.returncode)
-            print(log_tail(dead.log_path), file=sys.stderr)
-            return 1
+            supervisor = Supervisor(supervised)
+            supervisor.run()
+            return 0  # not reached: only a signal (Ctrl-C, SIGTERM) ends the supervision
         finally:
-            stop_all(children)
+            # A restarted plane runs a new process: stop what each one runs now, newest first.
+            stop_all(supervisor.children() if supervisor is not None else children)
 
 
 def cmd_services(settings: LauncherSettings) -> int:

@@ -18,6 +18,9 @@ from launcher.settings import LauncherSettings
 CONTROL_PLANE_TARGET = "control_plane.app:create_app"
 ENGINE_TARGET = "routing_engine.app:create_app"
 READY_TIMEOUT_S = 60.0
+# granian starts a worker again when one exits unexpectedly (a crash, an OOM kill, kill -9) instead of
+# shutting the whole server down; the other workers serve meanwhile.
+RESPAWN_INTERVAL_S = 1.0
 
 
 def granian_argv(
@@ -38,6 +41,9 @@ def granian_argv(
         str(workers),
         "--loop",
         loop,
+        "--respawn-failed-workers",
+        "--respawn-interval",
+        str(RESPAWN_INTERVAL_S),
         target,
     ]
 
@@ -86,15 +92,22 @@ def _health(url: str) -> bool:
         return False
 
 
-def start_control_plane(settings: LauncherSettings, env: Mapping[str, str]) -> ChildProcess:
-    child = spawn(
+def spawn_control_plane(settings: LauncherSettings, env: Mapping[str, str]) -> ChildProcess:
+    return spawn(
         "control-plane",
         control_plane_argv(settings),
         settings.data_path / "logs" / "control-plane.log",
         env=env,
     )
-    url = base_url(settings.host, settings.port)
-    child.wait_ready(lambda: _health(url), READY_TIMEOUT_S)
+
+
+def control_plane_healthy(settings: LauncherSettings) -> bool:
+    return _health(base_url(settings.host, settings.port))
+
+
+def start_control_plane(settings: LauncherSettings, env: Mapping[str, str]) -> ChildProcess:
+    child = spawn_control_plane(settings, env)
+    child.wait_ready(lambda: control_plane_healthy(settings), READY_TIMEOUT_S)
     return child
 
 
@@ -109,15 +122,22 @@ def engine_env(settings: LauncherSettings, env: Mapping[str, str]) -> dict[str, 
     return {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
 
 
-def start_engine(settings: LauncherSettings, env: Mapping[str, str]) -> ChildProcess:
-    child = spawn(
+def spawn_engine(settings: LauncherSettings, env: Mapping[str, str]) -> ChildProcess:
+    return spawn(
         "engine",
         engine_argv(settings),
         settings.data_path / "logs" / "engine.log",
         env=engine_env(settings, env),
     )
-    url = base_url(settings.engine_host, settings.engine_port)
-    child.wait_ready(lambda: _health(url), READY_TIMEOUT_S)
+
+
+def engine_healthy(settings: LauncherSettings) -> bool:
+    return _health(base_url(settings.engine_host, settings.engine_port))
+
+
+def start_engine(settings: LauncherSettings, env: Mapping[str, str]) -> ChildProcess:
+    child = spawn_engine(settings, env)
+    child.wait_ready(lambda: engine_healthy(settings), READY_TIMEOUT_S)
     return child
 
 

@@ -49,6 +49,7 @@ from shared.cancellation import raise_if_cancelling
 from shared.enums import EventKind
 from shared.events import CallEvent
 from shared.logging import HotLog, configure_logging, flush_logs
+from shared.ops_access import OPS_REALM, ops_allowed
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -414,8 +415,12 @@ class EngineApp:
         elif path == "/ready":
             await self._ready(ex)
         elif path == "/status":
+            if await self._ops_refused(ex):
+                return
             await self._status(ex)
         elif path == "/metrics":
+            if await self._ops_refused(ex):
+                return
             self._sync_balancer_metrics()
             body, ctype = metrics.render_latest()
             await ex.reply(200, body, [("content-type", ctype)])
@@ -423,6 +428,15 @@ class EngineApp:
             await ex.reply(404, b"not found\n")
 
     # --- service endpoints ---
+
+    async def _ops_refused(self, ex: Exchange) -> bool:
+        """/metrics and /status tell every tenant id and the traffic: only for the ops token (or, without
+        one, a client on this host no proxy forwarded). True when refused (answered)."""
+        if ops_allowed(ex.headers, ex.client, self.settings.ops_token):
+            return False
+        metrics.inc(metrics.AUTH_FAILURES, "ops")
+        await ex.reply(401, b"ops token required\n", [*TEXT_HEADERS, ("www-authenticate", OPS_REALM)])
+        return True
 
     def _sync_balancer_metrics(self) -> None:
         # The balancer keeps plain int counters (no prometheus import on its path); fold them in here.

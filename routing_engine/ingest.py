@@ -68,10 +68,20 @@ MASK = "***"
 # The longest wait for the dedupe mark before the delivery is taken as new (the client's own bound).
 DEDUPE_TIMEOUT_S = 0.5
 MAX_MASK_DEPTH = 8
+TOO_DEEP = "JSON body nested too deeply"
+NOT_UTF8 = "malformed JSON body: a string is not valid UTF-8"
 
-Text = Annotated[str, msgspec.Meta(max_length=256)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
-EpochMs = Annotated[int, msgspec.Meta(ge=0)]
+# Every value bounded so the CallEvent it becomes can be encoded (msgpack: 64-bit integers) and stored
+# (durations are ``integer`` columns, texts ``varchar(255)``, statuses and directions ``varchar(32)``): one event that cannot would be
+# retried by the publisher for ever.
+MAX_EPOCH_MS = 2**53  # some 285,000 years
+MAX_SECONDS = 2**31 - 1
+Text = Annotated[str, msgspec.Meta(max_length=255)]
+Short = Annotated[str, msgspec.Meta(max_length=32)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_SECONDS)]
+EpochMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS)]
+# What msgpack carries; a larger integer in a body's payload is kept as its digits.
+MIN_INT, MAX_INT = -(2**63), 2**64 - 1
 
 
 class DomainRef(msgspec.Struct, kw_only=True, frozen=True, gc=False):
@@ -88,7 +98,7 @@ class _SessionUpdateBody(msgspec.Struct, kw_only=True, frozen=True, gc=False, re
     domain: Text | DomainRef | None = None
     caller_id: Text | None = None
     destination: Text | None = None
-    direction: Text | None = None
+    direction: Short | None = None
     status: Text | None = None
     modified_at: Text | None = None
     call_start_time: EpochMs | None = None
@@ -103,8 +113,8 @@ class _SessionUpdateBody(msgspec.Struct, kw_only=True, frozen=True, gc=False, re
 
 class _CdrSession(msgspec.Struct, kw_only=True, frozen=True, gc=False, rename="camel"):
     token: Text | None = None
-    status: Text | None = None
-    direction: Text | None = None
+    status: Short | None = None
+    direction: Short | None = None
     call_start_time: EpochMs | None = None
     call_answer_time: EpochMs | None = None
     call_end_time: EpochMs | None = None
@@ -118,7 +128,7 @@ class _CdrBody(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """The Cloudonix CDR, and the original's flat ``{call_id, session_token, from, to, disposition,
     duration, start_time}``."""
 
-    timestamp: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    timestamp: Annotated[float, msgspec.Meta(ge=0, le=MAX_EPOCH_MS / 1000)] | None = None
     from_number: Text | None = msgspec.field(default=None, name="from")
     to: Text | None = None
     disposition: Text | None = None
@@ -179,7 +189,8 @@ _JSON_DECODER = msgspec.json.Decoder()
 
 
 def mask_secrets(value: Any, depth: int = 0) -> Any:
-    """A copy of a decoded body with the values of secret-looking keys replaced by ``***``."""
+    """A copy of a decoded body with the values of secret-looking keys replaced by ``***`` (and integers
+    beyond 64 bits by their digits)."""
     if depth > MAX_MASK_DEPTH:
         return MASK
     if isinstance(value, dict):
@@ -191,6 +202,8 @@ def mask_secrets(value: Any, depth: int = 0) -> Any:
         }
     if isinstance(value, list):
         return [mask_secrets(v, depth + 1) for v in value]
+    if type(value) is int and not MIN_INT <= value <= MAX_INT:
+        return str(value)
     return value
 
 
@@ -230,6 +243,11 @@ def _decode_object(content_type: str, body: bytes) -> dict[str, Any] | Rejection
         decoded = _JSON_DECODER.decode(body)
     except msgspec.DecodeError as exc:
         return Rejection(status=400, reason=_one_line(f"malformed JSON body: {exc}"))
+    except UnicodeDecodeError:  # msgspec's own error for a string that is not UTF-8
+        return Rejection(status=400, reason=NOT_UTF8)
+    except RecursionError:
+        # msgspec recurses per nesting level and gives up at the interpreter's limit.
+        return Rejection(status=400, reason=TOO_DEEP)
     if isinstance(decoded, list):
         if len(decoded) != 1:
             return Rejection(status=400, reason=f"expected one object, got an array of {len(decoded)}")
@@ -280,6 +298,8 @@ def parse_session_update(content_type: str, body: bytes) -> SessionUpdate | Reje
         return raw
     try:
         parsed = msgspec.convert(raw, _SessionUpdateBody, strict=False)
+    except RecursionError:
+        return Rejection(status=400, reason=TOO_DEEP, domain=_guess_domain(raw))
     except msgspec.ValidationError as exc:
         return Rejection(
             status=422,
@@ -353,6 +373,8 @@ def parse_cdr(content_type: str, body: bytes) -> Cdr | Rejection:
         return raw
     try:
         parsed = msgspec.convert(raw, _CdrBody, strict=False)
+    except RecursionError:
+        return Rejection(status=400, reason=TOO_DEEP, domain=_guess_domain(raw))
     except msgspec.ValidationError as exc:
         session_raw = raw.get("session")
         token = _guess_token(session_raw, "token") if isinstance(session_raw, dict) else None

@@ -9,7 +9,11 @@ from urllib.parse import parse_qsl
 import msgspec
 
 MAX_FIELDS = 200
-MAX_VALUE_LENGTH = 256
+# The lengths the call records store (varchar(255), statuses and direction varchar(32)): a longer value
+# is refused here rather than accepted and then lost by the control plane.
+MAX_VALUE_LENGTH = 255
+MAX_STATUS_LENGTH = 32
+NOT_UTF8 = "malformed JSON body: a string is not valid UTF-8"
 SESSION_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 Scalar = str | int | None
@@ -108,15 +112,21 @@ def parse_voice_request(
     if not is_json:
         form = _fields_from_pairs(body)
         if isinstance(form, ParseError):
-            return _identify(form, headers)
+            return _identify(form, query, headers)
         return _build({**query, **{k: v for k, v in form.items() if v is not None}}, query, headers)
     # JSON, the common shape: read the decoded struct directly (no intermediate dicts).
     try:
         j = _JSON_DECODER.decode(body)
     except msgspec.ValidationError as exc:
-        return _identify(ParseError(status=400, reason=f"invalid field: {exc}"), headers)
+        return _identify(ParseError(status=400, reason=f"invalid field: {exc}"), query, headers)
     except msgspec.DecodeError as exc:
-        return _identify(ParseError(status=400, reason=f"malformed JSON body: {exc}"), headers)
+        return _identify(ParseError(status=400, reason=f"malformed JSON body: {exc}"), query, headers)
+    except UnicodeDecodeError:  # msgspec's own error for a string that is not UTF-8
+        return _identify(ParseError(status=400, reason=NOT_UTF8), query, headers)
+    except RecursionError:
+        # msgspec recurses per nesting level (SessionData is validated) and stops at the interpreter's
+        # limit: a body nested thousands deep is bad input like any other.
+        return _identify(ParseError(status=400, reason="JSON body nested too deeply"), query, headers)
     get = query.get
     raw = j.SessionData
     return _finish(
@@ -192,6 +202,15 @@ def _finish(
             return ParseError(
                 status=400, reason=f"{name} is longer than {MAX_VALUE_LENGTH} characters", session=session
             )
+    for name, value in (
+        ("Direction", direction),
+        ("CallStatus", call_status),
+        ("DialCallStatus", dial_call_status),
+    ):
+        if value is not None and len(value) > MAX_STATUS_LENGTH:
+            return ParseError(
+                status=400, reason=f"{name} is longer than {MAX_STATUS_LENGTH} characters", session=session
+            )
     attempt: int | None = None
     agent_id: int | None = None
     if query:
@@ -219,9 +238,10 @@ def _finish(
     )
 
 
-def _identify(error: ParseError, headers: dict[str, str]) -> ParseError:
-    """Attach the session from headers so the caller may still answer the call with valid CXML."""
-    session = headers.get("x-cx-session")
+def _identify(error: ParseError, query: dict[str, str | None], headers: dict[str, str]) -> ParseError:
+    """Attach the session from the query or headers so the caller may still answer the call with
+    valid CXML."""
+    session = query.get("Session") or query.get("CallSid") or headers.get("x-cx-session")
     if session and SESSION_RE.fullmatch(session):
         return ParseError(status=error.status, reason=error.reason, session=session)
     return error

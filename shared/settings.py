@@ -67,4 +67,7 @@ class CommonSettings(msgspec.Struct, kw_only=True, frozen=True):
     # Core NATS subject of the engines' heartbeats (engine id, pid, applied snapshot versions).
     heartbeat_subject: str = "vlb.engines.heartbeat"
     engine_public_url: str = ""
+    # Bearer token for /metrics (both planes) and the engine's /status; empty = only clients on this
+    # host that no proxy forwarded may read them (shared/ops_access.py).
+    ops_token: str = ""
     data_dir: str = ".vlb"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import Controller, delete, get, patch, post, put
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from control_plane.agents import service
@@ -19,6 +17,7 @@ from control_plane.agents.schemas import (
 from control_plane.auth.context import Auth
 from control_plane.db.models import VoiceAgent
 from control_plane.pagination import Page, paginate
+from control_plane.params import Id, PageNumber, PerPage100, Search, Text
 from shared.providers import provider_list
 
 
@@ -40,11 +39,11 @@ class VoiceAgentsController(Controller):
     async def list_agents(
         self,
         auth: Auth,
-        page: Annotated[int, QueryParameter(ge=1)] = 1,
-        per_page: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
-        search: FromQuery[str | None] = None,
+        page: PageNumber = 1,
+        per_page: PerPage100 = 20,
+        search: Search = None,
         enabled: FromQuery[bool | None] = None,
-        provider: FromQuery[str | None] = None,
+        provider: Text = None,
     ) -> Page[AgentRead]:
         stmt = auth.scope.select(VoiceAgent)
         if search:
@@ -63,38 +62,34 @@ class VoiceAgentsController(Controller):
         return service.agent_read(await service.create_agent(auth.scope, data))
 
     @get("/{agent_id:int}")
-    async def get_agent(self, auth: Auth, agent_id: FromPath[int]) -> AgentRead:
+    async def get_agent(self, auth: Auth, agent_id: Id) -> AgentRead:
         return service.agent_read(await auth.scope.get(VoiceAgent, agent_id, "voice agent"))
 
     @put("/{agent_id:int}")
-    async def replace_agent(
-        self, auth: Auth, agent_id: FromPath[int], data: JSONBody[AgentUpdateIn]
-    ) -> AgentRead:
+    async def replace_agent(self, auth: Auth, agent_id: Id, data: JSONBody[AgentUpdateIn]) -> AgentRead:
         """Update the fields given (the original system's PUT took partial bodies too)."""
         agent = await auth.scope.get(VoiceAgent, agent_id, "voice agent")
         return service.agent_read(await service.update_agent(auth.scope, agent, data))
 
     @patch("/{agent_id:int}")
-    async def update_agent(
-        self, auth: Auth, agent_id: FromPath[int], data: JSONBody[AgentUpdateIn]
-    ) -> AgentRead:
+    async def update_agent(self, auth: Auth, agent_id: Id, data: JSONBody[AgentUpdateIn]) -> AgentRead:
         agent = await auth.scope.get(VoiceAgent, agent_id, "voice agent")
         return service.agent_read(await service.update_agent(auth.scope, agent, data))
 
     @delete("/{agent_id:int}", status_code=HTTP_204_NO_CONTENT)
-    async def delete_agent(self, auth: Auth, agent_id: FromPath[int]) -> None:
+    async def delete_agent(self, auth: Auth, agent_id: Id) -> None:
         """Delete an agent (it leaves its groups); 409 while an inbound rule targets it."""
         await service.delete_agent(auth.scope, await auth.scope.get(VoiceAgent, agent_id, "voice agent"))
 
     @patch("/{agent_id:int}/toggle")
-    async def toggle_agent(self, auth: Auth, agent_id: FromPath[int]) -> AgentRead:
+    async def toggle_agent(self, auth: Auth, agent_id: Id) -> AgentRead:
         agent = await auth.scope.get(VoiceAgent, agent_id, "voice agent")
         agent.enabled = not agent.enabled
         await auth.scope.config_changed()
         return service.agent_read(agent)
 
     @post("/{agent_id:int}/validate", status_code=HTTP_200_OK)
-    async def validate_agent(self, auth: Auth, agent_id: FromPath[int]) -> ValidationOut:
+    async def validate_agent(self, auth: Auth, agent_id: Id) -> ValidationOut:
         """Check the stored config against the provider's rules; lists the problems found."""
         agent = await auth.scope.get(VoiceAgent, agent_id, "voice agent")
         problems = service.stored_config_problems(agent)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from litestar import Controller, get
-from litestar.params import FromQuery
 
 from control_plane.audit.schemas import AuditRead
 from control_plane.auth.context import Auth
 from control_plane.calls import filters
 from control_plane.db.models import WebhookAudit
 from control_plane.pagination import Page, paginate
+from control_plane.params import PageNumber, PerPage200, Text
 from shared.enums import EventKind
 
 
@@ -36,10 +36,10 @@ class WebhookAuditController(Controller):
     async def list_audit(
         self,
         auth: Auth,
-        page: FromQuery[int] = 1,
-        per_page: FromQuery[int] = 50,
-        event_type: FromQuery[str | None] = None,
-        session_token: FromQuery[str | None] = None,
+        page: PageNumber = 1,
+        per_page: PerPage200 = 50,
+        event_type: Text = None,
+        session_token: Text = None,
     ) -> Page[AuditRead]:
         """``event_type`` is one of routed, dial_status, session_update, cdr, rejected;
         ``session_token`` matches exactly."""

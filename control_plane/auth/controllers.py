@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, delete, get, post, put
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from redis.asyncio import Redis
 from sqlalchemy import func, select
@@ -29,6 +29,7 @@ from control_plane.auth.throttle import LoginThrottle
 from control_plane.db.models import User
 from control_plane.errors import FieldError
 from control_plane.pagination import Page, paginate
+from control_plane.params import Id, PageNumber, PerPage100, Search
 from control_plane.settings import get_settings
 from shared.enums import Role
 
@@ -126,9 +127,9 @@ class UsersController(Controller):
     async def list_users(
         self,
         auth: Auth,
-        page: Annotated[int, QueryParameter(ge=1)] = 1,
-        per_page: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
-        search: FromQuery[str | None] = None,
+        page: PageNumber = 1,
+        per_page: PerPage100 = 20,
+        search: Search = None,
         role: FromQuery[Role | None] = None,
     ) -> Page[UserRead]:
         stmt = auth.scope.select(User)
@@ -147,13 +148,11 @@ class UsersController(Controller):
         return service.user_read(user)
 
     @get("/{user_id:int}")
-    async def get_user(self, auth: Auth, user_id: FromPath[int]) -> UserRead:
+    async def get_user(self, auth: Auth, user_id: Id) -> UserRead:
         return service.user_read(await auth.scope.get(User, user_id, "user"))
 
     @put("/{user_id:int}")
-    async def update_user(
-        self, auth: Auth, user_id: FromPath[int], data: JSONBody[UserAdminUpdateIn]
-    ) -> UserRead:
+    async def update_user(self, auth: Auth, user_id: Id, data: JSONBody[UserAdminUpdateIn]) -> UserRead:
         user = await auth.scope.get(User, user_id, "user")
         if data.role is not None and data.role != Role(user.role):
             await self._keep_an_admin(auth, user, demoting=data.role != Role.ADMIN)
@@ -167,7 +166,7 @@ class UsersController(Controller):
         return service.user_read(user)
 
     @delete("/{user_id:int}", status_code=HTTP_204_NO_CONTENT)
-    async def delete_user(self, auth: Auth, user_id: FromPath[int]) -> None:
+    async def delete_user(self, auth: Auth, user_id: Id) -> None:
         user = await auth.scope.get(User, user_id, "user")
         if user.id == auth.user.id:
             raise PermissionDeniedException("You cannot delete yourself.")

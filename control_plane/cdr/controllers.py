@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import QueryParameter
 
 from control_plane.auth.context import Auth
 from control_plane.cdr import service
 from control_plane.cdr.schemas import CdrDetail, CdrPage
 from control_plane.db.models import Cdr
+from control_plane.params import MAX_TEXT, NO_NUL, Id, PageNumber, PerPage200, Text
 
 
 class CdrController(Controller):
@@ -21,14 +22,16 @@ class CdrController(Controller):
     async def list_cdrs(
         self,
         auth: Auth,
-        page: FromQuery[int] = 1,
-        per_page: FromQuery[int] = 50,
-        from_number: Annotated[str | None, QueryParameter(name="from")] = None,
-        to: FromQuery[str | None] = None,
-        token: FromQuery[str | None] = None,
-        disposition: FromQuery[str | None] = None,
-        start_date: FromQuery[str | None] = None,
-        end_date: FromQuery[str | None] = None,
+        page: PageNumber = 1,
+        per_page: PerPage200 = 50,
+        from_number: Annotated[
+            str | None, QueryParameter(name="from", max_length=MAX_TEXT, pattern=NO_NUL, required=False)
+        ] = None,
+        to: Text = None,
+        token: Text = None,
+        disposition: Text = None,
+        start_date: Text = None,
+        end_date: Text = None,
     ) -> CdrPage:
         """CDRs, newest first. ``from``, ``to`` and ``token`` match part of the value; ``disposition`` is
         one of ANSWER, BUSY, CANCEL, FAILED, CONGESTION, NOANSWER; dates are the tenant's days
@@ -46,5 +49,5 @@ class CdrController(Controller):
         )
 
     @get("/{cdr_id:int}")
-    async def get_cdr(self, auth: Auth, cdr_id: FromPath[int]) -> CdrDetail:
+    async def get_cdr(self, auth: Auth, cdr_id: Id) -> CdrDetail:
         return service.cdr_detail(await auth.scope.get(Cdr, cdr_id, "CDR"))

@@ -3,11 +3,11 @@ system's ``/memberships`` aliases, reorder and bulk-update)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.exceptions import ServiceUnavailableException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -35,6 +35,7 @@ from control_plane.groups.schemas import (
     RoundRobinPointer,
 )
 from control_plane.pagination import Page, paginate
+from control_plane.params import Id, PageNumber, PerPage100, Search
 from control_plane.settings import get_settings
 from shared.enums import Strategy
 from shared.redis_keys import TenantKeys
@@ -56,11 +57,11 @@ class AgentGroupsController(Controller):
     async def list_groups(
         self,
         auth: Auth,
-        page: Annotated[int, QueryParameter(ge=1)] = 1,
-        per_page: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        page: PageNumber = 1,
+        per_page: PerPage100 = 20,
         strategy: FromQuery[Strategy | None] = None,
         enabled: FromQuery[bool | None] = None,
-        search: FromQuery[str | None] = None,
+        search: Search = None,
     ) -> Page[GroupRead]:
         stmt = auth.scope.select(AgentGroup)
         if strategy is not None:
@@ -80,46 +81,40 @@ class AgentGroupsController(Controller):
         return await service.read_group(auth.scope, group)
 
     @get("/{group_id:int}")
-    async def get_group(self, auth: Auth, group_id: FromPath[int]) -> GroupRead:
+    async def get_group(self, auth: Auth, group_id: Id) -> GroupRead:
         return await service.read_group(auth.scope, await auth.scope.get(AgentGroup, group_id, GROUP))
 
     @put("/{group_id:int}")
-    async def replace_group(
-        self, auth: Auth, group_id: FromPath[int], data: JSONBody[GroupUpdateIn]
-    ) -> GroupRead:
+    async def replace_group(self, auth: Auth, group_id: Id, data: JSONBody[GroupUpdateIn]) -> GroupRead:
         """Update the fields given; ``settings`` keys are merged into the stored settings."""
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
         return await service.read_group(auth.scope, await service.update_group(auth.scope, group, data))
 
     @patch("/{group_id:int}")
-    async def update_group(
-        self, auth: Auth, group_id: FromPath[int], data: JSONBody[GroupUpdateIn]
-    ) -> GroupRead:
+    async def update_group(self, auth: Auth, group_id: Id, data: JSONBody[GroupUpdateIn]) -> GroupRead:
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
         return await service.read_group(auth.scope, await service.update_group(auth.scope, group, data))
 
     @delete("/{group_id:int}", status_code=HTTP_204_NO_CONTENT)
-    async def delete_group(self, auth: Auth, group_id: FromPath[int]) -> None:
+    async def delete_group(self, auth: Auth, group_id: Id) -> None:
         """Delete a group and its memberships; 409 while an inbound rule targets it."""
         await service.delete_group(auth.scope, await auth.scope.get(AgentGroup, group_id, GROUP))
 
     @patch("/{group_id:int}/toggle")
-    async def toggle_group(self, auth: Auth, group_id: FromPath[int]) -> GroupRead:
+    async def toggle_group(self, auth: Auth, group_id: Id) -> GroupRead:
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
         group.enabled = not group.enabled
         await auth.scope.config_changed()
         return await service.read_group(auth.scope, group)
 
     @get("/{group_id:int}/available-agents")
-    async def available_agents(self, auth: Auth, group_id: FromPath[int]) -> AgentsOut:
+    async def available_agents(self, auth: Auth, group_id: Id) -> AgentsOut:
         """The tenant's agents that are not yet members of this group."""
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
         return AgentsOut(data=[agent_read(a) for a in await members.available_agents(auth.scope, group)])
 
     @get("/{group_id:int}/stats")
-    async def group_stats(
-        self, request: Request[Any, Any, Any], auth: Auth, group_id: FromPath[int]
-    ) -> GroupStats:
+    async def group_stats(self, request: Request[Any, Any, Any], auth: Auth, group_id: Id) -> GroupStats:
         """Live balancer counters per member: calls in the group's window, active calls, last chosen."""
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
         window_hours = GroupSettings().window_hours
@@ -160,9 +155,7 @@ class AgentGroupsController(Controller):
         )
 
     @post("/{group_id:int}/reset-strategy", status_code=HTTP_200_OK)
-    async def reset_strategy(
-        self, request: Request[Any, Any, Any], auth: Auth, group_id: FromPath[int]
-    ) -> ResetOut:
+    async def reset_strategy(self, request: Request[Any, Any, Any], auth: Auth, group_id: Id) -> ResetOut:
         """Clear the group's balancing counters (window counts of its members, round-robin pointer).
         Active calls are kept: they are real calls holding slots."""
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
@@ -189,29 +182,25 @@ class GroupMembersController(Controller):
     tags = ["agent groups"]
 
     @get(MEMBERS)
-    async def list_members(self, auth: Auth, group_id: FromPath[int]) -> MembersOut:
+    async def list_members(self, auth: Auth, group_id: Id) -> MembersOut:
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
         return MembersOut(data=await members.list_members(auth.scope, group))
 
     @post(MEMBERS, status_code=HTTP_201_CREATED)
-    async def add_member(self, auth: Auth, group_id: FromPath[int], data: JSONBody[MemberIn]) -> MemberRead:
+    async def add_member(self, auth: Auth, group_id: Id, data: JSONBody[MemberIn]) -> MemberRead:
         """Add one of the tenant's agents; 409 when it is already a member."""
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
         return await members.read_member(auth.scope, await members.add_member(auth.scope, group, data))
 
     @put(MEMBERS)
-    async def replace_members(
-        self, auth: Auth, group_id: FromPath[int], data: JSONBody[MembersReplaceIn]
-    ) -> MembersOut:
+    async def replace_members(self, auth: Auth, group_id: Id, data: JSONBody[MembersReplaceIn]) -> MembersOut:
         """Replace the whole member list at once (drag-and-drop ordering); all or nothing."""
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
         await members.replace_members(auth.scope, group, data.members)
         return MembersOut(data=await members.list_members(auth.scope, group))
 
     @patch(["/members/reorder", "/memberships/reorder"])
-    async def reorder_members(
-        self, auth: Auth, group_id: FromPath[int], data: JSONBody[ReorderIn]
-    ) -> MembersOut:
+    async def reorder_members(self, auth: Auth, group_id: Id, data: JSONBody[ReorderIn]) -> MembersOut:
         """Set priorities 1..n in the order given; ``agent_ids`` must be exactly the members."""
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
         await members.reorder_members(auth.scope, group, data.agent_ids)
@@ -219,7 +208,7 @@ class GroupMembersController(Controller):
 
     @patch(["/members/bulk-update", "/memberships/bulk-update"])
     async def bulk_update_members(
-        self, auth: Auth, group_id: FromPath[int], data: JSONBody[MembersBulkUpdateIn]
+        self, auth: Auth, group_id: Id, data: JSONBody[MembersBulkUpdateIn]
     ) -> MembersOut:
         """Change priority/capacity/weight of several existing members at once."""
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
@@ -227,13 +216,13 @@ class GroupMembersController(Controller):
         return MembersOut(data=await members.list_members(auth.scope, group))
 
     @get(MEMBER)
-    async def get_member(self, auth: Auth, group_id: FromPath[int], agent_id: FromPath[int]) -> MemberRead:
+    async def get_member(self, auth: Auth, group_id: Id, agent_id: Id) -> MemberRead:
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
         return await members.read_member(auth.scope, await members.get_member(auth.scope, group, agent_id))
 
     @put(MEMBER)
     async def replace_member(
-        self, auth: Auth, group_id: FromPath[int], agent_id: FromPath[int], data: JSONBody[MemberUpdateIn]
+        self, auth: Auth, group_id: Id, agent_id: Id, data: JSONBody[MemberUpdateIn]
     ) -> MemberRead:
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
         member = await members.update_member(auth.scope, group, agent_id, data)
@@ -241,14 +230,14 @@ class GroupMembersController(Controller):
 
     @patch(MEMBER)
     async def update_member(
-        self, auth: Auth, group_id: FromPath[int], agent_id: FromPath[int], data: JSONBody[MemberUpdateIn]
+        self, auth: Auth, group_id: Id, agent_id: Id, data: JSONBody[MemberUpdateIn]
     ) -> MemberRead:
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
         member = await members.update_member(auth.scope, group, agent_id, data)
         return await members.read_member(auth.scope, member)
 
     @delete(MEMBER, status_code=HTTP_204_NO_CONTENT)
-    async def remove_member(self, auth: Auth, group_id: FromPath[int], agent_id: FromPath[int]) -> None:
+    async def remove_member(self, auth: Auth, group_id: Id, agent_id: Id) -> None:
         group = await auth.scope.get(AgentGroup, group_id, GROUP)
         await members.remove_member(auth.scope, group, agent_id)
 

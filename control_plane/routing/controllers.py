@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import Controller, delete, get, post, put
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from sqlalchemy import String, cast
 
 from control_plane.auth.context import Auth
 from control_plane.db.models import InboundRoutingRule
 from control_plane.pagination import Page, paginate
+from control_plane.params import Id, IdFilter, PageNumber, PerPage100, Search
 from control_plane.routing import service
 from control_plane.routing.schemas import (
     InboundRuleCreateIn,
@@ -33,12 +32,12 @@ class InboundRulesController(Controller):
     async def list_rules(
         self,
         auth: Auth,
-        page: Annotated[int, QueryParameter(ge=1)] = 1,
-        per_page: Annotated[int, QueryParameter(ge=1, le=100)] = 100,
+        page: PageNumber = 1,
+        per_page: PerPage100 = 100,
         enabled: FromQuery[bool | None] = None,
         target_type: FromQuery[TargetType | None] = None,
-        domain_id: FromQuery[int | None] = None,
-        search: FromQuery[str | None] = None,
+        domain_id: IdFilter = None,
+        search: Search = None,
     ) -> Page[InboundRuleRead]:
         """Rules in the order the engine tries them: priority, then id."""
         stmt = auth.scope.select(InboundRoutingRule)
@@ -69,19 +68,19 @@ class InboundRulesController(Controller):
         return await service.dry_run(auth.scope, data)
 
     @get("/{rule_id:int}")
-    async def get_rule(self, auth: Auth, rule_id: FromPath[int]) -> InboundRuleRead:
+    async def get_rule(self, auth: Auth, rule_id: Id) -> InboundRuleRead:
         return service.rule_read(await auth.scope.get(InboundRoutingRule, rule_id, LABEL))
 
     @put("/{rule_id:int}")
     async def update_rule(
-        self, auth: Auth, rule_id: FromPath[int], data: JSONBody[InboundRuleUpdateIn]
+        self, auth: Auth, rule_id: Id, data: JSONBody[InboundRuleUpdateIn]
     ) -> InboundRuleRead:
         """Update the fields given."""
         rule = await auth.scope.get(InboundRoutingRule, rule_id, LABEL)
         return service.rule_read(await service.update_rule(auth.scope, rule, data))
 
     @delete("/{rule_id:int}", status_code=HTTP_204_NO_CONTENT)
-    async def delete_rule(self, auth: Auth, rule_id: FromPath[int]) -> None:
+    async def delete_rule(self, auth: Auth, rule_id: Id) -> None:
         await service.delete_rule(auth.scope, await auth.scope.get(InboundRoutingRule, rule_id, LABEL))
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import Controller, delete, get, post, put
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from control_plane.auth.context import Auth
 from control_plane.db.models import Domain
 from control_plane.pagination import Page, paginate
+from control_plane.params import Id, PageNumber, PerPage100
 from control_plane.tenants import domains, service
 from control_plane.tenants.schemas import (
     DomainCreateIn,
@@ -46,8 +45,8 @@ class DomainsController(Controller):
     async def list_domains(
         self,
         auth: Auth,
-        page: Annotated[int, QueryParameter(ge=1)] = 1,
-        per_page: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        page: PageNumber = 1,
+        per_page: PerPage100 = 20,
     ) -> Page[DomainRead]:
         stmt = auth.scope.select(Domain).order_by(Domain.id)
         return await paginate(auth.scope.session, stmt, page, per_page, domains.domain_read)
@@ -60,24 +59,22 @@ class DomainsController(Controller):
         return domains.domain_with_key(domain, key)
 
     @get("/{domain_id:int}")
-    async def get_domain(self, auth: Auth, domain_id: FromPath[int]) -> DomainRead:
+    async def get_domain(self, auth: Auth, domain_id: Id) -> DomainRead:
         return domains.domain_read(await auth.scope.get(Domain, domain_id, "domain"))
 
     @put("/{domain_id:int}")
-    async def update_domain(
-        self, auth: Auth, domain_id: FromPath[int], data: JSONBody[DomainUpdateIn]
-    ) -> DomainRead:
+    async def update_domain(self, auth: Auth, domain_id: Id, data: JSONBody[DomainUpdateIn]) -> DomainRead:
         """Set source networks (CIDRs; empty = any), a request-rate ceiling, and aliases."""
         domain = await auth.scope.get(Domain, domain_id, "domain")
         return domains.domain_read(await domains.update_domain(auth.scope, domain, data))
 
     @delete("/{domain_id:int}", status_code=HTTP_204_NO_CONTENT)
-    async def delete_domain(self, auth: Auth, domain_id: FromPath[int]) -> None:
+    async def delete_domain(self, auth: Auth, domain_id: Id) -> None:
         """Delete the domain and the inbound rules limited to it."""
         await domains.delete_domain(auth.scope, await auth.scope.get(Domain, domain_id, "domain"))
 
     @post("/{domain_id:int}/rotate-key", status_code=HTTP_200_OK)
-    async def rotate_key(self, auth: Auth, domain_id: FromPath[int]) -> DomainWithKey:
+    async def rotate_key(self, auth: Auth, domain_id: Id) -> DomainWithKey:
         """Replace the webhook key; the old one stops working as soon as engines load the new snapshot."""
         domain = await auth.scope.get(Domain, domain_id, "domain")
         key = await domains.rotate_key(auth.scope, domain)

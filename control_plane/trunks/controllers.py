@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import Controller, delete, get, post, put
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from control_plane.auth.context import Auth
 from control_plane.db.models import OutboundRoutingRule, Trunk
 from control_plane.pagination import Page, paginate
+from control_plane.params import Id, IdFilter, PageNumber, PerPage100, Search
 from control_plane.trunks import service
 from control_plane.trunks.schemas import (
     OutboundRuleCreateIn,
@@ -21,9 +20,6 @@ from control_plane.trunks.schemas import (
     TrunkUpdateIn,
 )
 
-PerPage = Annotated[int, QueryParameter(ge=1, le=100)]
-PageNo = Annotated[int, QueryParameter(ge=1)]
-
 
 class TrunksController(Controller):
     path = "/api/trunks"
@@ -33,10 +29,10 @@ class TrunksController(Controller):
     async def list_trunks(
         self,
         auth: Auth,
-        page: PageNo = 1,
-        per_page: PerPage = 100,
+        page: PageNumber = 1,
+        per_page: PerPage100 = 100,
         enabled: FromQuery[bool | None] = None,
-        search: FromQuery[str | None] = None,
+        search: Search = None,
     ) -> Page[TrunkRead]:
         stmt = auth.scope.select(Trunk)
         if enabled is not None:
@@ -53,19 +49,17 @@ class TrunksController(Controller):
         return service.trunk_read(await service.create_trunk(auth.scope, data))
 
     @get("/{trunk_id:int}")
-    async def get_trunk(self, auth: Auth, trunk_id: FromPath[int]) -> TrunkRead:
+    async def get_trunk(self, auth: Auth, trunk_id: Id) -> TrunkRead:
         return service.trunk_read(await auth.scope.get(Trunk, trunk_id, "trunk"))
 
     @put("/{trunk_id:int}")
-    async def update_trunk(
-        self, auth: Auth, trunk_id: FromPath[int], data: JSONBody[TrunkUpdateIn]
-    ) -> TrunkRead:
+    async def update_trunk(self, auth: Auth, trunk_id: Id, data: JSONBody[TrunkUpdateIn]) -> TrunkRead:
         """Update the fields given."""
         trunk = await auth.scope.get(Trunk, trunk_id, "trunk")
         return service.trunk_read(await service.update_trunk(auth.scope, trunk, data))
 
     @delete("/{trunk_id:int}", status_code=HTTP_204_NO_CONTENT)
-    async def delete_trunk(self, auth: Auth, trunk_id: FromPath[int]) -> None:
+    async def delete_trunk(self, auth: Auth, trunk_id: Id) -> None:
         """Delete a trunk; 409 naming the outbound rules that still use it."""
         await service.delete_trunk(auth.scope, await auth.scope.get(Trunk, trunk_id, "trunk"))
 
@@ -78,11 +72,11 @@ class OutboundRulesController(Controller):
     async def list_rules(
         self,
         auth: Auth,
-        page: PageNo = 1,
-        per_page: PerPage = 100,
+        page: PageNumber = 1,
+        per_page: PerPage100 = 100,
         enabled: FromQuery[bool | None] = None,
-        trunk_id: FromQuery[int | None] = None,
-        search: FromQuery[str | None] = None,
+        trunk_id: IdFilter = None,
+        search: Search = None,
     ) -> Page[OutboundRuleRead]:
         """Rules in the order the engine tries them: priority, then id."""
         stmt = auth.scope.select(OutboundRoutingRule)
@@ -106,21 +100,21 @@ class OutboundRulesController(Controller):
         return service.outbound_read(await service.create_outbound(auth.scope, data))
 
     @get("/{rule_id:int}")
-    async def get_rule(self, auth: Auth, rule_id: FromPath[int]) -> OutboundRuleRead:
+    async def get_rule(self, auth: Auth, rule_id: Id) -> OutboundRuleRead:
         return service.outbound_read(
             await auth.scope.get(OutboundRoutingRule, rule_id, "outbound routing rule")
         )
 
     @put("/{rule_id:int}")
     async def update_rule(
-        self, auth: Auth, rule_id: FromPath[int], data: JSONBody[OutboundRuleUpdateIn]
+        self, auth: Auth, rule_id: Id, data: JSONBody[OutboundRuleUpdateIn]
     ) -> OutboundRuleRead:
         """Update the fields given."""
         rule = await auth.scope.get(OutboundRoutingRule, rule_id, "outbound routing rule")
         return service.outbound_read(await service.update_outbound(auth.scope, rule, data))
 
     @delete("/{rule_id:int}", status_code=HTTP_204_NO_CONTENT)
-    async def delete_rule(self, auth: Auth, rule_id: FromPath[int]) -> None:
+    async def delete_rule(self, auth: Auth, rule_id: Id) -> None:
         rule = await auth.scope.get(OutboundRoutingRule, rule_id, "outbound routing rule")
         await service.delete_outbound(auth.scope, rule)
 

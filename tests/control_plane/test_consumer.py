@@ -12,9 +12,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
+import httpx
 import msgspec
 import nats
 import pytest
+from litestar import Litestar
 from nats.aio.client import Client as NATS
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -397,7 +399,7 @@ async def test_start_does_not_wait_for_nats(cp_settings: ControlPlaneSettings) -
 
 
 async def test_the_app_consumer_persists_the_runs_stream(
-    account: Account, cp_settings: ControlPlaneSettings, nc: NATS
+    account: Account, cp_settings: ControlPlaneSettings, nc: NATS, cp_app: Litestar
 ) -> None:
     """The consumer the app starts in its lifespan reads the per-run stream."""
     token = new_token()
@@ -408,7 +410,13 @@ async def test_the_app_consumer_persists_the_runs_stream(
         return response.status_code == 200 and len(response.json()["timeline"]) == 11
 
     await wait_for(visible)
-    metrics = (await account.client.get("/metrics")).text
+    # /metrics answers a client on the control plane's own host (or the ops token): shared/ops_access.py
+    local = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=cp_app, client=("127.0.0.1", 40000)), base_url="http://cp.test"
+    )
+    async with local:
+        assert (await account.client.get("/metrics")).status_code == 401  # the test client is not local
+        metrics = (await local.get("/metrics")).text
     assert "vlb_cp_events_consumer_lag " in metrics
     assert 'vlb_cp_events_persisted_total{kind="session_update"}' in metrics
 

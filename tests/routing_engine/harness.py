@@ -232,6 +232,14 @@ def asgi_client(app: EngineApp, base_url: str = "http://engine.test") -> httpx.A
     )
 
 
+def local_client(app: EngineApp, base_url: str = "http://engine.test") -> httpx.AsyncClient:
+    """A client on the engine's own host (loopback): what may read /metrics and /status without the
+    ops token (shared/ops_access.py)."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 40000)), base_url=base_url
+    )
+
+
 async def open_bucket(nc: NATS, bucket: str) -> KeyValue:
     js = nc.jetstream()
     try:

@@ -13,7 +13,14 @@ from routing_engine.decide import Decider, Decision
 from routing_engine.rules import CompiledDomain, CompiledTenant
 from routing_engine.webhooks import VoiceRequest
 from shared.snapshot import TenantSettings
-from tests.routing_engine.harness import TenantConfig, demo_tenant, load_fixture, new_session, publish
+from tests.routing_engine.harness import (
+    TenantConfig,
+    demo_tenant,
+    load_fixture,
+    local_client,
+    new_session,
+    publish,
+)
 
 INBOUND = load_fixture("application-inbound.json")
 
@@ -115,15 +122,18 @@ async def test_other_methods_and_paths(client: httpx.AsyncClient, tenant: Tenant
     assert (await client.get("/nope")).status_code == 404
 
 
-async def test_health_ready_status_metrics(client: httpx.AsyncClient, tenant: TenantConfig) -> None:
+async def test_health_ready_status_metrics(
+    client: httpx.AsyncClient, engine: EngineApp, tenant: TenantConfig
+) -> None:
     assert (await client.get("/health")).json() == {"status": "ok"}
     ready = await client.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
-    status = (await client.get("/status")).json()
-    assert status["tenants"][str(tenant.tenant_id)]["version"] == 1
-    await client.post(url(tenant), json=body(tenant), headers=tenant.auth)
-    text = (await client.get("/metrics")).text
+    async with local_client(engine) as local:
+        status = (await local.get("/status")).json()
+        assert status["tenants"][str(tenant.tenant_id)]["version"] == 1
+        await client.post(url(tenant), json=body(tenant), headers=tenant.auth)
+        text = (await local.get("/metrics")).text
     assert 'vlb_engine_decision_seconds_bucket{le="5e-05"}' in text
     assert 'vlb_engine_requests_total{outcome="routed",path="application"}' in text
     assert f'vlb_engine_snapshot_version{{tenant="{tenant.tenant_id}"}} 1.0' in text

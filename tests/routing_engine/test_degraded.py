@@ -18,6 +18,7 @@ from tests.routing_engine.harness import (
     demo_tenant,
     engine_settings,
     load_fixture,
+    local_client,
     new_session,
     open_bucket,
     publish,
@@ -48,7 +49,8 @@ async def test_redis_down_answers_degraded_and_recovers(
         ready = (await c.get("/ready")).json()
         assert ready["status"] == "degraded"
         assert ready["redis"] is False
-        assert "vlb_engine_degraded_decisions_total" in (await c.get("/metrics")).text
+        async with local_client(app) as local:
+            assert "vlb_engine_degraded_decisions_total" in (await local.get("/metrics")).text
         private_redis.start()
         await asyncio.sleep(1.1)  # the balancer retries Redis after its pause
         assert (await call(c, config)).find("Dial") is not None
