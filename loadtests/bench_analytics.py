@@ -12,7 +12,10 @@ Method:
      (statuses, durations and directions as a busy tenant has them), then every tenant's
      ``call_stats`` rebuilt; no ANALYZE (autovacuum is off on this machine, so the planner knows
      nothing about the new rows: production databases lag behind bulk growth too);
-  4. for each endpoint and filter: a warm-up, then ``--requests`` sequential GETs, p50/p99/max in ms;
+  4. for each endpoint and filter: a warm-up, then ``--requests`` sequential GETs (fewer, at least 20,
+     for a row whose median passes 250 ms): p50/p99/max in ms, and CPU ms per request of the control
+     plane (granian's process group) and of its PostgreSQL backends (/proc), which say what a request
+     costs whatever else the machine runs;
   5. ANALYZE, and step 4 again.
 
 Heavy: run it under the machine-wide lock so other benchmarks do not distort it:
@@ -45,12 +48,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from control_plane.analytics import aggregates
 from control_plane.db.migrate import upgrade
-from loadtests.bench_engine import free_port, process, wait_http, wait_port
+from loadtests.bench_engine import free_port, group_cpu_s, process, wait_http, wait_port
+from loadtests.bench_lifecycle import backend_cpu_s, backend_pids
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 AGENTS = 20
 GROUPS = 4
 PASSWORD = "bench password 123"
+# A row whose median is over SLOW_MS after SLOW_AFTER requests stops there (n in the output).
+SLOW_AFTER = 20
+SLOW_MS = 250.0
 
 # One tenant's calls in one statement, in the order they happened (as the consumer writes them): start
 # times spread evenly over the last `days` days;
@@ -119,6 +126,7 @@ class Row:
     samples_ms: list[float]
     status: int
     total: int | None
+    cpu_ms: tuple[float, float]  # per request: the control plane's, its PostgreSQL backends'
 
     def pct(self, q: float) -> float:
         ordered = sorted(self.samples_ms)
@@ -251,35 +259,58 @@ def endpoints(agent_id: int, group_id: int) -> list[tuple[str, str, dict[str, An
     ]
 
 
-def measure(base: str, token: str, agent_id: int, group_id: int, requests: int) -> list[Row]:
+def measure(
+    base: str, token: str, agent_id: int, group_id: int, requests: int, server_pgid: int, db: tuple[str, str]
+) -> list[Row]:
     headers = {"Authorization": f"Bearer {token}"}
     rows = []
     with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
         for name, path, params in endpoints(agent_id, group_id):
             for _ in range(3):  # warm-up: connection, code paths, the pages PostgreSQL caches
                 client.get(path, params=params)
+            pids = asyncio.run(backend_pids(*db))
+            cpu_before = (group_cpu_s(server_pgid), backend_cpu_s(pids))
             samples, status, total = [], 200, None
-            for _ in range(requests):
+            for i in range(requests):
                 started = time.perf_counter()
                 response = client.get(path, params=params)
                 samples.append((time.perf_counter() - started) * 1000)
                 status = response.status_code if response.status_code != 200 else status
+                if i == SLOW_AFTER - 1 and statistics.median(samples) > SLOW_MS:
+                    break  # bounded: a row this slow says what it has to say in SLOW_AFTER requests
             body = response.json()
             if isinstance(body, dict) and isinstance(body.get("meta"), dict):
                 total = body["meta"].get("total")
-            rows.append(Row(name, path, params, samples, status, total))
+            n = len(samples)
+            cpu_ms = (
+                (group_cpu_s(server_pgid) - cpu_before[0]) * 1000 / n,
+                (backend_cpu_s(pids) - cpu_before[1]) * 1000 / n,
+            )
+            rows.append(Row(name, path, params, samples, status, total, cpu_ms))
+            print_row(rows[-1])
     return rows
 
 
+HEADER = (
+    f"{'request':30} {'n':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'cpu cp':>7} {'cpu pg':>7}"
+    "  status  total"
+)
+
+
+def print_row(row: Row) -> None:
+    total = "" if row.total is None else str(row.total)
+    print(
+        f"{row.name:30} {len(row.samples_ms):4} {statistics.median(row.samples_ms):7.1f}"
+        f" {row.pct(0.99):7.1f} {max(row.samples_ms):7.1f} {row.cpu_ms[0]:7.1f} {row.cpu_ms[1]:7.1f}"
+        f"  {row.status:6}  {total}",
+        flush=True,
+    )
+
+
 def report(title: str, rows: list[Row]) -> None:
-    print(f"\n{title}")
-    print(f"{'request':34} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  status  total")
+    print(f"\n{title}\n{HEADER}")
     for row in rows:
-        total = "" if row.total is None else str(row.total)
-        print(
-            f"{row.name:34} {statistics.median(row.samples_ms):8.1f} {row.pct(0.99):8.1f}"
-            f" {max(row.samples_ms):8.1f}  {row.status:6}  {total}"
-        )
+        print_row(row)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,7 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{port}"
     try:
         upgrade(url)
-        with process(redis_argv), process(nats_argv), process(argv_cp, env, tmp / "control-plane.log"):
+        with (
+            process(redis_argv),
+            process(nats_argv),
+            process(argv_cp, env, tmp / "control-plane.log") as server,
+        ):
             wait_port(redis_port)
             wait_port(nats_port)
             wait_http(f"{base}/health", 60)
@@ -358,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                 return int(agent), int(group)
 
             agent_id, group_id = asyncio.run(seed())
-            stale = measure(base, big[1], agent_id, group_id, args.requests)
+            print(HEADER, flush=True)
+            print(f"load average before: {os.getloadavg()}", flush=True)
+            stale = measure(base, big[1], agent_id, group_id, args.requests, server.pid, (url, name))
             report(f"{args.records:,} records (+{args.tenants} x {args.tenant_records:,}), no ANALYZE", stale)
 
             async def analyze() -> None:
@@ -368,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                 await db.dispose()
 
             asyncio.run(analyze())
-            fresh = measure(base, big[1], agent_id, group_id, args.requests)
+            print(HEADER, flush=True)
+            fresh = measure(base, big[1], agent_id, group_id, args.requests, server.pid, (url, name))
             report("after ANALYZE", fresh)
     finally:
         asyncio.run(drop_database(admin_url, name))

@@ -255,7 +255,11 @@ async def metrics(
     where = StatFilter(agent_id=agent_id, group_id=group_id)
     cuts = r.day_cuts()
     per_day = await segment_sums(scope.session, scope.tenant_id, cuts, where)
-    today = _total(await range_sums(scope.session, scope.tenant_id, *_today(r.zone), where))
+    today_since, today_until = _today(r.zone)
+    if today_since in cuts and today_until in cuts:  # today is one of the range's days (the default)
+        today = per_day.get((cuts.index(today_since), None), Sums())
+    else:
+        today = _total(await range_sums(scope.session, scope.tenant_id, today_since, today_until, where))
     config = await load_config(scope)
     live = await Live.read(*live_source, scope.tenant_id, _scope_agents(config, agent_id, group_id))
     total = Sums()
@@ -368,16 +372,24 @@ async def overview(
     group_id: int | None,
 ) -> schemas.Overview:
     where = StatFilter(agent_id=agent_id, group_id=group_id)
-    by_agent = await range_sums(scope.session, scope.tenant_id, r.since, r.until, where, by="agent_id")
-    by_direction = await range_sums(scope.session, scope.tenant_id, r.since, r.until, where, by="direction")
+    found = await range_sums(scope.session, scope.tenant_id, r.since, r.until, where, by="routed_direction")
+    totals, unrouted = Sums(), Sums()
+    by_direction: dict[str, int] = {}
+    for key, sums in sorted(found.items(), key=str):
+        routed, _, direction = str(key).partition(":")
+        totals.merge(sums)
+        if routed == "0":
+            unrouted.merge(sums)
+        name = direction or "unknown"
+        by_direction[name] = by_direction.get(name, 0) + sums.calls
     today = _total(await range_sums(scope.session, scope.tenant_id, *_today(r.zone), where))
     config = await load_config(scope)
     live = await Live.read(*live_source, scope.tenant_id, _scope_agents(config, agent_id, group_id))
     return schemas.Overview(
-        totals=outcomes(_total(by_agent)),
+        totals=outcomes(totals),
         today=outcomes(today),
-        by_direction={str(d or "unknown"): s.calls for d, s in sorted(by_direction.items(), key=str)},
-        unrouted_calls=by_agent.get(0, Sums()).calls,
+        by_direction=by_direction,
+        unrouted_calls=unrouted.calls,
         active_calls=live.total,
         agents=len(config.agents),
         agents_enabled=sum(1 for _, enabled in config.agents.values() if enabled),

@@ -24,7 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from control_plane.analytics.aggregates import COLUMNS, CONTRIBUTION_SQL
 
 HOUR = datetime.timedelta(hours=1)
-GroupBy = Literal["agent_id", "group_id", "direction"] | None
+GroupBy = Literal["agent_id", "group_id", "direction", "routed_direction"] | None
+# What each grouping selects from a call_stats row or a record's contribution (alias {t}).
+_KEYS = {
+    None: "NULL",
+    "agent_id": "{t}.agent_id",
+    "group_id": "{t}.group_id",
+    "direction": "{t}.direction",
+    # Whether the call reached an agent, and its direction: "1:inbound", "0:" (unrouted, unknown).
+    "routed_direction": "({t}.agent_id <> 0)::int || ':' || {t}.direction",
+}
 
 
 @dataclass(slots=True)
@@ -143,7 +152,7 @@ async def segment_sums(
     if len(cuts) < 2:
         return {}
     where = where or StatFilter()
-    key = f"s.{by}" if by else "NULL"
+    key = _KEYS[by].format(t="s")
     condition, params = where.sql("s")
     params |= {"tenant_id": tenant_id, "cuts": cuts, "low": floor_hour(cuts[0]), "high": cuts[-1]}
     out: dict[tuple[int, Hashable], Sums] = defaultdict(Sums)
@@ -165,7 +174,7 @@ async def segment_sums(
             "ends": [b for _, b in parts],
         }
         sql = _SPLIT_SQL.format(
-            key=f"c.{by}" if by else "NULL", sums=_SUM_LIST, contribution=CONTRIBUTION_SQL, where=condition
+            key=_KEYS[by].format(t="c"), sums=_SUM_LIST, contribution=CONTRIBUTION_SQL, where=condition
         )
         for seg, bucket, value, *values in await session.execute(text(sql), params):
             counted_in = segment_of(cuts, bucket)
