@@ -120,6 +120,15 @@ _SPLIT_SQL = """
 """
 
 
+# For this transaction (one request): hash the rows into their segments (with stale statistics the
+# planner expects a handful of rows and sorts tens of thousands instead, spilling to disk at the default
+# work_mem), and no parallel workers (with fresh statistics it starts two for some 40,000 rows, which on
+# a busy control-plane database costs more than it saves).
+_PLAN_SQL = (
+    "SELECT set_config('enable_sort', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)"
+)
+
+
 def floor_hour(moment: datetime.datetime) -> datetime.datetime:
     return moment.astimezone(datetime.UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -157,9 +166,7 @@ async def segment_sums(
     params |= {"tenant_id": tenant_id, "cuts": cuts, "low": floor_hour(cuts[0]), "high": cuts[-1]}
     out: dict[tuple[int, Hashable], Sums] = defaultdict(Sums)
     last = len(cuts) - 1
-    # Hash the rows into their segments: with stale statistics the planner expects a handful of rows
-    # and sorts tens of thousands instead (spilling to disk at the default work_mem).
-    await session.execute(text("SET LOCAL enable_sort = off"))
+    await session.execute(text(_PLAN_SQL))
     rows = await session.execute(text(_STATS_SQL.format(key=key, sums=_SUM_LIST, where=condition)), params)
     for seg, value, *values in rows:
         if 0 <= seg < last:
