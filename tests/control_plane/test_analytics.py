@@ -537,3 +537,23 @@ async def test_viewers_can_read_analytics(account: Account) -> None:
         response = await account.client.get(f"/api/analytics/{path}", headers=headers)
         assert response.status_code == 200, (path, response.text)
     assert (await account.client.get("/api/analytics/metrics")).status_code == 401
+
+
+async def test_the_longest_calls_first_and_calls_without_a_duration_last(
+    account: Account, db: AsyncEngine
+) -> None:
+    now = datetime.datetime.now(UTC)
+    calls = [
+        Call(now - datetime.timedelta(minutes=m), status, duration, None, None, None, "inbound")
+        for m, status, duration in [
+            (1, "failed", None),
+            (2, "completed", 30),
+            (3, "completed", 300),
+            (4, "busy", 0),
+        ]
+    ]
+    await seed(db, account.tenant_id, calls)
+    for sort, expected in (("-duration", [300, 30, 0, None]), ("duration", [0, 30, 300, None])):
+        body = (await account.get("/api/call-records", params={"sort": sort})).json()
+        assert [r["duration"] for r in body["data"]] == expected, sort
+        assert body["meta"]["total"] == 4
