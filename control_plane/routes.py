@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar.types import ControllerRouterHandler
 
 from control_plane.agents.controllers import ProvidersController, VoiceAgentsController
+from control_plane.analytics.controllers import AnalyticsController
 from control_plane.audit.controllers import WebhookAuditController
 from control_plane.auth.controllers import AuthController, UsersController
 from control_plane.calls.controllers import (
@@ -33,6 +34,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     CallsController,
     AnalyticsCallRecordsController,
     CallRecordsController,
+    AnalyticsController,
     CdrController,
     WebhookAuditController,
 ]

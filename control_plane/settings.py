@@ -21,6 +21,8 @@ class ControlPlaneSettings(CommonSettings, kw_only=True, frozen=True):
     events_durable: str = "vlb-control-plane"
     events_batch: int = 200
     events_ack_wait_s: float = 30.0
+    # The longest range an analytics report may cover (GET /api/analytics/*), in days.
+    analytics_max_range_days: int = 366
     debug: bool = False
 
 

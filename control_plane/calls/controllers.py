@@ -18,7 +18,7 @@ from control_plane.calls.schemas import (
     CallStatistics,
     FilterOptions,
 )
-from control_plane.pagination import Page, paginate
+from control_plane.pagination import Page
 
 FromNumber = Annotated[str | None, QueryParameter(name="from")]
 
@@ -95,9 +95,7 @@ class AnalyticsCallRecordsController(Controller):
         duration, created_at, status, id), ``-`` for descending."""
         filters.check_page(page, per_page)
         f = service.sorted_by(record_filters, sort)
-        return await paginate(
-            auth.scope.session, service.records_stmt(auth.scope, f), page, per_page, service.record_read
-        )
+        return await service.records_page(auth.scope, f, page, per_page)
 
 
 class CallRecordsController(Controller):

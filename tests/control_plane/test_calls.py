@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
+from control_plane.analytics import aggregates
 from control_plane.events.writer import write_events
 from control_plane.settings import ControlPlaneSettings
 from shared.enums import EventKind
@@ -32,6 +33,10 @@ async def store(db: AsyncEngine, events: list[CallEvent]) -> None:
     """Write events as the consumer does (the consumer itself is tested in test_consumer.py)."""
     async with db.begin() as conn, AsyncSession(bind=conn) as session:
         await write_events(session, events)
+        # The list totals and summaries read call_stats; until the consumer keeps them itself (its own
+        # branch), recompute them as a restore would.
+        for tenant_id in {e.tenant_id for e in events}:
+            await aggregates.rebuild(session, tenant_id)
 
 
 def live_call(tenant_id: int, token: str, started: float, agent_id: int = 11) -> list[CallEvent]:

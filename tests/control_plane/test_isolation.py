@@ -5,6 +5,7 @@ The route table is read from the app itself, so a route added without a case her
 
 from __future__ import annotations
 
+import datetime
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -14,10 +15,11 @@ import pytest
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from control_plane.analytics import aggregates
 from control_plane.events.writer import write_events
 from control_plane.settings import ControlPlaneSettings
 from tests.control_plane.conftest import Account, register_account
-from tests.control_plane.test_consumer import full_call
+from tests.control_plane.test_consumer import START_MS, full_call
 
 # Routes that carry no tenant-owned id and read or change only the caller's own account.
 SELF_ONLY = {
@@ -117,6 +119,7 @@ async def add_call(t: Tenant, cp_settings: ControlPlaneSettings) -> None:
     try:
         async with engine.begin() as conn, AsyncSession(bind=conn) as session:
             await write_events(session, full_call(t.account.tenant_id, token, domain=t.names["domain"]))
+            await aggregates.rebuild(session, t.account.tenant_id)  # until the consumer keeps call_stats
     finally:
         await engine.dispose()
     t.names["session_token"] = token
@@ -339,6 +342,35 @@ async def test_every_route_keeps_tenants_apart(cp_app: Litestar, tenants: tuple[
         )
         if response.status_code not in (404, 422):
             failures.append(f"{method} {path} {body}: {response.status_code} {response.text[:200]}")
+
+    # Analytics filtered by the victim's agent or group: 422 naming the field, never its figures.
+    for path in ("/api/analytics/metrics", "/api/analytics/overview", "/api/analytics/trends"):
+        for field_name, value in (("agent_id", v["agent1"]), ("group_id", v["group"])):
+            response = await attacker.account.get(path, params={field_name: value})
+            fields = (
+                [e.get("field") for e in response.json().get("errors", [])]
+                if response.status_code == 422
+                else []
+            )
+            if response.status_code != 422 or field_name not in fields:
+                failures.append(
+                    f"GET {path}?{field_name}=<victim's>: {response.status_code} {response.text[:200]}"
+                )
+    response = await attacker.account.get("/api/analytics/agents", params={"group_id": v["group"]})
+    if response.status_code != 422:
+        failures.append(f"GET /api/analytics/agents?group_id=<victim's>: {response.status_code}")
+    for path in ("/api/analytics/agents", "/api/analytics/groups", "/api/analytics/overview"):
+        body = (await attacker.account.get(path)).json()
+        if victim.marker in str(body):
+            failures.append(f"GET {path}: shows victim data")
+    call_day = datetime.datetime.fromtimestamp(START_MS / 1000, datetime.UTC).date()
+    around_the_call = {
+        "start_date": str(call_day - datetime.timedelta(days=1)),
+        "end_date": str(call_day + datetime.timedelta(days=1)),
+    }
+    overview = (await attacker.account.get("/api/analytics/overview", params=around_the_call)).json()
+    if overview["totals"]["calls"] != 1:  # the attacker's own call only
+        failures.append(f"GET /api/analytics/overview counts {overview['totals']['calls']} calls, not 1")
 
     # A dry run on the attacker's side never matches the victim's rules.
     dry = await attacker.account.post("/api/inbound-routing-rules/test", json={"to": "+15551234567"})

@@ -32,6 +32,9 @@ class CallRecord(IdMixin, TimestampMixin, TenantOwned, Base):
         Index("ix_call_records_tenant_agent_start", "tenant_id", "agent_id", "start_time"),
         Index("ix_call_records_tenant_group_start", "tenant_id", "group_id", "start_time"),
         Index("ix_call_records_live", "tenant_id", "start_time", postgresql_where=text(LIVE_STATUS_SQL)),
+        # The record list sorted by duration, longest first (its default NULLS LAST order), and its
+        # min/max_duration counts.
+        Index("ix_call_records_tenant_duration", "tenant_id", text("duration DESC NULLS LAST")),
     )
 
     session_token: Mapped[str] = mapped_column(String(255))

@@ -1,0 +1,207 @@
+"""Exact sums of ``call_stats`` over any segments of time, without scanning call records.
+
+A question is a list of cuts ``c0 < c1 < … < cn`` (UTC); segment ``i`` is ``[ci, ci+1)``. Whole UTC
+hours come from the hourly aggregate rows (one indexed range of ``call_stats``, grouped by segment in
+SQL with ``width_bucket``). A cut inside an hour (a day boundary in a half- or quarter-hour time zone
+such as Asia/Kolkata or Asia/Kathmandu, or a range given to the minute) splits that hour's row: the row
+is first counted whole in the segment where the hour starts, then the records of the part after the cut
+(at most the hour's remainder, read through the ``(tenant_id, start_time)`` index) are moved to their
+own segment. So every answer equals a count over the records themselves, in any time zone."""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import datetime
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from control_plane.analytics.aggregates import COLUMNS, CONTRIBUTION_SQL
+
+HOUR = datetime.timedelta(hours=1)
+GroupBy = Literal["agent_id", "group_id", "direction", "routed_direction"] | None
+# What each grouping selects from a call_stats row or a record's contribution (alias {t}).
+_KEYS = {
+    None: "NULL",
+    "agent_id": "{t}.agent_id",
+    "group_id": "{t}.group_id",
+    "direction": "{t}.direction",
+    # Whether the call reached an agent, and its direction: "1:inbound", "0:" (unrouted, unknown).
+    "routed_direction": "({t}.agent_id <> 0)::int || ':' || {t}.direction",
+}
+
+
+@dataclass(slots=True)
+class Sums:
+    """One ``call_stats`` row's counters (see control_plane/db/models/analytics.py), summed."""
+
+    calls: int = 0
+    finished: int = 0
+    completed: int = 0
+    busy: int = 0
+    failed: int = 0
+    no_answer: int = 0
+    canceled: int = 0
+    duration_sum: int = 0
+    completed_duration_sum: int = 0
+    completed_duration_n: int = 0
+    billsec_sum: int = 0
+
+    def add(self, values: Sequence[Any], sign: int = 1) -> None:
+        for name, value in zip(COLUMNS, values, strict=True):
+            setattr(self, name, getattr(self, name) + sign * int(value or 0))
+
+    def merge(self, other: Sums) -> None:
+        self.add(dataclasses.astuple(other))
+
+    @property
+    def success_rate(self) -> float:
+        """Answered (completed) calls over finished ones; 0 when none finished."""
+        return round(self.completed / self.finished, 4) if self.finished else 0.0
+
+    @property
+    def avg_duration(self) -> float:
+        """Mean duration of the answered calls, seconds; 0 when none."""
+        n = self.completed_duration_n
+        return round(self.completed_duration_sum / n, 1) if n else 0.0
+
+    @property
+    def avg_talk_time(self) -> float:
+        """Mean talk time (billsec) per answered call, seconds; 0 when none."""
+        return round(self.billsec_sum / self.completed, 1) if self.completed else 0.0
+
+
+assert tuple(f.name for f in dataclasses.fields(Sums)) == COLUMNS, "Sums must follow aggregates.COLUMNS"
+
+
+@dataclass(frozen=True, slots=True)
+class StatFilter:
+    """Restricts the sums to one agent, group or direction (0 / '' select the "none" rows)."""
+
+    agent_id: int | None = None
+    group_id: int | None = None
+    direction: str | None = None
+
+    def sql(self, alias: str) -> tuple[str, dict[str, Any]]:
+        parts, params = [], {}
+        for name in ("agent_id", "group_id", "direction"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"AND {alias}.{name} = :f_{name}")
+                params[f"f_{name}"] = value
+        return " ".join(parts), params
+
+
+_SUM_LIST = ", ".join(f"sum({c})" for c in COLUMNS)
+
+# Built from constant column names only; every value is a bound parameter.
+_STATS_SQL = """
+    SELECT width_bucket(s.bucket, CAST(:cuts AS timestamptz[])) - 1 AS seg, {key} AS key, {sums}
+    FROM call_stats s
+    WHERE s.tenant_id = :tenant_id AND s.bucket >= :low AND s.bucket < :high {where}
+    GROUP BY 1, 2
+"""
+_SPLIT_SQL = """
+    SELECT width_bucket(c.moment, CAST(:cuts AS timestamptz[])) - 1 AS seg, c.bucket, {key} AS key, {sums}
+    FROM unnest(CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[])) AS p(a, b)
+    CROSS JOIN LATERAL (
+        SELECT {contribution}, COALESCE(r.start_time, r.created_at) AS moment
+        FROM call_records r
+        WHERE r.tenant_id = :tenant_id AND r.start_time >= p.a AND r.start_time < p.b
+        OFFSET 0  -- a fence: one index range per part, whatever the planner believes of the table
+    ) c
+    WHERE true {where}
+    GROUP BY 1, 2, 3
+"""
+
+
+# For this transaction (one request): hash the rows into their segments (with stale statistics the
+# planner expects a handful of rows and sorts tens of thousands instead, spilling to disk at the default
+# work_mem), and no parallel workers (with fresh statistics it starts two for some 40,000 rows, which on
+# a busy control-plane database costs more than it saves).
+_PLAN_SQL = (
+    "SELECT set_config('enable_sort', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)"
+)
+
+
+def floor_hour(moment: datetime.datetime) -> datetime.datetime:
+    return moment.astimezone(datetime.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def split_parts(cuts: Sequence[datetime.datetime]) -> list[tuple[datetime.datetime, datetime.datetime]]:
+    """For each hour holding a cut that is not on the hour: from its first such cut to the hour's end."""
+    firsts: dict[datetime.datetime, datetime.datetime] = {}
+    for cut in cuts:
+        hour = floor_hour(cut)
+        if cut != hour and hour not in firsts:
+            firsts[hour] = cut
+    return [(cut, hour + HOUR) for hour, cut in sorted(firsts.items())]
+
+
+def segment_of(cuts: Sequence[datetime.datetime], moment: datetime.datetime) -> int:
+    """The segment holding ``moment``: -1 before the first cut, len(cuts) - 1 from the last one."""
+    return bisect.bisect_right(cuts, moment) - 1
+
+
+async def segment_sums(
+    session: AsyncSession,
+    tenant_id: int,
+    cuts: Sequence[datetime.datetime],
+    where: StatFilter | None = None,
+    by: GroupBy = None,
+) -> dict[tuple[int, Hashable], Sums]:
+    """Sums per (segment, key) over ``[cuts[0], cuts[-1])``; key is the ``by`` column's value (0, or
+    '' for direction, is "none"), or None. Segments with nothing are absent."""
+    cuts = sorted({c.astimezone(datetime.UTC) for c in cuts})
+    if len(cuts) < 2:
+        return {}
+    where = where or StatFilter()
+    key = _KEYS[by].format(t="s")
+    condition, params = where.sql("s")
+    params |= {"tenant_id": tenant_id, "cuts": cuts, "low": floor_hour(cuts[0]), "high": cuts[-1]}
+    out: dict[tuple[int, Hashable], Sums] = defaultdict(Sums)
+    last = len(cuts) - 1
+    await session.execute(text(_PLAN_SQL))
+    rows = await session.execute(text(_STATS_SQL.format(key=key, sums=_SUM_LIST, where=condition)), params)
+    for seg, value, *values in rows:
+        if 0 <= seg < last:
+            out[(seg, value)].add(values)
+    parts = split_parts(cuts)
+    if parts:
+        condition, params = where.sql("c")
+        params |= {
+            "tenant_id": tenant_id,
+            "cuts": cuts,
+            "starts": [a for a, _ in parts],
+            "ends": [b for _, b in parts],
+        }
+        sql = _SPLIT_SQL.format(
+            key=_KEYS[by].format(t="c"), sums=_SUM_LIST, contribution=CONTRIBUTION_SQL, where=condition
+        )
+        for seg, bucket, value, *values in await session.execute(text(sql), params):
+            counted_in = segment_of(cuts, bucket)
+            if seg == counted_in:
+                continue
+            if 0 <= counted_in < last:
+                out[(counted_in, value)].add(values, -1)
+            if 0 <= seg < last:
+                out[(seg, value)].add(values)
+    return {k: v for k, v in out.items() if v.calls or v.duration_sum or v.billsec_sum}
+
+
+async def range_sums(
+    session: AsyncSession,
+    tenant_id: int,
+    since: datetime.datetime,
+    until: datetime.datetime,
+    where: StatFilter | None = None,
+    by: GroupBy = None,
+) -> dict[Hashable, Sums]:
+    """Sums over ``[since, until)``, per ``by`` key (or under the key None)."""
+    found = await segment_sums(session, tenant_id, [since, until], where, by)
+    return {key: sums for (_, key), sums in found.items()}
