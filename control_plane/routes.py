@@ -14,6 +14,7 @@ from control_plane.calls.controllers import (
 )
 from control_plane.cdr.controllers import CdrController
 from control_plane.groups.controllers import AgentGroupsController, GroupMembersController
+from control_plane.live.controllers import live_feed
 from control_plane.routing.controllers import InboundRulesController
 from control_plane.tenants.controllers import DomainsController, TenantController
 from control_plane.trunks.controllers import OutboundRulesController, TrunksController
@@ -35,4 +36,5 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     CallRecordsController,
     CdrController,
     WebhookAuditController,
+    live_feed,
 ]

@@ -21,6 +21,13 @@ class ControlPlaneSettings(CommonSettings, kw_only=True, frozen=True):
     events_durable: str = "vlb-control-plane"
     events_batch: int = 200
     events_ack_wait_s: float = 30.0
+    # The live feed (WS /api/live, control_plane.live): seconds between stats messages, frames a
+    # client may have queued before it is dropped (1013), seconds to send the token as a first
+    # message, seconds a tenant's agent ids are cached for its stats.
+    live_stats_interval_s: float = 2.0
+    live_client_queue: int = 1000
+    live_auth_timeout_s: float = 5.0
+    live_agents_cache_s: float = 5.0
     debug: bool = False
 
 
