@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -43,13 +44,29 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
         finally:
             await app.state.redis.aclose()
 
+    @asynccontextmanager
+    async def freeze_startup_objects(app: Litestar) -> AsyncIterator[None]:
+        """Last of the lifespans: what start-up built (modules, the app, mappers, connections) moves
+        to the permanent generation, so a full collection scans only what requests create. Without it
+        a gen-2 collection held the event loop for ~250 ms on a busy machine, every live-feed frame
+        (and every request) waiting behind it (docs/performance.md, "Live feed")."""
+        gc.collect()
+        gc.freeze()
+        yield
+
     return Litestar(
         route_handlers=[HealthController, MetricsController, *ROUTE_HANDLERS],
         dependencies={"auth": Provide(provide_auth)},
         plugins=[SQLAlchemyPlugin(config=sqlalchemy_config(settings))],
         middleware=[prometheus_config.middleware, request_context_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=[lifespan, snapshot_lifespan(settings), events_lifespan(settings), live_lifespan(settings)],
+        lifespan=[
+            lifespan,
+            snapshot_lifespan(settings),
+            events_lifespan(settings),
+            live_lifespan(settings),
+            freeze_startup_objects,
+        ],
         cors_config=CORSConfig(allow_origins=["*"], allow_headers=["Authorization", "Content-Type"]),
         openapi_config=OpenAPIConfig(
             title="Voice Agent Load Balancer — control plane",

@@ -130,6 +130,10 @@ class TenantFeed:
             return
         self._sub = await nc.subscribe(self.subject, cb=self._on_message)
         self._sub_conn = nc
+        # The server has the subscription before the first stats go out (so a client that saw them
+        # misses no event published after).
+        with contextlib.suppress(Exception):
+            await nc.flush(timeout=1)
         log.debug("live_subscribed", tenant_id=self.tenant_id)
 
     async def _unsubscribe(self) -> None:
