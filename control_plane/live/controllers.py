@@ -69,6 +69,9 @@ async def _serve(socket: WebSocket[Any, Any, Any], client: LiveClient) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
+        for task in tasks:  # a send or receive that failed because the client went away
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.debug("live_client_gone", error=type(task.exception()).__name__)
     if client.close_code is not None and socket.connection_state != "disconnect":
         with contextlib.suppress(Exception):  # gone already, or too backed up to take a close frame
             async with asyncio.timeout(CLOSE_WAIT_S):

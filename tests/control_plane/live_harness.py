@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,12 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.routing_engine.harness import free_port, wait_port
+from tests.routing_engine.harness import free_port, load_fixture, wait_port
+
+PASSWORD = "correct horse battery"
+INBOUND = load_fixture("application-inbound.json")
+SESSION_UPDATES = {u["status"]: u for u in load_fixture("session-updates-answered.json")}
+CDR = load_fixture("cdr-answered.json")
 
 
 @dataclass
@@ -168,3 +175,124 @@ def small_buffer_socket(base_url: str, rcvbuf: int = 4096) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect((host, int(port)))
     return sock
+
+
+# --- tenants with config through the API, and calls through the engine ---------------------------
+
+
+@dataclass
+class LiveTenant:
+    """A tenant registered over HTTP, with config that routes +1212* to a group of two agents."""
+
+    api: httpx.AsyncClient
+    token: str
+    tenant_id: int
+    domain: str = ""
+    key: str = ""
+    agent_ids: list[int] = field(default_factory=list)
+    group_id: int = 0
+    rule_id: int = 0
+    sessions: set[str] = field(default_factory=set)
+
+    async def post(self, path: str, json: Any) -> dict[str, Any]:
+        response = await self.api.post(path, json=json, headers={"Authorization": f"Bearer {self.token}"})
+        assert response.status_code in (200, 201), response.text
+        return dict(response.json())
+
+
+async def register(api: httpx.AsyncClient, name: str) -> LiveTenant:
+    response = await api.post(
+        "/api/register",
+        json={
+            "name": name,
+            "email": f"{uuid.uuid4().hex[:12]}@example.com",
+            "password": PASSWORD,
+            "password_confirmation": PASSWORD,
+            "tenant_name": f"{name} tenant",
+        },
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return LiveTenant(api=api, token=body["token"], tenant_id=int(body["user"]["tenant_id"]))
+
+
+async def routable_tenant(api: httpx.AsyncClient, engine: httpx.AsyncClient, name: str) -> LiveTenant:
+    """Config through the API (the domain last, so the snapshot that has it has everything), then
+    wait until the engine runs it (a number no rule matches answers 200 once the domain is known)."""
+    t = await register(api, name)
+    marker = uuid.uuid4().hex[:8]
+    for n in (1, 2):
+        agent = await t.post(
+            "/api/voice-agents",
+            json={"name": f"{name}-{n}", "provider": "vapi", "service_value": f"+1212555012{n}"},
+        )
+        t.agent_ids.append(agent["id"])
+    group = await t.post("/api/agent-groups", json={"name": f"{name}-line", "strategy": "round_robin"})
+    t.group_id = group["id"]
+    for agent_id in t.agent_ids:
+        await t.post(f"/api/agent-groups/{t.group_id}/members", json={"agent_id": agent_id})
+    rule = await t.post(
+        "/api/inbound-routing-rules",
+        json={"pattern": "+1212*", "target_type": "group", "target_id": t.group_id},
+    )
+    t.rule_id = rule["id"]
+    domain = await t.post("/api/domains", json={"domain": f"live-{marker}.cloudonix.net"})
+    t.domain, t.key = domain["domain"], domain["webhook_key"]
+    for _ in range(400):
+        session = uuid.uuid4().hex
+        response = await webhook(engine, t, "application", dict(INBOUND, Session=session, To="+19995550100"))
+        if response.status_code == 200:
+            t.sessions.add(session)
+            return t
+        await asyncio.sleep(0.05)
+    raise AssertionError("the engine never ran the tenant's snapshot")
+
+
+async def webhook(engine: httpx.AsyncClient, t: LiveTenant, path: str, body: Any) -> httpx.Response:
+    urls = {
+        "application": f"/api/voice/application/{t.domain}",
+        "update": f"/api/voice/session/update/{t.domain}",
+        "cdr": f"/api/voice/session/cdr/{t.domain}",
+    }
+    return await engine.post(urls[path], json=body, headers={"Authorization": f"Bearer {t.key}"})
+
+
+def session_update(t: LiveTenant, session: str, status: str) -> dict[str, Any]:
+    return dict(SESSION_UPDATES[status], token=session, domain=t.domain, eventId=f"{session}-{status}")
+
+
+def cdr(t: LiveTenant, session: str) -> dict[str, Any]:
+    return dict(CDR, domain=t.domain, session=dict(CDR["session"], token=session))
+
+
+async def route_call(engine: httpx.AsyncClient, t: LiveTenant, session: str) -> float:
+    """The first request of a call; answers when it was sent (perf_counter)."""
+    t.sessions.add(session)
+    sent = time.perf_counter()
+    response = await webhook(engine, t, "application", dict(INBOUND, Session=session, CallSid=session))
+    assert response.status_code == 200, response.text
+    assert ET.fromstring(response.content).find("./Dial") is not None, response.text
+    return sent
+
+
+# Each webhook of a call and the frame it must produce.
+STEPS = [
+    ("application", "call.routed"),
+    ("connected", "call.status"),
+    ("answer", "call.ended"),
+    ("cdr", "cdr.received"),
+]
+
+
+async def whole_call(engine: httpx.AsyncClient, t: LiveTenant) -> tuple[str, dict[str, float]]:
+    """Drive one answered call through the engine; answers its session and when each webhook left."""
+    session = uuid.uuid4().hex
+    sent = {"call.routed": await route_call(engine, t, session)}
+    for status, frame_type in STEPS[1:3]:
+        sent[frame_type] = time.perf_counter()
+        response = await webhook(engine, t, "update", session_update(t, session, status))
+        assert response.status_code == 204, response.text
+    sent["cdr.received"] = time.perf_counter()
+    response = await webhook(engine, t, "cdr", cdr(t, session))
+    assert response.status_code == 204, response.text
+    return session, sent

@@ -13,9 +13,7 @@ import contextlib
 import statistics
 import time
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -30,14 +28,24 @@ from shared.enums import EventKind
 from shared.events import CallEvent, decode_events, encode_events
 from shared.redis_keys import TenantKeys
 from tests.control_plane.live_harness import (
+    CDR,
+    INBOUND,
+    STEPS,
     LiveReader,
+    LiveTenant,
     ServedPlane,
+    cdr,
     granian_control_plane,
     open_live,
+    register,
+    routable_tenant,
+    route_call,
     small_buffer_socket,
+    webhook,
+    whole_call,
     ws_url,
 )
-from tests.routing_engine.harness import PrivateServer, granian_engine, load_fixture
+from tests.routing_engine.harness import PrivateServer, granian_engine
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +55,6 @@ LIVE_ENV = {
     "VLB_LIVE_AUTH_TIMEOUT_S": "1",
     "VLB_LIVE_AGENTS_CACHE_S": "0.5",
 }
-PASSWORD = "correct horse battery"
-INBOUND = load_fixture("application-inbound.json")
-SESSION_UPDATES = {u["status"]: u for u in load_fixture("session-updates-answered.json")}
-CDR = load_fixture("cdr-answered.json")
 LATENCY_LIMIT_S = 0.2
 # The event kind behind each frame type of a whole call.
 FRAME_KIND = {
@@ -84,124 +88,6 @@ async def api(plane: ServedPlane) -> AsyncIterator[httpx.AsyncClient]:
 async def engine(engine_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=engine_url, timeout=10) as client:
         yield client
-
-
-@dataclass
-class LiveTenant:
-    """A tenant registered over HTTP, with config that routes +1212* to a group of two agents."""
-
-    api: httpx.AsyncClient
-    token: str
-    tenant_id: int
-    domain: str = ""
-    key: str = ""
-    agent_ids: list[int] = field(default_factory=list)
-    group_id: int = 0
-    rule_id: int = 0
-    sessions: set[str] = field(default_factory=set)
-
-    async def post(self, path: str, json: Any) -> dict[str, Any]:
-        response = await self.api.post(path, json=json, headers={"Authorization": f"Bearer {self.token}"})
-        assert response.status_code in (200, 201), response.text
-        return dict(response.json())
-
-
-async def register(api: httpx.AsyncClient, name: str) -> LiveTenant:
-    response = await api.post(
-        "/api/register",
-        json={
-            "name": name,
-            "email": f"{uuid.uuid4().hex[:12]}@example.com",
-            "password": PASSWORD,
-            "password_confirmation": PASSWORD,
-            "tenant_name": f"{name} tenant",
-        },
-    )
-    assert response.status_code == 201, response.text
-    body = response.json()
-    return LiveTenant(api=api, token=body["token"], tenant_id=int(body["user"]["tenant_id"]))
-
-
-async def routable_tenant(api: httpx.AsyncClient, engine: httpx.AsyncClient, name: str) -> LiveTenant:
-    """Config through the API (the domain last, so the snapshot that has it has everything), then
-    wait until the engine runs it (a number no rule matches answers 200 once the domain is known)."""
-    t = await register(api, name)
-    marker = uuid.uuid4().hex[:8]
-    for n in (1, 2):
-        agent = await t.post(
-            "/api/voice-agents",
-            json={"name": f"{name}-{n}", "provider": "vapi", "service_value": f"+1212555012{n}"},
-        )
-        t.agent_ids.append(agent["id"])
-    group = await t.post("/api/agent-groups", json={"name": f"{name}-line", "strategy": "round_robin"})
-    t.group_id = group["id"]
-    for agent_id in t.agent_ids:
-        await t.post(f"/api/agent-groups/{t.group_id}/members", json={"agent_id": agent_id})
-    rule = await t.post(
-        "/api/inbound-routing-rules",
-        json={"pattern": "+1212*", "target_type": "group", "target_id": t.group_id},
-    )
-    t.rule_id = rule["id"]
-    domain = await t.post("/api/domains", json={"domain": f"live-{marker}.cloudonix.net"})
-    t.domain, t.key = domain["domain"], domain["webhook_key"]
-    for _ in range(400):
-        session = uuid.uuid4().hex
-        response = await webhook(engine, t, "application", dict(INBOUND, Session=session, To="+19995550100"))
-        if response.status_code == 200:
-            t.sessions.add(session)
-            return t
-        await asyncio.sleep(0.05)
-    raise AssertionError("the engine never ran the tenant's snapshot")
-
-
-async def webhook(engine: httpx.AsyncClient, t: LiveTenant, path: str, body: Any) -> httpx.Response:
-    urls = {
-        "application": f"/api/voice/application/{t.domain}",
-        "update": f"/api/voice/session/update/{t.domain}",
-        "cdr": f"/api/voice/session/cdr/{t.domain}",
-    }
-    return await engine.post(urls[path], json=body, headers={"Authorization": f"Bearer {t.key}"})
-
-
-def session_update(t: LiveTenant, session: str, status: str) -> dict[str, Any]:
-    return dict(SESSION_UPDATES[status], token=session, domain=t.domain, eventId=f"{session}-{status}")
-
-
-def cdr(t: LiveTenant, session: str) -> dict[str, Any]:
-    return dict(CDR, domain=t.domain, session=dict(CDR["session"], token=session))
-
-
-async def route_call(engine: httpx.AsyncClient, t: LiveTenant, session: str) -> float:
-    """The first request of a call; answers when it was sent (perf_counter)."""
-    t.sessions.add(session)
-    sent = time.perf_counter()
-    response = await webhook(engine, t, "application", dict(INBOUND, Session=session, CallSid=session))
-    assert response.status_code == 200, response.text
-    assert ET.fromstring(response.content).find("./Dial") is not None, response.text
-    return sent
-
-
-# Each webhook of a call and the frame it must produce.
-STEPS = [
-    ("application", "call.routed"),
-    ("connected", "call.status"),
-    ("answer", "call.ended"),
-    ("cdr", "cdr.received"),
-]
-
-
-async def whole_call(engine: httpx.AsyncClient, t: LiveTenant) -> tuple[str, dict[str, float]]:
-    """Drive one answered call through the engine; answers its session and when each webhook left."""
-    session = uuid.uuid4().hex
-    sent = {"call.routed": await route_call(engine, t, session)}
-    for status, frame_type in STEPS[1:3]:
-        sent[frame_type] = time.perf_counter()
-        response = await webhook(engine, t, "update", session_update(t, session, status))
-        assert response.status_code == 204, response.text
-    sent["cdr.received"] = time.perf_counter()
-    response = await webhook(engine, t, "cdr", cdr(t, session))
-    assert response.status_code == 204, response.text
-    return session, sent
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -534,3 +420,28 @@ async def test_the_feed_keeps_its_clients_through_a_nats_outage(
                 await nc.close()
     finally:
         server.cleanup()
+
+
+def live_gauge(metrics: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(f"{name} "))
+
+
+async def test_a_dead_client_leaves_and_its_tenant_is_unsubscribed(
+    api: httpx.AsyncClient, plane: ServedPlane
+) -> None:
+    t = await register(api, "Dead")
+    before = (await api.get("/metrics")).text
+    clients, tenants = live_gauge(before, "vlb_cp_live_clients"), live_gauge(before, "vlb_cp_live_tenants")
+    reader = await open_live(plane.url, t.token)
+    during = (await api.get("/metrics")).text
+    assert live_gauge(during, "vlb_cp_live_clients") == clients + 1
+    assert live_gauge(during, "vlb_cp_live_tenants") == tenants + 1
+    reader.ws.transport.abort()  # gone without a close handshake
+    deadline = time.monotonic() + 5
+    while True:
+        after = (await api.get("/metrics")).text
+        if live_gauge(after, "vlb_cp_live_clients") == clients:
+            break
+        assert time.monotonic() < deadline, "the dead client is still counted"
+        await asyncio.sleep(0.1)
+    assert live_gauge(after, "vlb_cp_live_tenants") == tenants  # its last client: unsubscribed
