@@ -42,17 +42,43 @@ class ServedPlane:
         """User + system CPU time used so far by granian and its workers."""
         ticks = os.sysconf("SC_CLK_TCK")
         total = 0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) == self.pgid:  # field 5 of stat: the process group
+        for pid in self._pids():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / ticks
+
+    def connections_per_worker(self) -> dict[int, int]:
+        """Established connections to the served port held by each granian process (from /proc)."""
+        port = int(self.url.rsplit(":", 1)[1])
+        inodes: dict[str, int] = {}  # socket inode -> pid
+        for pid in self._pids():
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                        if target.startswith("socket:["):
+                            inodes[target[8:-1]] = pid
+        counts: dict[int, int] = {}
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].split(":")[1], 16)
+            if local_port == port and fields[3] == "01" and fields[9] in inodes:  # 01: ESTABLISHED
+                pid = inodes[fields[9]]
+                counts[pid] = counts.get(pid, 0) + 1
+        return counts
+
+    def _pids(self) -> list[int]:
+        """granian and its workers: the processes of its process group (field 5 of stat)."""
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                    if int(stat[stat.rindex(")") + 2 :].split()[2]) == self.pgid:
+                        pids.append(int(entry))
+        return pids
 
 
 @contextlib.contextmanager

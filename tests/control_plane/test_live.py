@@ -445,3 +445,44 @@ async def test_a_dead_client_leaves_and_its_tenant_is_unsubscribed(
         assert time.monotonic() < deadline, "the dead client is still counted"
         await asyncio.sleep(0.1)
     assert live_gauge(after, "vlb_cp_live_tenants") == tenants  # its last client: unsubscribed
+
+
+async def test_every_worker_serves_the_feed(
+    api: httpx.AsyncClient, cp_settings: ControlPlaneSettings
+) -> None:
+    """Two granian workers: clients land on both, each worker subscribes for the tenant on its own,
+    and every client gets every event and the same stats."""
+    t = await register(api, "Workers")
+    with granian_control_plane(workers=2, env=LIVE_ENV) as two:
+        nc = await nats.connect(cp_settings.nats_url)
+        readers: list[LiveReader] = []
+        try:
+            # Connections opened together spread over the workers (they accept from one socket) once
+            # both are up (/health answered from the first).
+            for _ in range(10):
+                readers += await asyncio.gather(*(open_live(two.url, t.token) for _ in range(4)))
+                per_worker = two.connections_per_worker()
+                if len(per_worker) == 2:
+                    break
+                await asyncio.sleep(1)
+            assert len(per_worker) == 2, f"every client landed on one worker: {per_worker}"
+            event = CallEvent(
+                event_id=uuid.uuid4().hex,
+                kind=EventKind.ROUTED,
+                tenant_id=t.tenant_id,
+                domain="workers.example",
+                session_token="to-every-worker",
+                occurred_at=time.time(),
+                outcome="routed",
+                agent_id=1,
+            )
+            prefix = cp_settings.events_subject_prefix
+            await nc.publish(f"{prefix}.{t.tenant_id}.routed", encode_events([event]))
+            for reader in readers:
+                frame = await reader.wait_for(lambda b: b.get("session_token") == "to-every-worker")
+                assert frame.body["type"] == "call.routed"
+                assert sum(1 for f in reader.frames if f.body.get("session_token") == "to-every-worker") == 1
+        finally:
+            await nc.close()
+            for reader in readers:
+                await reader.stop()
