@@ -168,6 +168,7 @@ class TenantFeed:
         try:
             while True:
                 raise_if_cancelling()
+                self.wake.clear()  # before subscribing: a new connection's wake is not missed
                 try:
                     await self._subscribe()
                 except asyncio.CancelledError:
@@ -187,7 +188,6 @@ class TenantFeed:
                         raise_if_cancelling()
                         metrics.ERRORS.labels("stats").inc()
                         log.warning("live_stats_failed", tenant_id=self.tenant_id, error=_text(exc))
-                self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), max(0.0, next_stats - time.monotonic()))
         finally:
