@@ -376,47 +376,59 @@ async def test_the_feed_keeps_its_clients_through_a_nats_outage(
     try:
         with granian_control_plane(env={**LIVE_ENV, "VLB_NATS_URL": server.url}) as private_plane:
             t = await register(api, "Outage")  # the shared plane's API: same database
+            late = await register(api, "Late")  # its first client joins while NATS is down
             reader = await open_live(private_plane.url, t.token)
             nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-            subject = f"{cp_settings.events_subject_prefix}.{t.tenant_id}.routed"
+            prefix = cp_settings.events_subject_prefix
 
-            async def publish(session: str) -> None:
+            async def publish(tenant: LiveTenant, session: str) -> None:
                 event = CallEvent(
                     event_id=uuid.uuid4().hex,
                     kind=EventKind.ROUTED,
-                    tenant_id=t.tenant_id,
+                    tenant_id=tenant.tenant_id,
                     domain="outage.example",
                     session_token=session,
                     occurred_at=time.time(),
                     outcome="routed",
                 )
-                await nc.publish(subject, encode_events([event]))
+                await nc.publish(f"{prefix}.{tenant.tenant_id}.routed", encode_events([event]))
 
+            late_reader: LiveReader | None = None
             try:
-                await publish("before")
+                await publish(t, "before")
                 await reader.wait_for(lambda b: b.get("session_token") == "before")
                 server.stop()
                 await asyncio.sleep(1.0)
                 stats_during = len(reader.of_type("stats"))
+                late_reader = await open_live(
+                    private_plane.url, late.token
+                )  # hello and stats: no NATS needed
                 await asyncio.sleep(1.5)
                 assert len(reader.of_type("stats")) > stats_during  # stats go on (Redis)
                 assert reader.close_code is None
                 server.start()
-                # nats-py reconnects both sides and subscribes again: the feed resumes.
-                deadline = time.monotonic() + 20
-                n = 0
-                while True:
-                    n += 1
-                    if nc.is_connected:
-                        await publish(f"after-{n}")
-                    try:
-                        await reader.wait_for(lambda b: str(b.get("session_token")).startswith("after-"), 0.5)
-                        break
-                    except AssertionError:
-                        assert time.monotonic() < deadline, "the feed did not resume after NATS came back"
-                assert reader.close_code is None
+                # nats-py reconnects both sides and subscribes again: both feeds resume.
+                for tenant, feed in ((t, reader), (late, late_reader)):
+                    deadline = time.monotonic() + 20
+                    n = 0
+                    while True:
+                        n += 1
+                        if nc.is_connected:
+                            await publish(tenant, f"after-{n}")
+                        try:
+                            await feed.wait_for(
+                                lambda b: str(b.get("session_token")).startswith("after-"), 0.5
+                            )
+                            break
+                        except AssertionError:
+                            assert time.monotonic() < deadline, (
+                                f"tenant {tenant.tenant_id}'s feed did not resume"
+                            )
+                    assert feed.close_code is None
             finally:
                 await reader.stop()
+                if late_reader is not None:
+                    await late_reader.stop()
                 await nc.close()
     finally:
         server.cleanup()
