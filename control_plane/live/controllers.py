@@ -16,12 +16,13 @@ import structlog
 from litestar import Litestar, WebSocket, websocket
 
 from control_plane.live import metrics
-from control_plane.live.hub import CLOSE_UNAUTHORIZED, LiveClient, LiveHub
+from control_plane.live.hub import CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED, LiveClient, LiveHub
 from control_plane.live.messages import AUTH_DECODER, Hello, encode_text
 from control_plane.settings import ControlPlaneSettings
 
 log = structlog.get_logger("control_plane.live")
 
+CLOSE_REASONS = {CLOSE_TOO_SLOW: "did not keep up: reconnect", CLOSE_GOING_AWAY: "server shutting down"}
 # How long a close frame may take to go out before the connection is left to the server to drop.
 CLOSE_WAIT_S = 2.0
 
@@ -75,7 +76,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], client: LiveClient) -> None:
     if client.close_code is not None and socket.connection_state != "disconnect":
         with contextlib.suppress(Exception):  # gone already, or too backed up to take a close frame
             async with asyncio.timeout(CLOSE_WAIT_S):
-                await socket.close(code=client.close_code)
+                await socket.close(code=client.close_code, reason=CLOSE_REASONS.get(client.close_code, ""))
 
 
 @websocket("/api/live", name="live-feed")

@@ -316,6 +316,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_others_keep_receiv
                 await asyncio.wait_for(slow.recv(), 5)
                 read += 1
         assert slow.close_code == 1013
+        assert slow.close_reason == "did not keep up: reconnect"
         assert read < sent
         print(f"\nslow client: dropped after {sent} events sent, it had read {read} of them")
     finally:
