@@ -15,6 +15,7 @@ from control_plane.calls.controllers import (
 )
 from control_plane.cdr.controllers import CdrController
 from control_plane.groups.controllers import AgentGroupsController, GroupMembersController
+from control_plane.live.controllers import live_feed
 from control_plane.routing.controllers import InboundRulesController
 from control_plane.tenants.controllers import DomainsController, TenantController
 from control_plane.trunks.controllers import OutboundRulesController, TrunksController
@@ -37,4 +38,5 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     AnalyticsController,
     CdrController,
     WebhookAuditController,
+    live_feed,
 ]

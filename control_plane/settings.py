@@ -23,6 +23,14 @@ class ControlPlaneSettings(CommonSettings, kw_only=True, frozen=True):
     events_ack_wait_s: float = 30.0
     # The longest range an analytics report may cover (GET /api/analytics/*), in days.
     analytics_max_range_days: int = 366
+
+    # The live feed (WS /api/live, control_plane.live): seconds between stats messages, frames a
+    # client may have queued before it is dropped (1013), seconds to send the token as a first
+    # message, seconds a tenant's agent ids are cached for its stats.
+    live_stats_interval_s: float = 2.0
+    live_client_queue: int = 1000
+    live_auth_timeout_s: float = 5.0
+    live_agents_cache_s: float = 5.0
     debug: bool = False
 
 

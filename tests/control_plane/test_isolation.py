@@ -5,19 +5,26 @@ The route table is read from the app itself, so a route added without a case her
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats
 import pytest
 from litestar import Litestar
+from litestar.routes import WebSocketRoute
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from control_plane.analytics import aggregates
 from control_plane.events.writer import write_events
+from control_plane.live.hub import LiveHub
 from control_plane.settings import ControlPlaneSettings
+from shared.enums import EventKind
+from shared.events import CallEvent, encode_events
 from tests.control_plane.conftest import Account, register_account
 from tests.control_plane.test_consumer import START_MS, full_call
 
@@ -186,9 +193,55 @@ def api_routes(app: Litestar) -> set[tuple[str, str]]:
     for route in app.routes:
         if not route.path.startswith("/api"):
             continue
+        if isinstance(route, WebSocketRoute):
+            routes.add(("WS", route.path))
         for method in getattr(route, "methods", set()) - {"OPTIONS", "HEAD"}:
             routes.add((method, route.path))
     return routes
+
+
+async def live_feed_isolation(
+    app: Litestar, cp_settings: ControlPlaneSettings, victim: Tenant, attacker: Tenant
+) -> list[str]:
+    """WS /api/live has no ids: the tenant comes from the token. The attacker's token opens the
+    attacker's feed, and that feed's NATS subscription delivers the attacker's call events and never
+    the victim's (over real NATS; tests/control_plane/test_live.py does the same over a websocket)."""
+    hub: LiveHub = app.state.live_hub
+    failures: list[str] = []
+    tenant_id = await hub.tenant_of(attacker.account.token)
+    if tenant_id != attacker.account.tenant_id:
+        return [f"WS /api/live: the attacker's token opened tenant {tenant_id}'s feed"]
+    client = hub.join(tenant_id)
+    nc = await nats.connect(cp_settings.nats_url)
+    try:
+        deadline = time.monotonic() + 10
+        while not any('"stats"' in frame for frame in client.queue):  # subscribed once stats go out
+            assert time.monotonic() < deadline, "no stats from the live feed"
+            await asyncio.sleep(0.02)
+        for t in (victim, attacker):
+            event = CallEvent(
+                event_id=uuid.uuid4().hex,
+                kind=EventKind.ROUTED,
+                tenant_id=t.account.tenant_id,
+                domain=t.names["domain"],
+                session_token=f"{t.marker}-live",
+                occurred_at=time.time(),
+                outcome="no_route",
+            )
+            prefix = cp_settings.events_subject_prefix
+            await nc.publish(f"{prefix}.{t.account.tenant_id}.routed", encode_events([event]))
+        while not any(f"{attacker.marker}-live" in frame for frame in client.queue):
+            if time.monotonic() > deadline:
+                failures.append("WS /api/live: the attacker's own event never arrived")
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # time for a leak to show
+        if any(victim.marker in frame for frame in client.queue):
+            failures.append("WS /api/live: the attacker's feed shows the victim's events")
+    finally:
+        hub.leave(client)
+        await nc.close()
+    return failures
 
 
 async def victim_state(victim: Tenant) -> list[Any]:
@@ -225,7 +278,9 @@ async def tenants(client: Any, cp_settings: ControlPlaneSettings) -> tuple[Tenan
     return victim, attacker
 
 
-async def test_every_route_keeps_tenants_apart(cp_app: Litestar, tenants: tuple[Tenant, Tenant]) -> None:
+async def test_every_route_keeps_tenants_apart(
+    cp_app: Litestar, cp_settings: ControlPlaneSettings, tenants: tuple[Tenant, Tenant]
+) -> None:
     victim, attacker = tenants
     before = await victim_state(victim)
     covered: set[tuple[str, str]] = set()
@@ -248,6 +303,8 @@ async def test_every_route_keeps_tenants_apart(cp_app: Litestar, tenants: tuple[
             failures.append(f"{method} {url}: 404 body leaks victim data")
 
     # 2. Every list/read route without ids: nothing of the victim's shows.
+    websockets = {route for route in routes if route[0] == "WS"}
+    covered |= websockets & {("WS", "/api/live")}  # checked at the end (its events reach the records)
     for method, path in sorted(routes):
         if "{" in path or method != "GET" or (method, path) in SELF_ONLY:
             continue
@@ -380,6 +437,13 @@ async def test_every_route_keeps_tenants_apart(cp_app: Litestar, tenants: tuple[
     uncovered = routes - covered - SELF_ONLY
     assert not uncovered, f"routes without an isolation case: {sorted(uncovered)}"
     assert await victim_state(victim) == before
+    # The app's lifespan (and so its LiveHub, NATS and Redis clients) runs in the test client's portal
+    # loop: check the feed there.
+    portal = attacker.account.client.blocking_portal
+    live_failures = await asyncio.to_thread(
+        portal.call, live_feed_isolation, cp_app, cp_settings, victim, attacker
+    )
+    assert not live_failures, "\n".join(live_failures)
     print(f"isolation: {len(covered)} routes checked")
 
 
