@@ -158,34 +158,29 @@ UPSERT_SQL = f"""
     SELECT * FROM unnest({_KEY_ARRAYS}, {_COLUMN_ARRAYS})
     ON CONFLICT ({", ".join(KEY)}) DO UPDATE SET
     {", ".join(f"{c} = call_stats.{c} + EXCLUDED.{c}" for c in COLUMNS)}
+    RETURNING ctid, {" AND ".join(f"call_stats.{c} = 0" for c in COLUMNS)} AS empty
 """  # noqa: S608
+# The rows the upsert left all zero, by their row id (this transaction holds their locks, so the ids
+# stay theirs): no lookup for the planner to choose.
 DELETE_EMPTY_SQL = f"""
-    DELETE FROM call_stats s
-    USING unnest({_KEY_ARRAYS}) AS k({", ".join(KEY)})
-    WHERE {" AND ".join(f"s.{c} = k.{c}" for c in KEY)}
-      AND {" AND ".join(f"s.{c} = 0" for c in COLUMNS)}
+    DELETE FROM call_stats WHERE ctid = ANY(CAST(:ctids AS tid[]))
+      AND {" AND ".join(f"{c} = 0" for c in COLUMNS)}
 """  # noqa: S608
-
-
-def _key_params(keys: list[StatKey]) -> dict[str, list[object]]:
-    return {name: [k[i] for k in keys] for i, name in enumerate(KEY)}
 
 
 async def apply_deltas(session: AsyncSession, deltas: StatDeltas) -> int:
-    """Add the deltas to ``call_stats`` (one multi-row upsert, rows in key order), then delete the
-    rows they emptied. Returns how many rows changed."""
+    """Add the deltas to ``call_stats`` (one multi-row upsert, rows in key order, so two writers lock
+    shared rows in one order), then delete the rows they emptied. Returns how many rows changed."""
     rows = deltas.nonzero()
     if not rows:
         return 0
-    keys = [k for k, _ in rows]
-    params = _key_params(keys)
+    params: dict[str, list[object]] = {name: [k[i] for k, _ in rows] for i, name in enumerate(KEY)}
     for i, name in enumerate(COLUMNS):
         params[name] = [v[i] for _, v in rows]
-    await session.execute(text(UPSERT_SQL), params)
-    # Only a row that lost a call can have fallen to zero.
-    emptied = [k for k, v in rows if v[0] < 0]
+    changed = (await session.execute(text(UPSERT_SQL), params)).all()
+    emptied = [str(ctid) for ctid, empty in changed if empty]
     if emptied:
-        await session.execute(text(DELETE_EMPTY_SQL), _key_params(emptied))
+        await session.execute(text(DELETE_EMPTY_SQL), {"ctids": emptied})
     return len(rows)
 
 

@@ -227,6 +227,7 @@ class RecordRow:
     disposition: str | None = None
     call_id: str | None = None
     last_event_at: datetime.datetime | None = None
+    state: CallState | None = None  # status and times as advance() sees them, once folding began
 
     def stat(self) -> tuple[StatKey, tuple[int, ...]]:
         """Its contribution to ``call_stats`` (row key and values)."""
@@ -245,13 +246,15 @@ class RecordRow:
 
 def apply_event(record: RecordRow, event: CallEvent) -> None:
     """Fold one (new) event into its call record, in place."""
-    held = CallState(
-        status=CallStatus(record.status),
-        start_ms=_ts_ms(record.start_time),
-        answer_ms=_ts_ms(record.answer_time),
-        end_ms=_ts_ms(record.end_time),
-    )
-    state = advance(held, lifecycle_event(event))
+    held = record.state
+    if held is None:
+        held = CallState(
+            status=CallStatus(record.status),
+            start_ms=_ts_ms(record.start_time),
+            answer_ms=_ts_ms(record.answer_time),
+            end_ms=_ts_ms(record.end_time),
+        )
+    state = record.state = advance(held, lifecycle_event(event))
     assert state.status is not None
     record.status = state.status.value
     if state.start_ms != held.start_ms:
@@ -372,8 +375,21 @@ def _array_type(table: Table, column: str) -> str:
 
 
 def _unnest(table: Table, columns: Sequence[str]) -> str:
-    """``unnest(CAST(:a AS T[]), …)`` over ``columns`` of ``table``: one bound array per column."""
-    return "unnest(" + ", ".join(f"CAST(:{c} AS {_array_type(table, c)})" for c in columns) + ")"
+    """``unnest(CAST(%(a)b AS T[]), …)`` over ``columns`` of ``table``: one bound array per column."""
+    return "unnest(" + ", ".join(f"CAST(%({c})b AS {_array_type(table, c)})" for c in columns) + ")"
+
+
+async def execute_binary(session: AsyncSession, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Run ``sql`` (psycopg placeholders) on the session's connection, in its transaction, with binary
+    parameters: an array travels as one binary value (as text, psycopg would escape every element in
+    Python, which cost more than everything else the writer does). Returns the rows, if any."""
+    driver = (await (await session.connection()).get_raw_connection()).driver_connection
+    assert driver is not None  # an open connection, inside the session's transaction
+    async with driver.cursor(binary=True) as cursor:
+        # Never a prepared statement: its generic plan, made once when the table was small, would
+        # outlive the table's growth (psycopg prepares a query after its fifth run).
+        await cursor.execute(sql, params, prepare=False)
+        return list(await cursor.fetchall()) if cursor.description else []
 
 
 async def _insert(
@@ -387,7 +403,7 @@ async def _insert(
     """One ``INSERT … SELECT … FROM unnest(…)`` of ``rows`` (dicts with the same keys) in their order,
     ``constants`` the same for every row; returns the ``returning`` column of the rows it inserted."""
     columns = list(rows[0])
-    values = ["u.*", *(f"CAST(:{c} AS {table.c[c].type.compile(dialect=_PG)})" for c in constants)]
+    values = ["u.*", *(f"CAST(%({c})b AS {table.c[c].type.compile(dialect=_PG)})" for c in constants)]
     sql = (
         f"INSERT INTO {table.name} ({', '.join([*columns, *constants])}) "  # noqa: S608
         f"SELECT {', '.join(values)} FROM {_unnest(table, columns)} AS u {conflict}"
@@ -395,50 +411,34 @@ async def _insert(
     if returning:
         sql += f" RETURNING {returning}"
     params = {c: [row[c] for row in rows] for c in columns}
-    result = await session.execute(text(sql), {**params, **constants})
-    return list(result.scalars().all()) if returning else []
+    rows = await execute_binary(session, sql, {**params, **constants})
+    return [row[0] for row in rows]
 
 
-_KEYS = (
-    "unnest(CAST(:tenant_id AS bigint[]), CAST(:session_token AS varchar[])) AS k(tenant_id, session_token)"
-)
-# The records of the given keys, locked in key order. A join of the keys to the unique index on
-# (tenant_id, session_token): one probe per key whatever the table's size or statistics.
-LOCK_RECORDS_SQL = f"""
-    SELECT r.id, r.tenant_id, r.session_token, r.created_at, {", ".join(f"r.{c}" for c in RECORD_FIELDS)}
-    FROM {_KEYS}
-    JOIN call_records r ON r.tenant_id = k.tenant_id AND r.session_token = k.session_token
-    ORDER BY r.tenant_id, r.session_token
-    FOR UPDATE OF r
-"""  # noqa: S608 (constant column names, here and below)
 _INSERT_COLUMNS = ("tenant_id", "session_token", "created_at", "updated_at", *RECORD_FIELDS)
-INSERT_RECORDS_SQL = f"""
+_HELD_COLUMNS = ("id", "tenant_id", "session_token", "created_at", *RECORD_FIELDS)
+# Create the records that do not exist (with the state their events give them), lock the ones that
+# do and return what they hold, in one statement and in key order (no deadlock between writers).
+# Every key is one probe of the unique index on (tenant_id, session_token), made by ON CONFLICT
+# itself: there is no plan to choose, so table size and statistics cannot make it slow. The DO
+# UPDATE touches only updated_at (the caller writes the merged state next); ``xmax = 0`` holds for
+# the rows this statement inserted.
+UPSERT_RECORDS_SQL = f"""
     INSERT INTO call_records ({", ".join(_INSERT_COLUMNS)})
     SELECT * FROM {_unnest(RECORDS, _INSERT_COLUMNS)}
-    ON CONFLICT (tenant_id, session_token) DO NOTHING
-    RETURNING tenant_id, session_token
-"""  # noqa: S608
+    ON CONFLICT (tenant_id, session_token) DO UPDATE SET updated_at = EXCLUDED.updated_at
+    RETURNING xmax = 0, {", ".join(f"call_records.{c}" for c in _HELD_COLUMNS)}
+"""  # noqa: S608 (constant column names, here and below)
 _UPDATE_COLUMNS = ("id", *RECORD_FIELDS)
+# The merged state of the records that existed, by primary key (the only index on id).
 UPDATE_RECORDS_SQL = f"""
     UPDATE call_records AS r
-    SET {", ".join(f"{c} = v.{c}" for c in RECORD_FIELDS)}, updated_at = CAST(:now AS timestamptz)
+    SET {", ".join(f"{c} = v.{c}" for c in RECORD_FIELDS)}
     FROM {_unnest(RECORDS, _UPDATE_COLUMNS)} AS v({", ".join(_UPDATE_COLUMNS)})
-    WHERE r.id = v.id
+    WHERE r.id = v.id AND r.id = ANY(CAST(%(id)b AS bigint[]))
 """  # noqa: S608
 
 Key = tuple[int, str]
-
-
-async def _lock_records(session: AsyncSession, keys: Sequence[Key]) -> dict[Key, RecordRow]:
-    rows = await session.execute(
-        text(LOCK_RECORDS_SQL),
-        {"tenant_id": [k[0] for k in keys], "session_token": [k[1] for k in keys]},
-    )
-    found: dict[Key, RecordRow] = {}
-    for row in rows.mappings():
-        record = RecordRow(**row)
-        found[(record.tenant_id, record.session_token)] = record
-    return found
 
 
 def _fold(record: RecordRow, events: list[CallEvent]) -> None:
@@ -456,43 +456,26 @@ async def _merge_records(session: AsyncSession, events: list[CallEvent], now: da
     by_key: dict[Key, list[CallEvent]] = {}
     for event in events:
         by_key.setdefault((event.tenant_id, event.session_token[:255]), []).append(event)
-    keys = sorted(by_key)
-    deltas = StatDeltas()
-
-    # Lock what exists (in key order: no deadlock between writers), fold, write back as sets.
-    held = await _lock_records(session, keys)
-    changed: list[RecordRow] = []
-    created: list[RecordRow] = []
-    for key in keys:
-        record = held.get(key)
-        if record is None:
-            record = RecordRow(tenant_id=key[0], session_token=key[1], created_at=now)
-            created.append(record)
-        else:
-            deltas.add(*record.stat(), sign=-1)
-            changed.append(record)
+    # Each call as its events alone make it: what a call seen for the first time is inserted as.
+    fresh: dict[Key, RecordRow] = {}
+    for key in sorted(by_key):
+        record = fresh[key] = RecordRow(tenant_id=key[0], session_token=key[1], created_at=now)
         _fold(record, by_key[key])
+    params = _params(list(fresh.values()), ("tenant_id", "session_token", "created_at", *RECORD_FIELDS))
+    params["updated_at"] = [now] * len(fresh)
+    rows = await execute_binary(session, UPSERT_RECORDS_SQL, params)
 
-    if created:
-        params = _params(created, ("tenant_id", "session_token", "created_at", *RECORD_FIELDS))
-        params["updated_at"] = [now] * len(created)
-        inserted = {(t, s) for t, s in await session.execute(text(INSERT_RECORDS_SQL), params)}
-        if len(inserted) < len(created):
-            # Another writer created some of these calls since we looked: fold into its rows instead.
-            lost = [
-                (r.tenant_id, r.session_token)
-                for r in created
-                if (r.tenant_id, r.session_token) not in inserted
-            ]
-            for key, record in (await _lock_records(session, lost)).items():
-                deltas.add(*record.stat(), sign=-1)
-                _fold(record, by_key[key])
-                changed.append(record)
-            created = [r for r in created if (r.tenant_id, r.session_token) in inserted]
-    if changed:
-        params = _params(changed, _UPDATE_COLUMNS)
-        params["now"] = now
-        await session.execute(text(UPDATE_RECORDS_SQL), params)
-    for record in (*created, *changed):
+    deltas = StatDeltas()
+    changed: list[RecordRow] = []
+    for created, *held in rows:
+        if created:
+            deltas.add(*fresh[(held[1], held[2])].stat())
+            continue
+        record = RecordRow(**dict(zip(_HELD_COLUMNS, held, strict=True)))
+        deltas.add(*record.stat(), sign=-1)
+        _fold(record, by_key[(record.tenant_id, record.session_token)])
         deltas.add(*record.stat())
+        changed.append(record)
+    if changed:
+        await execute_binary(session, UPDATE_RECORDS_SQL, _params(changed, _UPDATE_COLUMNS))
     await apply_deltas(session, deltas)
