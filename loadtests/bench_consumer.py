@@ -365,9 +365,9 @@ async def record_plans(url: str, tenant_id: int) -> str:
             ):
                 params = {c: [h[c] for h in held] for c in columns}
                 plan = await execute_binary(
-                    session, "EXPLAIN (ANALYZE, TIMING OFF, SUMMARY ON) " + sql, params
+                    session, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) " + sql, params
                 )
-                lines += [str(r[0]) for r in plan]
+                lines += [str(r[0]) if len(str(r[0])) < 150 else str(r[0])[:146] + " ..." for r in plan]
             await session.rollback()
     finally:
         await engine.dispose()

@@ -4,14 +4,15 @@ analytics aggregates (call_stats, kept with control_plane.analytics.aggregates).
 
 Every table has a unique key (event id; tenant + session token), so writing the same events again
 changes nothing: an event whose id is already in call_events is not applied to its record a second
-time. Records are locked (``SELECT … FOR UPDATE``, in key order) before they are merged, so several
-consumers can write at once.
+time. Records are locked (by ``INSERT … ON CONFLICT … DO UPDATE``, in key order) before they are
+merged, so several consumers can write at once.
 
 Built to stay fast at millions of records whatever the planner statistics say: every statement is
-one set-based round trip whose plan cannot go wrong. Lookups join an ``unnest`` of the batch's keys
-to a unique index (one index probe per key, nothing else to choose); inserts and updates send one
-array per column (``INSERT … SELECT * FROM unnest(…)``, ``UPDATE … FROM unnest(…)``) instead of a
-row, let alone an ORM object, per event."""
+one set-based round trip and none has a plan that statistics can spoil. Records are found by the
+``ON CONFLICT`` probe of their unique index and written back by primary key; inserts and updates
+send one array per column (``INSERT … SELECT * FROM unnest(…)``, ``UPDATE … FROM unnest(…)``)
+instead of a row, let alone an ORM object, per event. docs/architecture.md "Call records" says why
+each statement is shaped as it is."""
 
 from __future__ import annotations
 
