@@ -288,8 +288,22 @@ PRELOAD_SQL = """
 """
 
 
-async def grow(url: str, tenant_id: int, existing: int, target: int, salt: str) -> float:
-    """Add generated records until the tenant has ``target`` of them, then rebuild its aggregates."""
+# ``--history``: timeline and audit rows per preloaded record (event ids as random as real ones).
+HISTORY_SQL = """
+    INSERT INTO {table} (tenant_id, event_id, {columns}, occurred_at_or_processed, engine_id, payload, created_at)
+    SELECT :tenant_id, md5(:salt || g::text) || ':' || h, {values}, now() - interval '30 days' * random(),
+        'bench', jsonb_build_object('Session', md5(:salt || g::text), 'step', h), now()
+    FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g, generate_series(1, :history) AS h
+"""
+HISTORY = {
+    "call_events": ("session_token, kind", "md5(:salt || g::text), 'session_update'", "occurred_at"),
+    "webhook_audit": ("session_token, event_type", "md5(:salt || g::text), 'session_update'", "processed_at"),
+}
+
+
+async def grow(url: str, tenant_id: int, existing: int, target: int, salt: str, history: int = 0) -> float:
+    """Add generated records (and ``history`` timeline and audit rows each) until the tenant has
+    ``target`` of them, then rebuild its aggregates."""
     from control_plane.analytics.aggregates import rebuild_tenants
 
     started = time.monotonic()
@@ -302,6 +316,18 @@ async def grow(url: str, tenant_id: int, existing: int, target: int, salt: str) 
                     text(PRELOAD_SQL),
                     {"tenant_id": tenant_id, "salt": salt, "domain": DOMAIN, "first": first, "last": last},
                 )
+                for table, (columns, values, moment) in HISTORY.items() if history else ():
+                    statement = HISTORY_SQL.format(table=table, columns=columns, values=values)
+                    await conn.execute(
+                        text(statement.replace("occurred_at_or_processed", moment)),
+                        {
+                            "tenant_id": tenant_id,
+                            "salt": salt,
+                            "first": first,
+                            "last": last,
+                            "history": history,
+                        },
+                    )
         async for _report in rebuild_tenants(engine, tenant_id):
             pass
     finally:
@@ -457,8 +483,12 @@ def run_line(env: dict[str, str], args: argparse.Namespace, tmp: Path, line: str
         preloaded = 0
         for i, size in enumerate(args.sizes):
             if size > preloaded:
-                took = asyncio.run(grow(url, tenant_id, preloaded, size, salt))
-                print(f"  [{line}] preloaded to {size:,} records (+ rebuild) in {took:.0f} s", flush=True)
+                took = asyncio.run(grow(url, tenant_id, preloaded, size, salt, args.history))
+                print(
+                    f"  [{line}] preloaded to {size:,} records ({args.history} timeline and audit rows each) "
+                    f"and rebuilt the aggregates in {took:.0f} s",
+                    flush=True,
+                )
                 preloaded = size
             if line == "analyzed":
                 asyncio.run(sql(url, "ANALYZE"))
@@ -485,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=10_000, help="new calls fed per measurement")
     parser.add_argument("--rate", type=float, default=200.0, help="calls starting per second")
     parser.add_argument("--batch", type=int, default=200, help="the consumer's VLB_EVENTS_BATCH")
+    parser.add_argument(
+        "--history", type=int, default=0, help="timeline and audit rows preloaded per record (default none)"
+    )
     parser.add_argument("--lines", nargs="+", default=["stale", "analyzed"], choices=["stale", "analyzed"])
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="vlb-bench-consumer-"))
