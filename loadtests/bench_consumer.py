@@ -356,9 +356,9 @@ async def record_plans(url: str, tenant_id: int) -> str:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from control_plane.events.writer import (
-        _HELD_COLUMNS,
-        _INSERT_COLUMNS,
-        _UPDATE_COLUMNS,
+        HELD_COLUMNS,
+        INSERT_COLUMNS,
+        UPDATE_COLUMNS,
         UPDATE_RECORDS_SQL,
         UPSERT_RECORDS_SQL,
         execute_binary,
@@ -377,17 +377,17 @@ async def record_plans(url: str, tenant_id: int) -> str:
             tokens = sorted(found.all())
             rows = await execute_binary(
                 session,
-                f"SELECT {', '.join(_HELD_COLUMNS)} FROM call_records WHERE tenant_id = %(t)s "
+                f"SELECT {', '.join(HELD_COLUMNS)} FROM call_records WHERE tenant_id = %(t)s "
                 "AND session_token = ANY(%(s)s) ORDER BY session_token",
                 {"t": tenant_id, "s": tokens},
             )
-            held = [dict(zip(_HELD_COLUMNS, row, strict=True)) for row in rows]
+            held = [dict(zip(HELD_COLUMNS, row, strict=True)) for row in rows]
             now = datetime.datetime.now(datetime.UTC)
             for held_row in held:
                 held_row["updated_at"] = now
             for sql, columns in (
-                (UPSERT_RECORDS_SQL, _INSERT_COLUMNS),
-                (UPDATE_RECORDS_SQL, _UPDATE_COLUMNS),
+                (UPSERT_RECORDS_SQL, INSERT_COLUMNS),
+                (UPDATE_RECORDS_SQL, UPDATE_COLUMNS),
             ):
                 params = {c: [h[c] for h in held] for c in columns}
                 plan = await execute_binary(

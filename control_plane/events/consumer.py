@@ -198,7 +198,7 @@ class EventConsumer:
             parts = 1
         chunks: list[list[CallEvent]] = [[] for _ in range(parts)]
         for event in events:
-            chunks[hash((event.tenant_id, event.session_token)) % parts].append(event)
+            chunks[hash((event.tenant_id, event.session_token[:255])) % parts].append(event)
         limit = asyncio.Semaphore(PARALLEL_TRANSACTIONS)
 
         async def store(chunk: list[CallEvent]) -> None:

@@ -416,8 +416,8 @@ async def _insert(
     return [row[0] for row in rows]
 
 
-_INSERT_COLUMNS = ("tenant_id", "session_token", "created_at", "updated_at", *RECORD_FIELDS)
-_HELD_COLUMNS = ("id", "tenant_id", "session_token", "created_at", *RECORD_FIELDS)
+INSERT_COLUMNS = ("tenant_id", "session_token", "created_at", "updated_at", *RECORD_FIELDS)
+HELD_COLUMNS = ("id", "tenant_id", "session_token", "created_at", *RECORD_FIELDS)
 # Create the records that do not exist (with the state their events give them), lock the ones that
 # do and return what they hold, in one statement and in key order (no deadlock between writers).
 # Every key is one probe of the unique index on (tenant_id, session_token), made by ON CONFLICT
@@ -425,17 +425,17 @@ _HELD_COLUMNS = ("id", "tenant_id", "session_token", "created_at", *RECORD_FIELD
 # UPDATE touches only updated_at (the caller writes the merged state next); ``xmax = 0`` holds for
 # the rows this statement inserted.
 UPSERT_RECORDS_SQL = f"""
-    INSERT INTO call_records ({", ".join(_INSERT_COLUMNS)})
-    SELECT * FROM {_unnest(RECORDS, _INSERT_COLUMNS)}
+    INSERT INTO call_records ({", ".join(INSERT_COLUMNS)})
+    SELECT * FROM {_unnest(RECORDS, INSERT_COLUMNS)}
     ON CONFLICT (tenant_id, session_token) DO UPDATE SET updated_at = EXCLUDED.updated_at
-    RETURNING xmax = 0, {", ".join(f"call_records.{c}" for c in _HELD_COLUMNS)}
+    RETURNING xmax = 0, {", ".join(f"call_records.{c}" for c in HELD_COLUMNS)}
 """  # noqa: S608 (constant column names, here and below)
-_UPDATE_COLUMNS = ("id", *RECORD_FIELDS)
+UPDATE_COLUMNS = ("id", *RECORD_FIELDS)
 # The merged state of the records that existed, by primary key (the only index on id).
 UPDATE_RECORDS_SQL = f"""
     UPDATE call_records AS r
     SET {", ".join(f"{c} = v.{c}" for c in RECORD_FIELDS)}
-    FROM {_unnest(RECORDS, _UPDATE_COLUMNS)} AS v({", ".join(_UPDATE_COLUMNS)})
+    FROM {_unnest(RECORDS, UPDATE_COLUMNS)} AS v({", ".join(UPDATE_COLUMNS)})
     WHERE r.id = v.id AND r.id = ANY(CAST(%(id)b AS bigint[]))
 """  # noqa: S608
 
@@ -472,11 +472,11 @@ async def _merge_records(session: AsyncSession, events: list[CallEvent], now: da
         if created:
             deltas.add(*fresh[(held[1], held[2])].stat())
             continue
-        record = RecordRow(**dict(zip(_HELD_COLUMNS, held, strict=True)))
+        record = RecordRow(**dict(zip(HELD_COLUMNS, held, strict=True)))
         deltas.add(*record.stat(), sign=-1)
         _fold(record, by_key[(record.tenant_id, record.session_token)])
         deltas.add(*record.stat())
         changed.append(record)
     if changed:
-        await execute_binary(session, UPDATE_RECORDS_SQL, _params(changed, _UPDATE_COLUMNS))
+        await execute_binary(session, UPDATE_RECORDS_SQL, _params(changed, UPDATE_COLUMNS))
     await apply_deltas(session, deltas)
