@@ -151,6 +151,37 @@ def cmd_engine(settings: LauncherSettings) -> int:
     return 0
 
 
+def cmd_rebuild_aggregates(settings: LauncherSettings, tenant_id: int | None = None) -> int:
+    """Recompute the analytics aggregates (call_stats) from the call records, tenant by tenant; safe
+    while control planes run (each tenant's consumer writes wait for its rebuild)."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from control_plane.analytics.aggregates import rebuild_tenants
+
+    async def run() -> int:
+        engine = create_async_engine(settings.database_url)
+        done = 0
+        try:
+            async for report in rebuild_tenants(engine, tenant_id):
+                done += 1
+                print(
+                    f"tenant {report.tenant_id}: {report.records} call records -> {report.rows} aggregate rows "
+                    f"({report.rows_before} before, {report.drifted} differed) in {report.seconds:.2f} s",
+                    flush=True,
+                )
+        finally:
+            await engine.dispose()
+        if tenant_id is not None and not done:
+            print(f"no tenant {tenant_id}", file=sys.stderr)
+            return 1
+        print(f"rebuilt the aggregates of {done} tenant(s)", flush=True)
+        return 0
+
+    return asyncio.run(run())
+
+
 def simulate_argv(settings: LauncherSettings, extra: Sequence[str]) -> list[str]:
     """``vlb simulate`` defaults: the local engine and the demo domain and key saved by ``vlb run``."""
     argv = list(extra)
@@ -180,6 +211,10 @@ COMMANDS = {
     "control-plane": (cmd_control_plane, "serve the control plane (granian, foreground)"),
     "engine": (cmd_engine, "serve the routing engine (granian, uvloop, foreground)"),
     "simulate": (cmd_simulate, "send a Cloudonix-shaped inbound call to the engine and print the CXML"),
+    "rebuild-aggregates": (
+        cmd_rebuild_aggregates,
+        "recompute the analytics aggregates from the call records (all tenants, or --tenant ID)",
+    ),
 }
 
 
@@ -188,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (_func, help_text) in COMMANDS.items():
         # simulate passes its arguments (and --help) through to routing_engine.simulate.
-        sub.add_parser(name, help=help_text, description=help_text, add_help=name != "simulate")
+        command = sub.add_parser(name, help=help_text, description=help_text, add_help=name != "simulate")
+        if name == "rebuild-aggregates":
+            command.add_argument("--tenant", type=int, metavar="ID", help="only this tenant")
     return parser
 
 
@@ -204,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "simulate":
             return cmd_simulate(settings, extra)
+        if args.command == "rebuild-aggregates":
+            return cmd_rebuild_aggregates(settings, args.tenant)
         return func(settings)
     except KeyboardInterrupt:
         log.info("stopped", reason="interrupt")

@@ -1,18 +1,26 @@
-"""The definition of ``call_stats`` (control_plane/db/models/analytics.py) and its rebuild.
+"""The definition of ``call_stats`` (control_plane/db/models/analytics.py), its upkeep and its rebuild.
 
 A call record contributes to exactly one row, keyed by (tenant, UTC hour of its start, agent, group,
 direction). ``CONTRIBUTION_SQL`` says what a record adds to each column; ``contribution`` says the
-same in Python for the consumer's incremental upkeep, and ``rebuild`` recomputes a tenant's rows from
-its records. A test holds the three to one another: after any sequence of events, the rows the
-consumer kept equal a rebuild's."""
+same in Python for the consumer's incremental upkeep (``StatDeltas`` + ``apply_deltas``), and
+``rebuild`` recomputes a tenant's rows from its records. A test holds the three to one another: after
+any sequence of events, the rows the consumer kept equal a rebuild's (``drift`` counts the rows that
+differ). Rows whose every column is zero are deleted, so a rebuild and the upkeep agree row for row.
+
+Concurrency: a writer takes a shared per-tenant advisory lock (``hold_tenants``) before it reads the
+records it will change; ``rebuild`` takes the same lock exclusively, so it waits for the writers in
+flight and the writers wait for it, and its snapshot of the records is the one its rows describe."""
 
 from __future__ import annotations
 
 import datetime
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.enums import TERMINAL_STATUSES, CallStatus
 
@@ -98,26 +106,176 @@ def contribution(
     return key, values
 
 
-_SUMS = ", ".join(f"sum({c})" for c in COLUMNS)
+# Advisory lock keys: "VLBS" in the high half, the tenant id in the low one (ids past 2**32 share a
+# key with a smaller one, which costs waiting, never correctness).
+STATS_LOCK_BASE = 0x564C_4253_0000_0000
+
+
+def lock_key(tenant_id: int) -> int:
+    return STATS_LOCK_BASE | (tenant_id & 0xFFFF_FFFF)
+
+
+async def hold_tenants(session: AsyncSession, tenant_ids: Iterable[int]) -> None:
+    """Take the shared lock of each tenant (in one order, for the transaction): a rebuild of one of
+    them waits for this transaction, and this one for a rebuild already running."""
+    keys = sorted({lock_key(t) for t in tenant_ids})
+    if keys:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock_shared(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+            {"keys": keys},
+        )
+
+
+class StatDeltas:
+    """What a batch of record changes does to ``call_stats``, summed per row key."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self) -> None:
+        self.rows: dict[StatKey, list[int]] = {}
+
+    def add(self, key: StatKey, values: tuple[int, ...], sign: int = 1) -> None:
+        row = self.rows.get(key)
+        if row is None:
+            self.rows[key] = [sign * v for v in values]
+        else:
+            for i, v in enumerate(values):
+                row[i] += sign * v
+
+    def nonzero(self) -> list[tuple[StatKey, list[int]]]:
+        """The rows that change, in key order (the order every writer locks them in)."""
+        return sorted((k, v) for k, v in self.rows.items() if any(v))
+
+
+_KEY_ARRAYS = (
+    "CAST(:tenant_id AS bigint[]), CAST(:bucket AS timestamptz[]), CAST(:agent_id AS bigint[]), "
+    "CAST(:group_id AS bigint[]), CAST(:direction AS varchar[])"
+)
+_COLUMN_ARRAYS = ", ".join(f"CAST(:{c} AS bigint[])" for c in COLUMNS)
 # Built from the constant column names above, never from input.
-REBUILD_SQL = f"""
+UPSERT_SQL = f"""
     INSERT INTO call_stats ({", ".join(KEY)}, {", ".join(COLUMNS)})
+    SELECT * FROM unnest({_KEY_ARRAYS}, {_COLUMN_ARRAYS})
+    ON CONFLICT ({", ".join(KEY)}) DO UPDATE SET
+    {", ".join(f"{c} = call_stats.{c} + EXCLUDED.{c}" for c in COLUMNS)}
+    RETURNING ctid, {" AND ".join(f"call_stats.{c} = 0" for c in COLUMNS)} AS empty
+"""  # noqa: S608
+# The rows the upsert left all zero, by their row id (this transaction holds their locks, so the ids
+# stay theirs): no lookup for the planner to choose.
+DELETE_EMPTY_SQL = f"""
+    DELETE FROM call_stats WHERE ctid = ANY(CAST(:ctids AS tid[]))
+      AND {" AND ".join(f"{c} = 0" for c in COLUMNS)}
+"""  # noqa: S608
+
+
+async def apply_deltas(session: AsyncSession, deltas: StatDeltas) -> int:
+    """Add the deltas to ``call_stats`` (one multi-row upsert, rows in key order, so two writers lock
+    shared rows in one order), then delete the rows they emptied. Returns how many rows changed."""
+    rows = deltas.nonzero()
+    if not rows:
+        return 0
+    params: dict[str, list[object]] = {name: [k[i] for k, _ in rows] for i, name in enumerate(KEY)}
+    for i, name in enumerate(COLUMNS):
+        params[name] = [v[i] for _, v in rows]
+    changed = (await session.execute(text(UPSERT_SQL), params)).all()
+    emptied = [str(ctid) for ctid, empty in changed if empty]
+    if emptied:
+        await session.execute(text(DELETE_EMPTY_SQL), {"ctids": emptied})
+    return len(rows)
+
+
+_SUMS = ", ".join(f"sum({c})" for c in COLUMNS)
+# What the records of tenant :tenant_id add up to, row by row (built from constants, never from input).
+RECOMPUTE_SQL = f"""
     SELECT {", ".join(KEY)}, {_SUMS}
     FROM (SELECT {CONTRIBUTION_SQL} FROM call_records r WHERE r.tenant_id = :tenant_id) c
     GROUP BY {", ".join(KEY)}
 """  # noqa: S608
+REBUILD_SQL = f"INSERT INTO call_stats ({', '.join(KEY)}, {', '.join(COLUMNS)}) {RECOMPUTE_SQL}"
+_STORED_SQL = f"SELECT {', '.join(KEY)}, {', '.join(COLUMNS)} FROM call_stats WHERE tenant_id = :tenant_id"  # noqa: S608
+# Rows stored but not recomputed as they are, plus rows recomputed but not stored as they are.
+DRIFT_SQL = f"""
+    WITH fresh AS MATERIALIZED ({RECOMPUTE_SQL}), stored AS MATERIALIZED ({_STORED_SQL})
+    SELECT (SELECT count(*) FROM (SELECT * FROM stored EXCEPT ALL SELECT * FROM fresh) a)
+         + (SELECT count(*) FROM (SELECT * FROM fresh EXCEPT ALL SELECT * FROM stored) b)
+"""  # noqa: S608
+
+
+async def lock_tenant(session: AsyncSession, tenant_id: int) -> None:
+    """The exclusive side of ``hold_tenants``: no writer of this tenant runs until the transaction ends."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(tenant_id)})
+
+
+async def drift(session: AsyncSession, tenant_id: int) -> int:
+    """How many of the tenant's rows differ from what its records add up to (0: they agree). Run it
+    after ``lock_tenant`` in the same transaction for an answer that writers cannot move."""
+    return int((await session.execute(text(DRIFT_SQL), {"tenant_id": tenant_id})).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    tenant_id: int
+    records: int  # call records read
+    rows: int  # aggregate rows written
+    rows_before: int
+    drifted: int  # rows that were missing, extra or different before the rebuild (0: they agreed)
+    seconds: float
+
+
+_FRESH = "call_stats_rebuild"  # a temporary table, dropped at commit
+_COLS = f"{', '.join(KEY)}, {', '.join(COLUMNS)}"
+
+
+async def rebuild_report(session: AsyncSession, tenant_id: int) -> RebuildReport:
+    """Recompute one tenant's aggregates from its call records, in the caller's transaction, and say
+    what changed.
+
+    Takes the tenant's lock exclusively first (see ``hold_tenants``): a consumer writing at the same
+    time waits for the rebuild instead of adding its delta to rows about to be replaced, and the
+    rebuild reads the records only once every writer before it has committed. The records are read
+    once (into a temporary table), then compared with the stored rows and swapped in."""
+    started = time.perf_counter()
+    await lock_tenant(session, tenant_id)
+    params = {"tenant_id": tenant_id}
+    await session.execute(text(f"CREATE TEMPORARY TABLE {_FRESH} (LIKE call_stats) ON COMMIT DROP"))
+    await session.execute(text(f"INSERT INTO {_FRESH} ({_COLS}) {RECOMPUTE_SQL}"), params)
+    stored = f"SELECT {_COLS} FROM call_stats WHERE tenant_id = :tenant_id"  # noqa: S608
+    fresh = f"SELECT {_COLS} FROM {_FRESH}"  # noqa: S608
+    counts = (
+        await session.execute(
+            text(
+                f"""SELECT (SELECT count(*) FROM call_stats WHERE tenant_id = :tenant_id),
+                    (SELECT count(*) FROM {_FRESH}),
+                    (SELECT COALESCE(sum(calls), 0) FROM {_FRESH}),
+                    (SELECT count(*) FROM ({stored} EXCEPT ALL {fresh}) a)
+                    + (SELECT count(*) FROM ({fresh} EXCEPT ALL {stored}) b)"""  # noqa: S608
+            ),
+            params,
+        )
+    ).one()
+    await session.execute(text("DELETE FROM call_stats WHERE tenant_id = :tenant_id"), params)
+    await session.execute(text(f"INSERT INTO call_stats ({_COLS}) {fresh}"))
+    await session.execute(text(f"DROP TABLE {_FRESH}"))
+    rows_before, rows, records, drifted = (int(v) for v in counts)
+    return RebuildReport(tenant_id, records, rows, rows_before, drifted, time.perf_counter() - started)
 
 
 async def rebuild(session: AsyncSession, tenant_id: int) -> int:
-    """Recompute one tenant's aggregates from its call records, in the caller's transaction.
+    """Recompute one tenant's aggregates from its call records, in the caller's transaction (see
+    ``rebuild_report``). Returns the rows written."""
+    return (await rebuild_report(session, tenant_id)).rows
 
-    Locks the tenant's aggregate rows first so a consumer writing at the same time waits for the
-    rebuild instead of adding its delta to rows about to be replaced. Returns the rows written."""
-    await session.execute(
-        text("SELECT 1 FROM call_stats WHERE tenant_id = :tenant_id FOR UPDATE"), {"tenant_id": tenant_id}
-    )
-    await session.execute(
-        text("DELETE FROM call_stats WHERE tenant_id = :tenant_id"), {"tenant_id": tenant_id}
-    )
-    result = await session.execute(text(REBUILD_SQL), {"tenant_id": tenant_id})
-    return int(getattr(result, "rowcount", 0) or 0)
+
+async def rebuild_tenants(engine: AsyncEngine, tenant_id: int | None = None) -> AsyncIterator[RebuildReport]:
+    """Rebuild every tenant's aggregates (or one tenant's), each tenant in a transaction of its own so
+    a consumer running meanwhile waits for one tenant at a time. Safe to run at any moment."""
+    async with engine.connect() as conn:
+        if tenant_id is None:
+            ids = list((await conn.scalars(text("SELECT id FROM tenants ORDER BY id"))).all())
+        else:
+            ids = list(
+                (await conn.scalars(text("SELECT id FROM tenants WHERE id = :id"), {"id": tenant_id})).all()
+            )
+    for one in ids:
+        async with AsyncSession(engine) as session, session.begin():
+            yield await rebuild_report(session, int(one))

@@ -46,6 +46,9 @@ STOP_WAIT_S = 5.0
 LAG_EVERY_S = 2.0
 MAX_RETRY_DELAY_S = 15.0
 EVENTS_PER_TRANSACTION = 2000
+# Transactions written at once (each on a connection of its own): while PostgreSQL works on one, the
+# consumer's Python prepares the next.
+PARALLEL_TRANSACTIONS = 2
 # Database errors that say "try again later" rather than "this data is bad".
 TRANSIENT_DB = (OperationalError, InterfaceError, DisconnectionError, OSError, TimeoutError)
 
@@ -87,7 +90,9 @@ class EventConsumer:
 
     async def start(self) -> None:
         self._stopping = False
-        self._engine = create_async_engine(self.settings.database_url, pool_size=2, pool_pre_ping=True)
+        self._engine = create_async_engine(
+            self.settings.database_url, pool_size=PARALLEL_TRANSACTIONS, pool_pre_ping=True
+        )
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="vlb-events-consumer")
 
@@ -175,14 +180,37 @@ class EventConsumer:
                 continue
             events.extend(valid)
             handled.append(msg)
-        # Messages carry up to 64 events each: bound one transaction's size (and its IN lists).
-        for i in range(0, len(events), EVENTS_PER_TRANSACTION):
-            await self._store(events[i : i + EVENTS_PER_TRANSACTION])
+        await self._store_all(events)
         # Acknowledged only after the commit (or after its bad events were logged and counted).
         for msg in handled:
             await msg.ack()
         self._inflight = []
         return len(msgs)
+
+    async def _store_all(self, events: list[CallEvent]) -> None:
+        """Write the events in transactions of at most EVENTS_PER_TRANSACTION, PARALLEL_TRANSACTIONS at a
+        time. The events of one call always go to the same transaction (split by session token), so
+        concurrent transactions of this consumer never wait for one another's call records."""
+        if not events:
+            return
+        parts = max(PARALLEL_TRANSACTIONS, -(-len(events) // EVENTS_PER_TRANSACTION))
+        if len(events) < 2 * PARALLEL_TRANSACTIONS * 50:  # too few to be worth a second connection
+            parts = 1
+        chunks: list[list[CallEvent]] = [[] for _ in range(parts)]
+        for event in events:
+            chunks[hash((event.tenant_id, event.session_token[:255])) % parts].append(event)
+        limit = asyncio.Semaphore(PARALLEL_TRANSACTIONS)
+
+        async def store(chunk: list[CallEvent]) -> None:
+            async with limit:
+                await self._store(chunk)
+
+        # Every transaction runs to its end (a TaskGroup would cancel this task when one fails, and a
+        # cancellation must only ever mean "stop"); then the first failure, if any, is raised.
+        results = await asyncio.gather(*(store(c) for c in chunks if c), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _store(self, events: list[CallEvent]) -> None:
         try:

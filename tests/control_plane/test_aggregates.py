@@ -1,0 +1,376 @@
+"""call_stats kept by the events writer: after a varied random sequence of events (first requests, dial
+statuses moving the call to another agent, session updates in and out of order, duplicates, CDRs that
+move the start time, several hours, agents, groups, directions, two tenants) written through the real
+writer and consumer, the rows kept equal a rebuild's from the records; two writers and a rebuild at
+once agree too; a batch that fails leaves neither records nor aggregates; ``vlb rebuild-aggregates``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import random
+import uuid
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NATS
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from control_plane.analytics.aggregates import COLUMNS, KEY, drift, rebuild, rebuild_report
+from control_plane.events.consumer import EventConsumer
+from control_plane.events.writer import write_events
+from control_plane.settings import ControlPlaneSettings
+from launcher import cli
+from shared.enums import EventKind
+from shared.events import CallEvent
+from tests.control_plane.conftest import Account
+from tests.control_plane.test_consumer import db, drained, drop_stream, nc, own_stream, publish, wait_for
+
+__all__ = ["db", "nc"]  # fixtures
+
+K = EventKind
+HOUR_MS = 3_600_000
+BASE_MS = 1_772_352_000_000  # 2026-03-01T08:00:00Z
+
+
+def random_calls(rng: random.Random, tenant_id: int, calls: int, tag: str) -> list[CallEvent]:
+    """The events of ``calls`` calls of one tenant, each a different path through the lifecycle."""
+    events: list[CallEvent] = []
+    for n in range(calls):
+        token = f"{tag}-{tenant_id}-{n:04d}"
+        start_ms = BASE_MS + rng.randrange(6) * HOUR_MS + rng.randrange(HOUR_MS)
+        t0 = start_ms / 1000
+        agent = rng.choice([1, 2, 3, 4])
+        group = rng.choice([None, 7, 8])
+        direction = rng.choice(["inbound", "outbound", None])
+        seq = 0
+
+        def ev(kind: EventKind, at: float, **kw: Any) -> CallEvent:
+            nonlocal seq
+            seq += 1
+            return CallEvent(
+                event_id=f"{token}:{seq}",  # noqa: B023 (built and used within the iteration)
+                kind=kind,
+                tenant_id=tenant_id,
+                domain="agg.example",
+                session_token=token,  # noqa: B023
+                occurred_at=at,
+                engine_id=rng.choice(["engine-a", "engine-b"]),
+                **kw,
+            )
+
+        call: list[CallEvent] = []
+        outcome = rng.choices(["routed", "no_agent", "fallback"], weights=[8, 1, 1])[0]
+        call.append(
+            ev(
+                K.ROUTED,
+                t0 + 0.1,
+                direction=direction,
+                from_number="+14155550100",
+                to_number="+15551234567",
+                group_id=group if outcome == "routed" else None,
+                agent_id=agent if outcome == "routed" else None,
+                rule_id=5,
+                attempt=1,
+                outcome=outcome,
+            )
+        )
+        end_ms = start_ms + rng.randrange(5_000, 900_000)
+        answered = outcome == "routed" and rng.random() < 0.6
+        if outcome == "routed" and rng.random() < 0.4:  # the first agent does not answer: the next one
+            other = rng.choice([a for a in (1, 2, 3, 4) if a != agent])
+            call.append(
+                ev(
+                    K.DIAL_STATUS,
+                    t0 + 20,
+                    status=rng.choice(["busy", "no-answer"]),
+                    outcome="routed",
+                    agent_id=other,
+                    attempt=2,
+                )
+            )
+            agent = other
+        if outcome == "routed":
+            final = "completed" if answered else rng.choice(["busy", "no-answer", "failed", "canceled"])
+            call.append(
+                ev(
+                    K.DIAL_STATUS,
+                    end_ms / 1000,
+                    status=final,
+                    outcome="ended",
+                    agent_id=agent,
+                    attempt=2 if agent != call[0].agent_id else 1,
+                )
+            )
+        give_start = rng.random() < 0.7
+        updates = [("new", t0), ("ringing", t0 + 3)]
+        if answered:
+            updates.append(("connected", t0 + 8))
+            updates.append(("answer", end_ms / 1000))
+        else:
+            updates.append((rng.choice(["noanswer", "busy", "cancel", "failed"]), end_ms / 1000))
+        for status, at in rng.sample(updates, k=rng.randint(1, len(updates))):
+            call.append(
+                ev(
+                    K.SESSION_UPDATE,
+                    at,
+                    status=status,
+                    direction=rng.choice([direction, "inbound"]),
+                    call_start_ms=start_ms if give_start else None,
+                    call_answer_ms=start_ms + 8000
+                    if answered and status in ("connected", "answer")
+                    else None,
+                    call_end_ms=end_ms if status not in ("new", "ringing", "connected") else None,
+                )
+            )
+        if rng.random() < 0.8:
+            # The carrier's word: its start may be hours from what the engine saw (a new bucket).
+            cdr_start = start_ms - rng.choice([0, 0, 0, HOUR_MS, 2 * HOUR_MS, rng.randrange(HOUR_MS)])
+            disposition = "ANSWERED" if answered else rng.choice(["BUSY", "NO ANSWER", "CANCEL", "FAILED"])
+            call.append(
+                ev(
+                    K.CDR,
+                    end_ms / 1000 + 1,
+                    disposition=disposition,
+                    direction=direction,
+                    call_start_ms=cdr_start,
+                    call_answer_ms=start_ms + 8000 if answered else None,
+                    call_end_ms=end_ms,
+                    duration=round((end_ms - cdr_start) / 1000),
+                    billsec=round((end_ms - start_ms - 8000) / 1000) if answered else 0,
+                    call_id=f"{token}@carrier",
+                )
+            )
+        events.extend(call)
+    return events
+
+
+def delivery(rng: random.Random, events: list[CallEvent]) -> list[list[CallEvent]]:
+    """The events as a stream delivers them: roughly in time order with jitter (so out of order),
+    some twice, in batches of random size."""
+    stream = sorted(events, key=lambda e: e.occurred_at + rng.uniform(-30, 30))
+    for e in rng.sample(events, k=len(events) // 8):
+        stream.insert(rng.randrange(len(stream) + 1), e)
+    batches, i = [], 0
+    while i < len(stream):
+        size = rng.randint(1, 40)
+        batches.append(stream[i : i + size])
+        i += size
+    return batches
+
+
+async def stats_rows(db: AsyncEngine, tenant_id: int) -> list[tuple[Any, ...]]:
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text(f"SELECT {', '.join(KEY)}, {', '.join(COLUMNS)} FROM call_stats WHERE tenant_id = :t"),
+            {"t": tenant_id},
+        )
+        return sorted(tuple(r) for r in rows)
+
+
+async def drift_of(db: AsyncEngine, tenant_id: int) -> int:
+    async with AsyncSession(db) as session, session.begin():
+        return await drift(session, tenant_id)
+
+
+async def records_of(db: AsyncEngine, tenant_id: int) -> int:
+    async with db.connect() as conn:
+        found = await conn.scalar(
+            text("SELECT count(*) FROM call_records WHERE tenant_id = :t"), {"t": tenant_id}
+        )
+        return int(found or 0)
+
+
+async def test_maintained_aggregates_equal_a_rebuild(
+    account: Account, other_account: Account, db: AsyncEngine
+) -> None:
+    rng = random.Random(20261201)
+    tenants = [account.tenant_id, other_account.tenant_id]
+    tag = uuid.uuid4().hex[:8]
+    events = random_calls(rng, tenants[0], 90, tag) + random_calls(rng, tenants[1], 60, tag)
+    for batch in delivery(rng, events):
+        async with AsyncSession(db) as session, session.begin():
+            await write_events(session, batch)
+        # After every transaction, not only at the end.
+        for t in tenants:
+            assert await drift_of(db, t) == 0
+
+    for t, calls in zip(tenants, (90, 60), strict=True):
+        kept = await stats_rows(db, t)
+        assert sum(r[len(KEY)] for r in kept) == calls == await records_of(db, t)
+        # The sequence is varied enough to mean something: hours, agents, groups, directions, outcomes.
+        for i in range(1, len(KEY)):
+            assert len({r[i] for r in kept}) > 1, KEY[i]
+        async with AsyncSession(db) as session, session.begin():
+            report = await rebuild_report(session, t)
+        assert report.drifted == 0
+        assert report.records == calls
+        assert await stats_rows(db, t) == kept
+    # Records that changed row (a CDR moving the start hour, a dial status moving the agent) emptied
+    # rows the writer deleted: no row of zeros is left behind.
+    async with db.connect() as conn:
+        assert not await conn.scalar(
+            text("SELECT count(*) FROM call_stats WHERE tenant_id = ANY(:t) AND calls = 0"), {"t": tenants}
+        )
+
+
+async def test_two_writers_and_a_rebuild_at_once_agree(
+    account: Account, other_account: Account, db: AsyncEngine
+) -> None:
+    """Two transactions writing events of the same calls at the same time (new records created by
+    both, the same rows updated), and rebuilds running meanwhile: nothing is lost or counted twice."""
+    rng = random.Random(7)
+    tenants = [account.tenant_id, other_account.tenant_id]
+    tag = uuid.uuid4().hex[:8]
+    events = random_calls(rng, tenants[0], 80, tag) + random_calls(rng, tenants[1], 40, tag)
+    batches = delivery(rng, events)
+    writing = True
+    retried = 0
+
+    async def writer(mine: list[list[CallEvent]]) -> None:
+        nonlocal retried
+        for batch in mine:
+            for _attempt in range(5):
+                try:
+                    async with AsyncSession(db) as session, session.begin():
+                        await write_events(session, batch)
+                    break
+                except OperationalError:  # a deadlock the server broke: retried, as the consumer does
+                    retried += 1
+            else:
+                raise AssertionError("a batch kept failing")
+
+    async def rebuilder() -> int:
+        done = 0
+        while writing:
+            async with AsyncSession(db) as session, session.begin():
+                await rebuild(session, rng.choice(tenants))
+            done += 1
+            await asyncio.sleep(0.01)
+        return done
+
+    rebuilds = asyncio.create_task(rebuilder())
+    try:
+        await asyncio.gather(writer(batches[0::2]), writer(batches[1::2]))
+    finally:
+        writing = False
+        rebuilt = await rebuilds
+    assert rebuilt > 0
+    assert retried <= len(batches) // 10  # rare, if ever
+    for t, calls in zip(tenants, (80, 40), strict=True):
+        assert await drift_of(db, t) == 0
+        assert sum(r[len(KEY)] for r in await stats_rows(db, t)) == calls == await records_of(db, t)
+
+
+async def test_the_consumer_keeps_them_and_a_failed_batch_leaves_neither(
+    account: Account, cp_settings: ControlPlaneSettings, nc: NATS, db: AsyncEngine
+) -> None:
+    """Through NATS and the real consumer. One call's writes fail when the transaction commits (after
+    its records and aggregates were written): the batch is rolled back whole and retried event by event,
+    so that call leaves neither records nor aggregates and the others are counted once."""
+    rng = random.Random(11)
+    tag = uuid.uuid4().hex[:8]
+    events = random_calls(rng, account.tenant_id, 30, tag)
+    bad = events[0].session_token
+    settings = own_stream(cp_settings, events_batch=500)
+    guard = f"no_{tag}"
+    async with db.begin() as conn:
+        await conn.execute(
+            text(
+                f"""CREATE FUNCTION {guard}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.session_token = '{bad}' THEN RAISE EXCEPTION 'refused at commit'; END IF;
+                    RETURN NULL;
+                END $$"""
+            )
+        )
+        await conn.execute(
+            text(
+                f"CREATE CONSTRAINT TRIGGER {guard} AFTER INSERT OR UPDATE ON call_records "
+                f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {guard}()"
+            )
+        )
+    consumer = EventConsumer(settings)
+    try:
+        await publish(nc, settings, events)
+        await consumer.start()
+        await wait_for(lambda: drained(consumer), within=30)
+    finally:
+        await consumer.stop()
+        await drop_stream(nc, settings)
+        async with db.begin() as conn:
+            await conn.execute(text(f"DROP TRIGGER {guard} ON call_records"))
+            await conn.execute(text(f"DROP FUNCTION {guard}()"))
+
+    assert consumer.poison == sum(1 for e in events if e.session_token == bad)
+    async with db.connect() as conn:
+        assert not await conn.scalar(
+            text("SELECT count(*) FROM call_records WHERE session_token = :s"), {"s": bad}
+        )
+    assert await records_of(db, account.tenant_id) == 29
+    assert sum(r[len(KEY)] for r in await stats_rows(db, account.tenant_id)) == 29
+    assert await drift_of(db, account.tenant_id) == 0
+
+
+async def test_a_rolled_back_batch_leaves_neither(account: Account, db: AsyncEngine) -> None:
+    events = random_calls(random.Random(3), account.tenant_id, 5, uuid.uuid4().hex[:8])
+    with contextlib.suppress(RuntimeError):
+        async with AsyncSession(db) as session, session.begin():
+            await write_events(session, events)
+            inside = await session.scalar(
+                text("SELECT sum(calls) FROM call_stats WHERE tenant_id = :t"), {"t": account.tenant_id}
+            )
+            assert inside == 5  # written, in this transaction
+            raise RuntimeError("the batch fails")
+    assert await records_of(db, account.tenant_id) == 0
+    assert await stats_rows(db, account.tenant_id) == []
+
+
+@pytest.fixture
+async def spoiled(account: Account, other_account: Account, db: AsyncEngine) -> list[int]:
+    """Two tenants with calls whose aggregates were then tampered with (as after a restore)."""
+    tag = uuid.uuid4().hex[:8]
+    rng = random.Random(5)
+    tenants = [account.tenant_id, other_account.tenant_id]
+    async with AsyncSession(db) as session, session.begin():
+        await write_events(
+            session, random_calls(rng, tenants[0], 20, tag) + random_calls(rng, tenants[1], 10, tag)
+        )
+    async with db.begin() as conn:
+        await conn.execute(
+            text("UPDATE call_stats SET calls = calls + 1 WHERE tenant_id = ANY(:t)"), {"t": tenants}
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO call_stats (tenant_id, bucket, agent_id, group_id, direction, calls) "
+                "VALUES (:t, :b, 99, 0, '', 3)"
+            ),
+            {"t": tenants[0], "b": datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)},
+        )
+    return tenants
+
+
+async def test_the_rebuild_command(
+    spoiled: list[int], db: AsyncEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = spoiled
+    assert await drift_of(db, first) > 0
+    assert await drift_of(db, second) > 0
+    code = await asyncio.to_thread(cli.main, ["rebuild-aggregates", "--tenant", str(first)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"tenant {first}: 20 call records" in out
+    assert "rebuilt the aggregates of 1 tenant(s)" in out
+    assert await drift_of(db, first) == 0
+    assert await drift_of(db, second) > 0  # only the tenant asked for
+
+    code = await asyncio.to_thread(cli.main, ["rebuild-aggregates"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"tenant {first}: 20 call records" in out
+    assert f"tenant {second}: 10 call records" in out
+    assert await drift_of(db, second) == 0
+    assert await asyncio.to_thread(cli.main, ["rebuild-aggregates", "--tenant", "987654321"]) == 1
