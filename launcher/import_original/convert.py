@@ -294,3 +294,113 @@ def _could_overlap(a: str, b: str) -> bool:
     if exact_b:
         return original_matches(a, b)
     return core_a.startswith(core_b) or core_b.startswith(core_a)
+
+
+# ---- trunks and outbound rules ----------------------------------------------------------------------
+
+
+def order_trunks(trunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The original's trunk order: priority descending (``Trunk::scopeOrderedByPriority``), then id."""
+    return sorted(trunks, key=lambda t: (-int(t.get("priority") or 0), int(t["id"])))
+
+
+def trunk_ref(trunk: dict[str, Any]) -> str:
+    return str(trunk.get("cloudonix_trunk_id") or trunk.get("cloudonix_trunk") or "").strip()
+
+
+def default_trunk_id(trunks: list[dict[str, Any]]) -> tuple[int | None, list[str]]:
+    """Which original trunk carries a call no outbound rule matches. There: the first enabled
+    ``is_default`` trunk, else any enabled trunk, highest priority first. Here: only the default trunk
+    (one per tenant) does, so that trunk is imported as the default."""
+    enabled = [t for t in trunks if t.get("enabled", True)]
+    defaults = sorted((t for t in enabled if t.get("is_default")), key=lambda t: int(t["id"]))
+    if defaults:
+        notes = []
+        if len(defaults) > 1:
+            notes.append(
+                f"{len(defaults)} enabled default trunks there (the first by id was used); only #{defaults[0]['id']} "
+                "stays the default here (one per tenant)"
+            )
+        return int(defaults[0]["id"]), notes
+    ordered = order_trunks(enabled)
+    if not ordered:
+        return None, []
+    return int(ordered[0]["id"]), [
+        f"no enabled default trunk there, so unmatched outbound calls took the highest-priority enabled trunk "
+        f"(#{ordered[0]['id']}); it is the default trunk here"
+    ]
+
+
+def convert_trunk(trunk: dict[str, Any], rank: int, is_default: bool) -> Converted:
+    out = Converted(body=None)
+    ref = trunk_ref(trunk)
+    if not ref:
+        out.attention.append("no cloudonix_trunk_id; not imported")
+        return out
+    priority = RULE_PRIORITY_STEP * (rank + 1)
+    out.notes.append(
+        f"priority {trunk.get('priority')} (highest first there) -> {priority} (lowest first here)"
+    )
+    capacity = trunk.get("capacity")
+    if isinstance(capacity, int) and capacity > 0:
+        out.notes.append(f"capacity {capacity} dropped (never enforced by the original's outbound routing)")
+    if bool(trunk.get("is_default")) != is_default:
+        out.notes.append(
+            f"is_default {bool(trunk.get('is_default'))} -> {is_default} (see the default-trunk note)"
+        )
+    description = trunk.get("description")
+    out.body = {
+        "name": str(trunk.get("name") or ref)[:255],
+        "cloudonix_trunk": ref[:255],
+        "description": str(description)[:2000] if description else None,
+        "priority": priority,
+        "is_default": is_default,
+        "enabled": bool(trunk.get("enabled", True)),
+    }
+    return out
+
+
+def convert_destination(pattern: str) -> tuple[str, list[str], list[str]]:
+    """``OutboundRoutingRule::matchesDestination``: unlike inbound rules, a ``+...`` destination is a
+    prefix there too; anything else a prefix with or without ``+``."""
+    if pattern.startswith("+"):
+        if _E164ISH.fullmatch(pattern):
+            return pattern + "*", [f"destination `{pattern}` is a prefix there -> `{pattern}*`"], []
+        ours = "re:" + re.escape(pattern) + ".*"
+        why = "'*' is a literal character there, so it never matched" if "*" in pattern else "non-digits"
+        return (
+            ours,
+            [],
+            [f"destination `{pattern}`: a prefix there and {why}; kept with the same meaning as `{ours}`"],
+        )
+    return convert_pattern(pattern)
+
+
+def convert_outbound_rule(rule: dict[str, Any], rank: int, trunk_ids: list[int]) -> Converted:
+    """An original outbound rule (evaluated in id order there), ``trunk_ids`` already ordered as the
+    original picked them (trunk priority descending) and in the original's ids."""
+    out = Converted(body=None)
+    caller_source = str(rule.get("caller_id") or "")
+    caller, caller_notes, caller_attention = convert_pattern(caller_source)
+    destination, notes, attention = convert_destination(str(rule.get("destination_pattern") or ""))
+    out.notes += [f"caller id: {n}" for n in caller_notes] + notes
+    out.attention += [f"caller id: {a}" for a in caller_attention] + attention
+    priority = RULE_PRIORITY_STEP * (rank + 1)
+    out.notes.append(f"evaluated in id order there -> priority {priority}")
+    if not trunk_ids:
+        out.attention.append(
+            "no (importable) trunks: there a match failed the call; here it takes the default trunk"
+        )
+    elif len(trunk_ids) > 1:
+        out.notes.append(
+            "there only the highest-priority enabled trunk was used; here the others follow it in order"
+        )
+    out.body = {
+        "name": rule_name(int(rule["id"])),
+        "caller_id": None if caller == "*" else caller,
+        "destination_pattern": destination,
+        "trunk_ids": trunk_ids,
+        "priority": priority,
+        "enabled": bool(rule.get("enabled", True)),
+    }
+    return out

@@ -56,6 +56,8 @@ class Ours:
     groups: list[dict[str, Any]]
     rules: list[dict[str, Any]]
     domains: list[dict[str, Any]]
+    trunks: list[dict[str, Any]]
+    outbound_rules: list[dict[str, Any]]
 
 
 @dataclass
@@ -130,6 +132,8 @@ async def read_ours(api: JsonApi, tenant_id: int | None) -> Ours:
         groups=await api.list_all("/api/agent-groups") or [],
         rules=await api.list_all("/api/inbound-routing-rules") or [],
         domains=await api.list_all("/api/domains") or [],
+        trunks=await api.list_all("/api/trunks") or [],
+        outbound_rules=await api.list_all("/api/outbound-routing-rules") or [],
     )
 
 
@@ -161,12 +165,15 @@ def make_plan(original: Original, ours: Ours) -> Plan:
                 "original's order between them was whatever the database returned; imported in id order "
                 f"(#{min(a, b)} first)"
             )
-    for name, found in (("outbound routing rules", original.outbound_rules), ("trunks", original.trunks)):
-        if found:
-            notices.append(
-                f"{len(found)} {name} found; the original's API has no documented shape for them, so they are "
-                "not imported: re-create them under /api/trunks and /api/outbound-routing-rules"
-            )
+    if original.trunks is None or original.outbound_rules is None:
+        notices.append(
+            "the original answered 404 to GET /api/trunks or /api/outbound-routing-rules (its routes/api.php "
+            "registers neither): trunks and outbound rules, if any, must be re-created by hand"
+        )
+    trunk_items, default_notes = _plan_trunks(original.trunks or [], ours)
+    items += trunk_items
+    notices += default_notes
+    items += _plan_outbound(original.outbound_rules or [], original.trunks or [], ours, trunk_items)
     others = [r for r in ours.rules if convert.original_rule_id(r.get("name")) is None and r.get("enabled")]
     if others:
         notices.append(
@@ -344,6 +351,77 @@ def _plan_rules(
     return items
 
 
+def _plan_trunks(trunks: list[dict[str, Any]], ours: Ours) -> tuple[list[Item], list[str]]:
+    by_ref = {t["cloudonix_trunk"]: t for t in ours.trunks}
+    default_id, notices = convert.default_trunk_id(trunks)
+    items = []
+    for rank, trunk in enumerate(convert.order_trunks(trunks)):
+        conv = convert.convert_trunk(trunk, rank, is_default=int(trunk["id"]) == default_id)
+        item = Item(
+            kind="trunk",
+            original_id=int(trunk["id"]),
+            label=f"{trunk.get('name')!r} ({convert.trunk_ref(trunk)})",
+            notes=conv.notes,
+            attention=conv.attention,
+        )
+        items.append(item)
+        if conv.body is None:
+            item.action = SKIP
+            continue
+        item.body = conv.body
+        existing = by_ref.get(conv.body["cloudonix_trunk"])
+        if existing is None:
+            continue
+        item.our_id = int(existing["id"])
+        patch = {k: v for k, v in conv.body.items() if existing.get(k) != v}
+        item.body = patch
+        item.changes = sorted(patch)
+        item.action = UPDATE if patch else UNCHANGED
+    return items, notices
+
+
+def _plan_outbound(
+    rules: list[dict[str, Any]], trunks: list[dict[str, Any]], ours: Ours, trunk_items: list[Item]
+) -> list[Item]:
+    rank_of = {int(t["id"]): rank for rank, t in enumerate(convert.order_trunks(trunks))}
+    imported = {int(i.original_id): i.our_id for i in trunk_items if i.action != SKIP}
+    by_original = {
+        oid: r for r in ours.outbound_rules if (oid := convert.original_rule_id(r.get("name"))) is not None
+    }
+    items = []
+    for rank, rule in enumerate(sorted(rules, key=lambda r: int(r["id"]))):
+        config = rule.get("trunk_config") if isinstance(rule.get("trunk_config"), dict) else {}
+        listed = [int(t) for t in (config or {}).get("trunk_ids") or [] if isinstance(t, int)]
+        kept = sorted((t for t in dict.fromkeys(listed) if t in imported), key=lambda t: rank_of[t])
+        conv = convert.convert_outbound_rule(rule, rank, kept)
+        item = Item(
+            kind="outrule",
+            original_id=int(rule["id"]),
+            label=f"{rule.get('caller_id')!r} / {rule.get('destination_pattern')!r}",
+            notes=conv.notes,
+            attention=conv.attention,
+        )
+        items.append(item)
+        missing = [t for t in listed if t not in imported]
+        if missing:
+            item.attention.append(f"trunk(s) {missing} were not imported; left out of the rule")
+        assert conv.body is not None
+        item.body = conv.body
+        existing = by_original.get(int(item.original_id))
+        if existing is None:
+            continue
+        item.our_id = int(existing["id"])
+        wanted = {**conv.body, "trunk_ids": [imported.get(t) or -1 for t in kept]}
+        patch = {k: conv.body[k] for k, v in wanted.items() if existing.get(k) != v}
+        for key in ("caller_id_override", "strip_prefix", "add_prefix"):
+            if existing.get(key) is not None:
+                patch[key] = None
+        item.body = patch
+        item.changes = sorted(patch)
+        item.action = UPDATE if patch else UNCHANGED
+    return items
+
+
 # ---- printing -------------------------------------------------------------------------------------
 
 
@@ -380,6 +458,7 @@ def print_plan(plan: Plan, out: TextIO, *, dry_run: bool) -> None:
 async def apply_plan(plan: Plan, ours: JsonApi, out: TextIO, progress: Callable[[str], None]) -> None:
     agent_ids: dict[int, int] = {}
     group_ids: dict[int, int] = {}
+    trunk_ids: dict[int, int] = {}
     todo = plan.changes
     done = 0
 
@@ -397,6 +476,13 @@ async def apply_plan(plan: Plan, ours: JsonApi, out: TextIO, progress: Callable[
                 f"domain {made['domain']}: webhook key {made['webhook_key']} (shown once; Cloudonix "
                 f"voice application URL {made['webhook_urls']['voice_application']})\n"
             )
+        elif item.kind == "trunk" and item.action in (CREATE, UPDATE):
+            step(item)
+            if item.action == CREATE:
+                made = await ours.write("POST", "/api/trunks", item.body)
+                item.our_id = int(made["id"])
+            else:
+                await ours.write("PUT", f"/api/trunks/{item.our_id}", item.body)
         elif item.kind == "agent" and item.action in (CREATE, UPDATE):
             step(item)
             if item.action == CREATE:
@@ -406,6 +492,8 @@ async def apply_plan(plan: Plan, ours: JsonApi, out: TextIO, progress: Callable[
                 await ours.write("PATCH", f"/api/voice-agents/{item.our_id}", item.body)
         if item.kind == "agent" and item.our_id is not None:
             agent_ids[int(item.original_id)] = item.our_id
+        if item.kind == "trunk" and item.our_id is not None:
+            trunk_ids[int(item.original_id)] = item.our_id
     for item in plan.items:
         if item.kind != "group":
             continue
@@ -434,3 +522,15 @@ async def apply_plan(plan: Plan, ours: JsonApi, out: TextIO, progress: Callable[
             item.our_id = int(made["id"])
         else:
             await ours.write("PUT", f"/api/inbound-routing-rules/{item.our_id}", body)
+    for item in plan.items:
+        if item.kind != "outrule" or item.action not in (CREATE, UPDATE):
+            continue
+        step(item)
+        body = dict(item.body)
+        if "trunk_ids" in body:
+            body["trunk_ids"] = [trunk_ids[t] for t in body["trunk_ids"]]
+        if item.action == CREATE:
+            made = await ours.write("POST", "/api/outbound-routing-rules", body)
+            item.our_id = int(made["id"])
+        else:
+            await ours.write("PUT", f"/api/outbound-routing-rules/{item.our_id}", body)

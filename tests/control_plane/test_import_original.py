@@ -22,6 +22,7 @@ import pytest
 from launcher.import_original.cli import main as cli_main
 from launcher.import_original.cli import run_import
 from launcher.import_original.http import ImportFailure
+from shared.routing import compile_pattern, normalize_number
 from tests.control_plane.conftest import Account
 
 TOKEN = "7|original-secret"
@@ -123,6 +124,84 @@ def _rules() -> list[dict[str, Any]]:
     ]
 
 
+# The models' attributes (the original's routes/api.php serves neither; an installation that added them
+# would answer Laravel's default model JSON).
+TRUNKS: list[dict[str, Any]] = [
+    {
+        "id": 20,
+        "name": "Primary",
+        "cloudonix_trunk_id": "trunk-a",
+        "priority": 10,
+        "capacity": 30,
+        "enabled": True,
+        "is_default": False,
+        "description": "main carrier",
+        "configuration": {},
+    },
+    {
+        "id": 21,
+        "name": "Backup",
+        "cloudonix_trunk_id": "trunk-b",
+        "priority": 20,
+        "capacity": 0,
+        "enabled": True,
+        "is_default": False,
+        "description": None,
+        "configuration": {},
+    },
+    {
+        "id": 22,
+        "name": "Old",
+        "cloudonix_trunk_id": "trunk-c",
+        "priority": 99,
+        "capacity": 0,
+        "enabled": False,
+        "is_default": False,
+        "description": None,
+        "configuration": {},
+    },
+]
+OUTBOUND: list[dict[str, Any]] = [
+    {
+        "id": 30,
+        "caller_id": "+15551230000",
+        "destination_pattern": "+44",
+        "trunk_config": {"trunk_ids": [20, 21]},
+        "enabled": True,
+    },
+    {
+        "id": 31,
+        "caller_id": "1555",
+        "destination_pattern": "33",
+        "trunk_config": {"trunk_ids": [20]},
+        "enabled": True,
+    },
+]
+CALLS = [  # (caller, destination)
+    ("+15551230000", "+442071234567"),
+    ("+15551230001", "+442071234567"),
+    ("+15551230001", "+33123456789"),
+    ("15559999999", "33123"),
+    ("+16665550000", "+33123456789"),
+]
+
+
+def original_outbound(caller: str, destination: str) -> dict[str, Any] | None:
+    """OutboundRoutingEngine::evaluateOutboundRouting: enabled rules in id order; caller id like an
+    inbound pattern, destination a prefix either way."""
+
+    def prefix_either(pattern: str, number: str) -> bool:
+        return number.startswith("+" + pattern) or number.startswith(pattern)
+
+    for rule in sorted((r for r in OUTBOUND if r["enabled"]), key=lambda r: r["id"]):
+        pc, pd = rule["caller_id"], rule["destination_pattern"]
+        caller_ok = caller == pc if pc.startswith("+") else prefix_either(pc, caller)
+        dest_ok = destination.startswith(pd) if pd.startswith("+") else prefix_either(pd, destination)
+        if caller_ok and dest_ok:
+            return rule
+    return None
+
+
 NUMBERS = [
     "+15551230000",
     "+15551239999",
@@ -186,6 +265,10 @@ class StandIn:
             return 200, {"data": MEMBERSHIPS.get(group_id, []), "meta": {"total_members": 0}}, {}
         if path == "/api/inbound-routing-rules":
             return 200, _rules(), {}  # the README's shape: a bare array
+        if path == "/api/trunks":
+            return 200, _page(TRUNKS, query), {}
+        if path == "/api/outbound-routing-rules":
+            return 200, OUTBOUND, {}
         if path == "/api/settings":
             return (
                 200,
@@ -271,7 +354,14 @@ async def _import(
 async def _config(account: Account) -> dict[str, Any]:
     """Everything the import may touch, for before/after comparisons."""
     found = {}
-    for path in ("/api/voice-agents", "/api/agent-groups", "/api/inbound-routing-rules", "/api/domains"):
+    for path in (
+        "/api/voice-agents",
+        "/api/agent-groups",
+        "/api/inbound-routing-rules",
+        "/api/domains",
+        "/api/trunks",
+        "/api/outbound-routing-rules",
+    ):
         response = await account.get(path, params={"per_page": 100})
         assert response.status_code == 200, response.text
         found[path] = response.json()["data"]
@@ -291,12 +381,12 @@ async def test_import_converts_the_original_and_routes_numbers_as_it_did(
     assert any("page 2/" in line for line in progress), "the lists were not paged"
     assert any("answered 429" in line for line in progress), "the throttled request was not retried"
     assert "plan (dry run: nothing is changed)" in text
-    assert plan.counts()["create"] == 1 + 6 + 3 + 9  # domain, agents, groups, rules
+    assert plan.counts()["create"] == 1 + 6 + 3 + 9 + 3 + 2  # domain, agents, groups, rules, trunks, outbound
     assert "credentials to be entered" in text
     assert "never matched a call in the original" in text
 
     plan, text, _ = await _import(original.url, account)
-    assert plan.changes == 19
+    assert plan.changes == 24
     assert f"domain {original.domain}: webhook key " in text
 
     config = await _config(account)
@@ -339,6 +429,33 @@ async def test_import_converts_the_original_and_routes_numbers_as_it_did(
         target = (answer["target"]["type"], answer["target"]["name"])
         assert target == (expected["target_type"], names[(expected["target_type"], expected["target_id"])]), (
             number
+        )
+
+    trunks = {t["cloudonix_trunk"]: t for t in config["/api/trunks"]}
+    # Priority descending there; no default there, so the highest-priority enabled trunk took unmatched calls.
+    assert [(t["name"], t["priority"], t["is_default"], t["enabled"]) for t in trunks.values()] == [
+        ("Old", 10, False, False),
+        ("Backup", 20, True, True),
+        ("Primary", 30, False, True),
+    ]
+    outbound = {r["name"]: r for r in config["/api/outbound-routing-rules"]}
+    assert outbound["original #30"]["trunk_ids"] == [trunks["trunk-b"]["id"], trunks["trunk-a"]["id"]]
+    assert outbound["original #30"]["destination_pattern"] == "+44*"
+    for caller, destination in CALLS:
+        expected = original_outbound(caller, destination)
+        chosen = next(
+            (
+                r
+                for r in sorted(outbound.values(), key=lambda r: (r["priority"], r["id"]))
+                if r["enabled"]
+                and compile_pattern(r["caller_id"]).matches(normalize_number(caller))
+                and compile_pattern(r["destination_pattern"]).matches(normalize_number(destination))
+            ),
+            None,
+        )
+        assert (chosen or {}).get("name") == (f"original #{expected['id']}" if expected else None), (
+            caller,
+            destination,
         )
 
     plan, text, _ = await _import(original.url, account)
