@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.providers import PROVIDERS, validate_agent
+from shared.routing import PatternError, compile_pattern
 
 # Where imported objects keep the original's id (agents) or how they are named (rules).
 ORIGINAL_ID_KEY = "original_id"
@@ -239,6 +240,15 @@ def convert_pattern(pattern: str) -> tuple[str, list[str], list[str]]:
     )
 
 
+def pattern_problem(pattern: str | None) -> str | None:
+    """Why our grammar refuses ``pattern`` (too long, say), or None: checked before anything is written."""
+    try:
+        compile_pattern(pattern)
+    except PatternError as exc:
+        return str(exc)
+    return None
+
+
 def order_rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The original's evaluation order: priority descending (ties: by id, as MySQL returns them)."""
     return sorted(rules, key=lambda r: (-int(r.get("priority") or 0), int(r["id"])))
@@ -387,6 +397,11 @@ def convert_outbound_rule(rule: dict[str, Any], rank: int, trunk_ids: list[int])
     out.attention += [f"caller id: {a}" for a in caller_attention] + attention
     priority = RULE_PRIORITY_STEP * (rank + 1)
     out.notes.append(f"evaluated in id order there -> priority {priority}")
+    for text in (None if caller == "*" else caller, destination):
+        problem = pattern_problem(text)
+        if problem:
+            out.attention.append(f"pattern `{text}` is refused here ({problem}); not imported")
+            return Converted(body=None, notes=out.notes, attention=out.attention)
     if not trunk_ids:
         out.attention.append(
             "no (importable) trunks: there a match failed the call; here it takes the default trunk"

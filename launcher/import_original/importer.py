@@ -208,8 +208,16 @@ def _plan_agents(original: Original, ours: Ours) -> list[Item]:
     by_original = {oid: a for a in ours.agents if (oid := _agent_original_id(a)) is not None}
     by_name = {a["name"]: a for a in ours.agents if _agent_original_id(a) is None}
     items = []
+    seen_names: set[str] = set()
     for agent in sorted(original.agents, key=lambda a: int(a["id"])):
         conv = convert.convert_agent(agent)
+        if conv.body is not None and conv.body["name"] in seen_names:
+            # Names are unique per tenant here; the original did not insist.
+            renamed = f"{conv.body['name'][:230]} (original #{agent['id']})"
+            conv.notes.append(f"name {conv.body['name']!r} is used by an earlier agent there -> {renamed!r}")
+            conv.body["name"] = renamed
+        if conv.body is not None:
+            seen_names.add(conv.body["name"])
         item = Item(
             kind="agent",
             original_id=int(agent["id"]),
@@ -405,7 +413,9 @@ def _plan_outbound(
         missing = [t for t in listed if t not in imported]
         if missing:
             item.attention.append(f"trunk(s) {missing} were not imported; left out of the rule")
-        assert conv.body is not None
+        if conv.body is None:
+            item.action = SKIP
+            continue
         item.body = conv.body
         existing = by_original.get(int(item.original_id))
         if existing is None:

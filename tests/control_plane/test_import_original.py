@@ -21,6 +21,7 @@ import pytest
 
 from launcher.import_original.cli import main as cli_main
 from launcher.import_original.cli import run_import
+from launcher.import_original.convert import convert_destination, convert_pattern
 from launcher.import_original.http import ImportFailure
 from shared.routing import compile_pattern, normalize_number
 from tests.control_plane.conftest import Account
@@ -504,3 +505,47 @@ def test_cli_reports_an_unreachable_url(capsys: pytest.CaptureFixture[str]) -> N
     code = cli_main(["--from", f"http://127.0.0.1:{port}", "--token", "x", "--our-token", "y", "--dry-run"])
     assert code == 2
     assert "import-original: error: cannot reach the original system" in capsys.readouterr().err
+
+
+# ---- pattern conversion, number by number ---------------------------------------------------------
+
+PATTERNS = ["+15551234567", "+1555*", "1555", "1", "44", "*", "1555*", "", "+44", "12a", "+1-555"]
+PROBES = [
+    "+15551234567",
+    "+15551234568",
+    "15551234567",
+    "+1555*",
+    "*123",
+    "+442071234567",
+    "12a9",
+    "+1-555",
+    "+33",
+]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_converted_inbound_patterns_match_the_numbers_the_original_matched(pattern: str) -> None:
+    ours = compile_pattern(convert_pattern(pattern)[0])
+    for number in PROBES:
+        if number != normalize_number(number):
+            continue  # separators: this project strips them first (documented), the original did not
+        there = (
+            number == pattern
+            if pattern.startswith("+")
+            else number.startswith("+" + pattern) or number.startswith(pattern)
+        )
+        assert ours.matches(normalize_number(number)) == there, (pattern, number)
+
+
+@pytest.mark.parametrize("pattern", ["+44", "+1555*", "33", "", "1*"])
+def test_converted_destination_patterns_match_what_the_original_matched(pattern: str) -> None:
+    ours = compile_pattern(convert_destination(pattern)[0])
+    for number in PROBES:
+        if number != normalize_number(number):
+            continue
+        there = (
+            number.startswith(pattern)
+            if pattern.startswith("+")
+            else number.startswith("+" + pattern) or number.startswith(pattern)
+        )
+        assert ours.matches(normalize_number(number)) == there, (pattern, number)
