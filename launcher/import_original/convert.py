@@ -171,7 +171,7 @@ def convert_members(
         capacity = member.get("capacity")
         out.append(
             {
-                "agent_id": int(member["voice_agent_id"]),
+                "agent_id": int(member.get("voice_agent_id") or member["agent_id"]),
                 "priority": rank + 1 if (ties and not rotate_same_priority) else priority,
                 "capacity": 0,
                 "weight": max(1, min(int(capacity), 1000)) if isinstance(capacity, int) else 1,
