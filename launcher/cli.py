@@ -203,6 +203,12 @@ def cmd_simulate(settings: LauncherSettings, extra: Sequence[str] = ()) -> int:
     return simulate_main(simulate_argv(settings, extra))
 
 
+def cmd_import_original(settings: LauncherSettings, extra: Sequence[str] = ()) -> int:
+    from launcher.import_original.cli import main as import_main
+
+    return import_main(list(extra))
+
+
 COMMANDS = {
     "run": (cmd_run, "start everything (local services as needed), migrate, seed a demo, serve"),
     "services": (cmd_services, "ensure PostgreSQL/Redis/NATS, print their URLs, keep them up"),
@@ -215,15 +221,21 @@ COMMANDS = {
         cmd_rebuild_aggregates,
         "recompute the analytics aggregates from the call records (all tenants, or --tenant ID)",
     ),
+    "import-original": (cmd_import_original, "import a tenant's configuration from the original system"),
 }
+
+# Commands that parse their own arguments (and --help).
+PASS_THROUGH = {"simulate": cmd_simulate, "import-original": cmd_import_original}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (_func, help_text) in COMMANDS.items():
-        # simulate passes its arguments (and --help) through to routing_engine.simulate.
-        command = sub.add_parser(name, help=help_text, description=help_text, add_help=name != "simulate")
+        # PASS_THROUGH commands parse their own arguments (and --help).
+        command = sub.add_parser(
+            name, help=help_text, description=help_text, add_help=name not in PASS_THROUGH
+        )
         if name == "rebuild-aggregates":
             command.add_argument("--tenant", type=int, metavar="ID", help="only this tenant")
     return parser
@@ -231,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
-    if extra and args.command != "simulate":
+    if extra and args.command not in PASS_THROUGH:
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     settings = get_launcher_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -239,8 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(level)
     func, _help = COMMANDS[args.command]
     try:
-        if args.command == "simulate":
-            return cmd_simulate(settings, extra)
+        if args.command in PASS_THROUGH:
+            return PASS_THROUGH[args.command](settings, extra)
         if args.command == "rebuild-aggregates":
             return cmd_rebuild_aggregates(settings, args.tenant)
         return func(settings)

@@ -1,0 +1,1 @@
+"""``vlb import-original``: move a tenant over from the original Laravel system (docs/migrating.md)."""
