@@ -17,6 +17,7 @@ from control_plane.auth.context import provide_auth
 from control_plane.db.session import sqlalchemy_config
 from control_plane.errors import EXCEPTION_HANDLERS
 from control_plane.events.consumer import events_lifespan
+from control_plane.exports.worker import exports_lifespan
 from control_plane.ops import (
     HealthController,
     MetricsController,
@@ -48,7 +49,12 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
         plugins=[SQLAlchemyPlugin(config=sqlalchemy_config(settings))],
         middleware=[prometheus_config.middleware, request_context_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=[lifespan, snapshot_lifespan(settings), events_lifespan(settings)],
+        lifespan=[
+            lifespan,
+            snapshot_lifespan(settings),
+            events_lifespan(settings),
+            exports_lifespan(settings),
+        ],
         cors_config=CORSConfig(allow_origins=["*"], allow_headers=["Authorization", "Content-Type"]),
         openapi_config=OpenAPIConfig(
             title="Voice Agent Load Balancer — control plane",

@@ -13,6 +13,7 @@ from control_plane.calls.controllers import (
     CallsController,
 )
 from control_plane.cdr.controllers import CdrController
+from control_plane.exports.controllers import ExportsController
 from control_plane.groups.controllers import AgentGroupsController, GroupMembersController
 from control_plane.routing.controllers import InboundRulesController
 from control_plane.tenants.controllers import DomainsController, TenantController
@@ -35,4 +36,5 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     CallRecordsController,
     CdrController,
     WebhookAuditController,
+    ExportsController,
 ]
