@@ -110,7 +110,7 @@ class ExportsController(Controller):
     path = "/api/exports"
     tags = ["exports"]
 
-    @get("/call-records", dependencies=RECORD_FILTERS)
+    @get("/call-records", dependencies=RECORD_FILTERS, media_type=MEDIA_TYPES[ExportFormat.CSV])
     async def call_records(
         self,
         request: Request[Any, Any, Any],
@@ -125,7 +125,11 @@ class ExportsController(Controller):
         where = service.record_where(auth.scope, record_filters)
         return await _stream(request, ExportType.CALL_RECORDS, where, format, fields, anonymize)
 
-    @get("/cdr", dependencies={"cdr_filters": Provide(provide_cdr_filters)})
+    @get(
+        "/cdr",
+        dependencies={"cdr_filters": Provide(provide_cdr_filters)},
+        media_type=MEDIA_TYPES[ExportFormat.CSV],
+    )
     async def cdrs(
         self,
         request: Request[Any, Any, Any],
@@ -165,7 +169,7 @@ class ExportsController(Controller):
         """The job: queued, running, done (with its download URL), failed or expired."""
         return service.job_read(await auth.scope.get(ExportJob, export_id, "export"))
 
-    @get("/{export_id:int}/download")
+    @get("/{export_id:int}/download", media_type="application/gzip")
     async def download(self, request: Request[Any, Any, Any], auth: Auth, export_id: FromPath[int]) -> Stream:
         """The job's gzip file (served as stored, ``application/gzip``), streamed from the object
         store. 409 while it is not done, 410 once it has expired."""
