@@ -403,3 +403,19 @@ async def test_expired_export_is_deleted_and_answers_410(
             "SELECT status, object_name FROM export_jobs WHERE id = %s", (job["id"],)
         ).fetchone()
     assert row == ("expired", None)
+
+
+async def test_streams_beyond_the_pool_answer_503(cp_settings: ControlPlaneSettings) -> None:
+    import msgspec
+    from litestar.exceptions import ServiceUnavailableException
+
+    w = ExportWorker(msgspec.structs.replace(cp_settings, exports_max_streams=1))
+    await w.start(run_jobs=False)
+    try:
+        held = await w.stream_connection()
+        with pytest.raises(ServiceUnavailableException):
+            await w.stream_connection()
+        await held.close()
+        await (await w.stream_connection()).close()
+    finally:
+        await w.stop()

@@ -49,6 +49,15 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def copies_running(database_url: str) -> int:
+    with psycopg.connect(conninfo(database_url), autocommit=True) as conn:
+        row: Any = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query LIKE 'COPY (SELECT%%' AND state <> 'idle' AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0])
+
+
 def status_kb(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -160,6 +169,16 @@ async def test_streaming_export_memory_is_flat_in_a_granian_process(
             assert rows == LARGE
             figures.append(f"{fmt}: {LARGE / seconds:,.0f} rows/s, {size / 1e6:.0f} MB")
         after_large = peak_mb()
+        # A client that leaves after the first chunk: the server ends the COPY and frees the connection.
+        async with client.stream(
+            "GET", "/api/exports/call-records", params={"format": "json"}, headers=large_headers
+        ) as response:
+            async for _chunk in response.aiter_raw():
+                break
+        deadline = time.monotonic() + 10
+        while copies_running(database_url):
+            assert time.monotonic() < deadline, "the COPY of an abandoned export is still running"
+            await asyncio.sleep(0.1)
     print(
         f"\nexport peak RSS of the granian worker: {after_small:.1f} MB after 3x{SMALL:,} rows, "
         f"{after_large:.1f} MB after 3x{LARGE:,} rows ({'; '.join(figures)})"
