@@ -98,6 +98,7 @@ class StreamRow:
     peak_rss_mb: float
     hwm_mb: float
     cpu_s: float
+    postgres_cpu_s: float
 
 
 @dataclass
@@ -120,10 +121,26 @@ def rows_in(fmt: str, body_tail: bytes, newlines: int, crlf: int) -> int:
     return newlines
 
 
-async def stream_once(client: httpx.AsyncClient, headers: dict[str, str], fmt: str, pid: int) -> StreamRow:
+def backends_cpu_s(dsn: str) -> float:
+    """CPU seconds so far of every PostgreSQL backend connected to the bench database."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pids = [
+            p for (p,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ]
+    total = 0.0
+    for backend in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_s(backend)
+    return total
+
+
+async def stream_once(
+    client: httpx.AsyncClient, headers: dict[str, str], fmt: str, pid: int, dsn: str
+) -> StreamRow:
     newlines = crlf = size = 0
     tail = b""
     cpu_before = cpu_s(pid)
+    pg_before = backends_cpu_s(dsn)
     with RssSampler(pid) as rss:
         started = time.perf_counter()
         async with client.stream(
@@ -134,7 +151,7 @@ async def stream_once(client: httpx.AsyncClient, headers: dict[str, str], fmt: s
                 size += len(chunk)
                 newlines += chunk.count(b"\n")
                 crlf += (tail[-1:] + chunk).count(b"\r\n")
-                tail = (tail + chunk)[-8:]
+                tail = tail[-8:] + chunk[-8:]
         seconds = time.perf_counter() - started
     return StreamRow(
         fmt=fmt,
@@ -144,6 +161,7 @@ async def stream_once(client: httpx.AsyncClient, headers: dict[str, str], fmt: s
         peak_rss_mb=rss.peak_kb / 1024,
         hwm_mb=status_kb(pid, "VmHWM") / 1024,
         cpu_s=cpu_s(pid) - cpu_before,
+        postgres_cpu_s=backends_cpu_s(dsn) - pg_before,
     )
 
 
@@ -199,10 +217,8 @@ async def run(
                     ({"Authorization": f"Bearer {registered['token']}"}, registered["user"]["tenant_id"])
                 )
             seeded = time.perf_counter()
-            with psycopg.connect(
-                make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
-                autocommit=True,
-            ) as conn:
+            dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+            with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(
                     CALL_RECORDS_SQL,
                     seed_params(tenants[0][1], args.rows, prefix="b-", domain="bench.example"),
@@ -220,7 +236,7 @@ async def run(
                 headers=headers,
             )
             streams = [
-                await stream_once(client, headers, fmt, workers[0])
+                await stream_once(client, headers, fmt, workers[0], dsn)
                 for fmt in args.formats
                 for _ in range(args.repeat)
             ]
@@ -234,12 +250,14 @@ def report(streams: list[StreamRow], jobs: list[JobRow], args: argparse.Namespac
     print(
         f"\n## Exports: {args.rows:,} call records of one tenant (+{OTHER_ROWS:,} of another), seeded in {seed_s:.0f} s\n"
     )
-    print("| streaming | rows | rows/s | MB | peak RSS during (MB) | VmHWM after (MB) | worker CPU s |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| streaming | rows | rows/s | MB | peak RSS during (MB) | VmHWM after (MB) | worker CPU s | PostgreSQL CPU s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for s in streams:
         print(
             f"| {s.fmt} | {s.rows:,} | {s.rows / s.seconds:,.0f} | {s.bytes / 1e6:,.0f} | {s.peak_rss_mb:.0f} |"
-            f" {s.hwm_mb:.0f} | {s.cpu_s:.1f} |"
+            f" {s.hwm_mb:.0f} | {s.cpu_s:.1f} | {s.postgres_cpu_s:.1f} |"
         )
     if jobs:
         print("\n| async job | rows | rows/s (queued → done) | gzip MB | download MB/s |")
