@@ -64,7 +64,7 @@ class ExportWorker:
         self.connect_timeout_s = connect_timeout_s
         self.lease_s = settings.exports_lease_s
         self.streams: AsyncEngine | None = None  # streaming exports: one connection each
-        self.engine: AsyncEngine | None = None  # the job loop
+        self.engine: AsyncEngine | None = None  # the job loop and its COPY
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._store: ObjectStore | None = None
@@ -87,6 +87,7 @@ class ExportWorker:
             pool_timeout=2,
             pool_pre_ping=True,
         )
+        # The job loop: claims, lease renewals and the job's own COPY.
         self.engine = create_async_engine(s.database_url, pool_size=3, max_overflow=0, pool_pre_ping=True)
         if run_jobs:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="vlb-export-worker")
@@ -216,7 +217,6 @@ class ExportWorker:
     async def _export(self, job: ExportJob) -> tuple[int, int]:
         """Write the job's gzip file into the object store and mark the job done."""
         assert self.engine is not None
-        assert self.streams is not None
         js, _ = await self._ensure_store()
         bucket = self.settings.exports_bucket
         for earlier in range(1, job.attempts):  # what an attempt that died half-way left behind
@@ -225,7 +225,8 @@ class ExportWorker:
         name = f"t{job.tenant_id}/{job.id}/{file_name(job)}"
         writer = objects.ObjectWriter(js, bucket, name, _nuid(job.id, job.attempts))
         gz = zlib.compressobj(self.settings.exports_gzip_level, zlib.DEFLATED, 31)  # 31: gzip container
-        stream = ExportStream(await self.streams.connect(), query)
+        # The job's own pool: busy streaming exports never make a job wait (and fail) for a connection.
+        stream = ExportStream(await self.engine.connect(), query)
         try:
             async for chunk in stream:
                 # zlib releases the GIL: compressing in a thread keeps the event loop serving requests.
