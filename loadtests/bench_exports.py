@@ -1,9 +1,10 @@
 """Export benchmark: 1,000,000 call records of one tenant (and 100,000 of another) exported over real
 HTTP from the control plane running as a granian process (one worker), in each format.
 
-For each streaming export (``GET /api/exports/call-records?format=…``): rows/s as the client reads
-them (all rows, start of request to last byte), bytes, the granian worker's peak RSS while it ran
-(VmRSS sampled every 20 ms) and its VmHWM after, and the worker's CPU seconds. Then one asynchronous
+For each streaming export (``GET /api/exports/call-records?format=…``, read by curl so the client is
+not what limits the rate): rows/s as the client reads them (all rows, start of request to last
+byte), bytes, the granian worker's peak RSS while it ran (VmRSS sampled every 20 ms) and its VmHWM
+after, and the CPU seconds of the worker, of the database's backends and of the client. Then one asynchronous
 export per format (``POST /api/exports``, polled until done): rows/s of the background job, gzip size,
 and the download's rate.
 
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -99,6 +101,7 @@ class StreamRow:
     hwm_mb: float
     cpu_s: float
     postgres_cpu_s: float
+    client_cpu_s: float
 
 
 @dataclass
@@ -134,24 +137,33 @@ def backends_cpu_s(dsn: str) -> float:
     return total
 
 
-async def stream_once(
-    client: httpx.AsyncClient, headers: dict[str, str], fmt: str, pid: int, dsn: str
-) -> StreamRow:
-    newlines = crlf = size = 0
+def read_with_curl(url: str, token: str) -> tuple[int, int, int, bytes, float]:
+    """GET ``url`` with curl (C: the client must not be what limits the rate); returns bytes, line
+    feeds, CRLFs, the last bytes and the client's CPU seconds (curl's and this thread's counting)."""
+    argv = ["curl", "-sS", "--fail", "-H", f"Authorization: Bearer {token}", url]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    size = newlines = crlf = 0
     tail = b""
+    counting = time.thread_time()
+    while chunk := proc.stdout.read(1 << 20):
+        size += len(chunk)
+        newlines += chunk.count(b"\n")
+        crlf += (tail[-1:] + chunk).count(b"\r\n")
+        tail = tail[-8:] + chunk[-8:]
+    counting = time.thread_time() - counting
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert status == 0, f"curl failed: {status}"
+    return size, newlines, crlf, tail, counting + usage.ru_utime + usage.ru_stime
+
+
+async def stream_once(base: str, token: str, fmt: str, pid: int, dsn: str) -> StreamRow:
     cpu_before = cpu_s(pid)
     pg_before = backends_cpu_s(dsn)
+    url = f"{base}/api/exports/call-records?format={fmt}"
     with RssSampler(pid) as rss:
         started = time.perf_counter()
-        async with client.stream(
-            "GET", "/api/exports/call-records", params={"format": fmt}, headers=headers
-        ) as response:
-            assert response.status_code == 200, await response.aread()
-            async for chunk in response.aiter_raw():
-                size += len(chunk)
-                newlines += chunk.count(b"\n")
-                crlf += (tail[-1:] + chunk).count(b"\r\n")
-                tail = tail[-8:] + chunk[-8:]
+        size, newlines, crlf, tail, client_cpu = await asyncio.to_thread(read_with_curl, url, token)
         seconds = time.perf_counter() - started
     return StreamRow(
         fmt=fmt,
@@ -162,6 +174,7 @@ async def stream_once(
         hwm_mb=status_kb(pid, "VmHWM") / 1024,
         cpu_s=cpu_s(pid) - cpu_before,
         postgres_cpu_s=backends_cpu_s(dsn) - pg_before,
+        client_cpu_s=client_cpu,
     )
 
 
@@ -201,7 +214,8 @@ async def run(
         wait_http(f"http://127.0.0.1:{port}/health")
         workers = descendants(child.pid)
         assert len(workers) == 1, workers
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600.0) as client:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, timeout=600.0) as client:
             tenants = []
             for name in ("bench", "other"):
                 password = "bench password 1"
@@ -236,7 +250,9 @@ async def run(
                 headers=headers,
             )
             streams = [
-                await stream_once(client, headers, fmt, workers[0], dsn)
+                await stream_once(
+                    base, headers["Authorization"].removeprefix("Bearer "), fmt, workers[0], dsn
+                )
                 for fmt in args.formats
                 for _ in range(args.repeat)
             ]
@@ -251,13 +267,14 @@ def report(streams: list[StreamRow], jobs: list[JobRow], args: argparse.Namespac
         f"\n## Exports: {args.rows:,} call records of one tenant (+{OTHER_ROWS:,} of another), seeded in {seed_s:.0f} s\n"
     )
     print(
-        "| streaming | rows | rows/s | MB | peak RSS during (MB) | VmHWM after (MB) | worker CPU s | PostgreSQL CPU s |"
+        "| streaming | rows | rows/s | MB | peak RSS during (MB) | VmHWM after (MB) | worker CPU s"
+        " | PostgreSQL CPU s | client CPU s |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for s in streams:
         print(
             f"| {s.fmt} | {s.rows:,} | {s.rows / s.seconds:,.0f} | {s.bytes / 1e6:,.0f} | {s.peak_rss_mb:.0f} |"
-            f" {s.hwm_mb:.0f} | {s.cpu_s:.1f} | {s.postgres_cpu_s:.1f} |"
+            f" {s.hwm_mb:.0f} | {s.cpu_s:.1f} | {s.postgres_cpu_s:.1f} | {s.client_cpu_s:.1f} |"
         )
     if jobs:
         print("\n| async job | rows | rows/s (queued → done) | gzip MB | download MB/s |")
