@@ -22,7 +22,8 @@ UPDATE export_jobs
        lease_expires_at = now() + make_interval(secs => :lease_s),
        started_at = now(), updated_at = now(), error = NULL
  WHERE id = (SELECT id FROM export_jobs
-              WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < now())
+              WHERE status IN ('queued', 'running')  -- the partial index's predicate
+                AND (status = 'queued' OR lease_expires_at < now())
               ORDER BY id
               LIMIT 1
                 FOR UPDATE SKIP LOCKED)
