@@ -59,6 +59,14 @@ UPDATE export_jobs
  WHERE id = :id AND lease_owner = :owner
 """)
 
+# A worker that is stopping gives its job back: queued again at once, the attempt not counted.
+RELEASE = text("""
+UPDATE export_jobs
+   SET status = 'queued', attempts = greatest(attempts - 1, 0), lease_owner = NULL,
+       lease_expires_at = NULL, started_at = NULL, updated_at = now()
+ WHERE id = :id AND lease_owner = :owner AND status = 'running'
+""")
+
 EXPIRED = text("""
 SELECT id, object_name FROM export_jobs
  WHERE status = 'done' AND expires_at <= now()
@@ -113,6 +121,10 @@ async def fail(conn: AsyncConnection, job_id: int, owner: str, error: str, max_a
 
 async def give_up(conn: AsyncConnection, job_id: int, owner: str, error: str) -> None:
     await conn.execute(GIVE_UP, {"id": job_id, "owner": owner, "error": error})
+
+
+async def release(conn: AsyncConnection, job_id: int, owner: str) -> None:
+    await conn.execute(RELEASE, {"id": job_id, "owner": owner})
 
 
 async def expired(conn: AsyncConnection, limit: int) -> list[tuple[int, str | None]]:

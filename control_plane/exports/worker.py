@@ -177,6 +177,14 @@ class ExportWorker:
         started = time.monotonic()
         try:
             rows, size = await self._run_leased(job)
+        except asyncio.CancelledError:
+            # Stopping (a deploy): give the job back so another worker takes it now, not after the
+            # lease. One cancellation was delivered; these awaits run unless a second one comes.
+            with contextlib.suppress(Exception):
+                async with self.engine.begin() as conn:
+                    await jobs.release(conn, job.id, self.owner)
+                log_.info("export_released")
+            raise
         except LeaseLost:
             JOBS.labels("lease_lost").inc()
             log_.warning("export_lease_lost")

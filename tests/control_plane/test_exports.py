@@ -419,3 +419,35 @@ async def test_streams_beyond_the_pool_answer_503(cp_settings: ControlPlaneSetti
         await (await w.stream_connection()).close()
     finally:
         await w.stop()
+
+
+async def test_a_stopping_worker_gives_its_job_back(
+    big: tuple[Account, str], worker: ExportWorker, cp_app: Any, database_url: str
+) -> None:
+    """Stopped mid-job (a deploy), a worker puts the job back in the queue, its attempt not counted."""
+    account, _ = big
+    app_worker: ExportWorker = cp_app.state.exports
+    await app_worker.stop()  # only the test's worker claims jobs meanwhile
+    try:
+        queued = await account.post("/api/exports", json={"type": "call_records", "format": "json"})
+        job_id = queued.json()["id"]
+        run = asyncio.get_running_loop().create_task(worker.run_next())
+        deadline = time.monotonic() + 30
+        while (await account.get(f"/api/exports/{job_id}/status")).json()["status"] != "running":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # mid-COPY
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        with psycopg.connect(conninfo(database_url), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT status, attempts, lease_owner FROM export_jobs WHERE id = %s", (job_id,)
+            ).fetchone()
+        assert row == ("queued", 0, None)
+    finally:
+        await app_worker.start()
+    job = await wait_done(account, job_id)  # the app's worker takes it up again
+    assert job["status"] == "done"
+    assert job["attempts"] == 1
+    assert job["rows"] == BIG
