@@ -92,9 +92,8 @@ async def _stream(
     fmt = filters.parse_enum("format", format, ExportFormat) or ExportFormat.CSV
     chosen = select_fields(kind, fields)
     worker = _worker(request)
-    conn = await worker.stream_connection()
-    query = build_query(conn.dialect, kind, where, chosen, fmt, anonymize)
-    stream = ExportStream(conn, query)
+    query = build_query(worker.dialect, kind, where, chosen, fmt, anonymize)
+    stream = ExportStream(await worker.stream_connection(), query)
     day = datetime.datetime.now(datetime.UTC).date().isoformat()
     name = f"{FILE_STEMS[kind]}-{day}.{fmt.value}"
     return Stream(

@@ -29,6 +29,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 from prometheus_client import Counter
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
@@ -108,6 +109,11 @@ class ExportWorker:
         self._wake.set()
 
     # --- what the routes use ---
+
+    @property
+    def dialect(self) -> Dialect:
+        assert self.streams is not None
+        return self.streams.dialect
 
     async def stream_connection(self) -> AsyncConnection:
         """A connection for one streaming export; 503 when this process already serves as many as its
