@@ -19,6 +19,7 @@ from control_plane.dashboard.routes import asset_router, dashboard_index
 from control_plane.db.session import sqlalchemy_config
 from control_plane.errors import EXCEPTION_HANDLERS
 from control_plane.events.consumer import events_lifespan
+from control_plane.exports.worker import exports_lifespan
 from control_plane.live.controllers import live_lifespan
 from control_plane.openapi_responses import document_responses
 from control_plane.ops import (
@@ -72,6 +73,7 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
             lifespan,
             snapshot_lifespan(settings),
             events_lifespan(settings),
+            exports_lifespan(settings),
             live_lifespan(settings),
             freeze_startup_objects,
         ],

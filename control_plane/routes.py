@@ -14,6 +14,7 @@ from control_plane.calls.controllers import (
     CallsController,
 )
 from control_plane.cdr.controllers import CdrController
+from control_plane.exports.controllers import ExportsController
 from control_plane.groups.controllers import AgentGroupsController, GroupMembersController
 from control_plane.live.controllers import live_feed
 from control_plane.routing.controllers import InboundRulesController
@@ -38,5 +39,6 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     AnalyticsController,
     CdrController,
     WebhookAuditController,
+    ExportsController,
     live_feed,
 ]

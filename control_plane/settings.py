@@ -31,6 +31,18 @@ class ControlPlaneSettings(CommonSettings, kw_only=True, frozen=True):
     live_client_queue: int = 1000
     live_auth_timeout_s: float = 5.0
     live_agents_cache_s: float = 5.0
+
+    # Exports (control_plane/exports): the JetStream object store that holds the asynchronous exports'
+    # gzip files (every replica serves the download), how long a file is kept, the job lease (a job
+    # whose control plane stops renewing it is run again by another), and how many streaming exports
+    # one process serves at once (each holds one database connection of its own pool).
+    exports_bucket: str = "vlb-exports"
+    exports_ttl_s: int = 86_400
+    exports_lease_s: float = 30.0
+    exports_poll_s: float = 2.0
+    exports_max_attempts: int = 3
+    exports_gzip_level: int = 6
+    exports_max_streams: int = 4
     debug: bool = False
 
 

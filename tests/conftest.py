@@ -57,6 +57,7 @@ def service_env(run_id: str, database_url: str) -> dict[str, str]:
         "VLB_EVENTS_STREAM": f"VLB_EVENTS_{run_id}",
         "VLB_EVENTS_SUBJECT_PREFIX": f"vlbt{run_id}.events",
         "VLB_HEARTBEAT_SUBJECT": f"vlbt{run_id}.engines.heartbeat",
+        "VLB_EXPORTS_BUCKET": f"vlb-exports-{run_id}",
         "VLB_SNAPSHOT_KEY": TEST_FERNET_KEY,
         "VLB_SECRET_KEY": TEST_FERNET_KEY,
         "VLB_LOG_FORMAT": "json",

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+from dataclasses import dataclass, field
 from typing import Any
+
+from sqlalchemy import Select
 
 from control_plane.calls import filters
 from control_plane.cdr.schemas import CdrDetail, CdrPage, CdrRead
@@ -43,6 +47,77 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+@dataclass(slots=True)
+class CdrFilters:
+    """The validated CDR list filters (``applied`` echoes what was used, as the list answers it)."""
+
+    disposition: str | None = None
+    since: datetime.datetime | None = None
+    until: datetime.datetime | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    token: str | None = None
+    applied: dict[str, str] = field(default_factory=dict)
+
+
+async def cdr_filters(
+    scope: TenantScope,
+    *,
+    from_number: str | None,
+    to_number: str | None,
+    token: str | None,
+    disposition: str | None,
+    start_date: str | None,
+    end_date: str | None,
+) -> CdrFilters:
+    """Validate the query (422 naming the field) into filters."""
+    f = CdrFilters()
+    if disposition is not None and disposition.strip():
+        parsed = normalize_disposition(disposition)
+        if parsed is None:
+            allowed = ", ".join(d.value for d in Disposition)
+            raise FieldError(("disposition", f"unknown value {disposition[:40]!r}; one of {allowed}"))
+        f.disposition = parsed.value
+        f.applied["disposition"] = parsed.value
+    if start_date or end_date:
+        f.since, f.until = filters.date_window(start_date, end_date, await filters.tenant_zone(scope))
+        if f.since is not None:
+            f.applied["start_date"] = start_date or ""
+        if f.until is not None:
+            f.applied["end_date"] = end_date or ""
+    f.from_number = _part(f, "from", from_number)
+    f.to_number = _part(f, "to", to_number)
+    f.token = _part(f, "token", token)
+    return f
+
+
+def _part(f: CdrFilters, name: str, value: str | None) -> str | None:
+    """A "matches part of the value" filter, noted in ``applied`` when given."""
+    if value is None or not value.strip():
+        return None
+    f.applied[name] = value.strip()
+    return value.strip()
+
+
+def cdrs_stmt(scope: TenantScope, f: CdrFilters) -> Select[Any]:
+    """The tenant's CDRs that ``f`` selects, newest first."""
+    stmt = scope.select(Cdr)
+    if f.disposition is not None:
+        stmt = stmt.where(Cdr.disposition == f.disposition)
+    if f.since is not None:
+        stmt = stmt.where(Cdr.start_time >= f.since)
+    if f.until is not None:
+        stmt = stmt.where(Cdr.start_time < f.until)
+    for column, value in (
+        (Cdr.from_number, f.from_number),
+        (Cdr.to_number, f.to_number),
+        (Cdr.session_token, f.token),
+    ):
+        if value is not None:
+            stmt = stmt.where(column.ilike(_like(value), escape="\\"))
+    return stmt.order_by(Cdr.start_time.desc().nulls_last(), Cdr.id.desc())
+
+
 async def list_cdrs(
     scope: TenantScope,
     *,
@@ -56,31 +131,14 @@ async def list_cdrs(
     end_date: str | None,
 ) -> CdrPage:
     filters.check_page(page, per_page)
-    applied: dict[str, str] = {}
-    stmt = scope.select(Cdr)
-    if disposition is not None and disposition.strip():
-        parsed = normalize_disposition(disposition)
-        if parsed is None:
-            allowed = ", ".join(d.value for d in Disposition)
-            raise FieldError(("disposition", f"unknown value {disposition[:40]!r}; one of {allowed}"))
-        stmt = stmt.where(Cdr.disposition == parsed.value)
-        applied["disposition"] = parsed.value
-    if start_date or end_date:
-        since, until = filters.date_window(start_date, end_date, await filters.tenant_zone(scope))
-        if since is not None:
-            stmt = stmt.where(Cdr.start_time >= since)
-            applied["start_date"] = start_date or ""
-        if until is not None:
-            stmt = stmt.where(Cdr.start_time < until)
-            applied["end_date"] = end_date or ""
-    for field, column, value in (
-        ("from", Cdr.from_number, from_number),
-        ("to", Cdr.to_number, to_number),
-        ("token", Cdr.session_token, token),
-    ):
-        if value is not None and value.strip():
-            stmt = stmt.where(column.ilike(_like(value.strip()), escape="\\"))
-            applied[field] = value.strip()
-    stmt = stmt.order_by(Cdr.start_time.desc().nulls_last(), Cdr.id.desc())
-    result: Any = await paginate(scope.session, stmt, page, per_page, cdr_read)
-    return CdrPage(data=result.data, meta=result.meta, filters_applied=applied)
+    f = await cdr_filters(
+        scope,
+        from_number=from_number,
+        to_number=to_number,
+        token=token,
+        disposition=disposition,
+        start_date=start_date,
+        end_date=end_date,
+    )
+    result: Any = await paginate(scope.session, cdrs_stmt(scope, f), page, per_page, cdr_read)
+    return CdrPage(data=result.data, meta=result.meta, filters_applied=f.applied)

@@ -132,6 +132,9 @@ async def add_call(t: Tenant, cp_settings: ControlPlaneSettings) -> None:
     t.names["session_token"] = token
     t.ids["call_record"] = (await t.account.get("/api/call-records")).json()["data"][0]["id"]
     t.ids["cdr"] = (await t.account.get("/api/cdr")).json()["data"][0]["id"]
+    queued = await t.account.post("/api/exports", json={"type": "call_records", "format": "ndjson"})
+    assert queued.status_code == 202, queued.text
+    t.ids["export"] = queued.json()["id"]
 
 
 # Path parameter name -> which of the victim's objects fills it.
@@ -144,6 +147,7 @@ PARAM_OBJECT = {
     "user_id": "user",
     "record_id": "call_record",
     "cdr_id": "cdr",
+    "export_id": "export",
     "session_token": "session_token",  # a name, not an id (see fill)
 }
 
@@ -373,6 +377,9 @@ async def test_every_route_keeps_tenants_apart(
             },
             {201},
         ),
+        # An export job filtered by the victim's agent: queued, and the file can hold none of the
+        # victim's rows (the streaming exports are checked with the other reads above).
+        ("POST", "/api/exports", {"type": "call_records", "filters": {"agent_id": v["agent1"]}}, {202, 422}),
         ("PUT", "/api/tenant", {"name": f"{attacker.marker} renamed"}, {200}),
         ("PUT", "/api/settings", {"settings": {"timezone": "Europe/Paris"}}, {200}),
         ("PUT", "/api/user", {"name": "Attacker"}, {200}),

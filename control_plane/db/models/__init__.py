@@ -3,6 +3,7 @@
 from control_plane.db.models.agents import VoiceAgent
 from control_plane.db.models.analytics import CallStat
 from control_plane.db.models.calls import CallRecord, CallTimelineEntry, Cdr, WebhookAudit
+from control_plane.db.models.exports import ExportJob
 from control_plane.db.models.groups import AgentGroup, AgentGroupMember
 from control_plane.db.models.routing import InboundRoutingRule, OutboundRoutingRule, Trunk
 from control_plane.db.models.tenants import Domain, SnapshotOutbox, Tenant
@@ -17,6 +18,7 @@ __all__ = [
     "CallTimelineEntry",
     "Cdr",
     "Domain",
+    "ExportJob",
     "InboundRoutingRule",
     "OutboundRoutingRule",
     "SnapshotOutbox",
