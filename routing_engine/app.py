@@ -40,7 +40,7 @@ from routing_engine.events import EventPublisher
 from routing_engine.heartbeat import HeartbeatPublisher
 from routing_engine.ingest import Cdr, Ingestor, Rejection, SessionUpdate, parse
 from routing_engine.rules import CompiledDomain, CompiledTenant
-from routing_engine.script_client import script_client_from_settings
+from routing_engine.script_client import ClusterScriptClient, script_client_from_settings
 from routing_engine.settings import EngineSettings, get_engine_settings
 from routing_engine.snapshots import SnapshotStore
 from routing_engine.webhooks import ParseError, VoiceRequest, parse_voice_request
@@ -274,6 +274,7 @@ class EngineApp:
         self._metrics_timer: asyncio.TimerHandle | None = None
         self._started = False
         self._redis_errors_seen = 0
+        self._cluster_seen: dict[str, int] = {}
 
     # --- lifespan ---
 
@@ -444,6 +445,12 @@ class EngineApp:
         if errors > self._redis_errors_seen:
             metrics.REDIS_ERRORS.inc(errors - self._redis_errors_seen)
             self._redis_errors_seen = errors
+        if isinstance(self.scripts, ClusterScriptClient):
+            for kind, total in self.scripts.counts().items():
+                seen = self._cluster_seen.get(kind, 0)
+                if total > seen:
+                    metrics.REDIS_CLUSTER_EVENTS.labels(kind).inc(total - seen)
+                    self._cluster_seen[kind] = total
 
     async def redis_ok(self) -> bool:
         try:

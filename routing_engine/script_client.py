@@ -29,9 +29,12 @@ from typing import Protocol
 from urllib.parse import quote, unquote, urlparse
 
 import hiredis
+import structlog
 from redis.exceptions import ResponseError
 
 CONNECT_TIMEOUT_S = 0.5
+
+logger = structlog.get_logger(__name__)
 
 
 class ScriptError(ResponseError):
@@ -313,6 +316,9 @@ class ClusterScriptClient:
         self._nodes: dict[tuple[str, int], ScriptClient] = {}
         self._slots: list[ScriptClient | None] = [None] * SLOTS
         self._masters: list[tuple[str, int]] = []
+        # Nodes whose connection failed lately: asked for the map last (a dead host costs a connect
+        # timeout; on a network that is the whole connect_timeout_s).
+        self._suspects: set[ScriptClient] = set()
         self._refreshing: asyncio.Future[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.refreshes_total = 0
@@ -333,6 +339,15 @@ class ClusterScriptClient:
             url = f"redis://{auth}[{host}]:{port}/0" if ":" in host else f"redis://{auth}{host}:{port}/0"
             node = self._nodes[address] = ScriptClient(url, connect_timeout_s=self._connect_timeout_s)
         return node
+
+    def counts(self) -> dict[str, int]:
+        """Totals for the engine's metrics: map reads, redirections, retries after a failure."""
+        return {
+            "map_read": self.refreshes_total,
+            "moved": self.moved_total,
+            "ask": self.ask_total,
+            "retry": self.retries_total,
+        }
 
     def node_for_slot(self, slot: int) -> tuple[str, int] | None:
         """The address of the master this client sends ``slot``'s commands to (for tests, status)."""
@@ -393,6 +408,8 @@ class ClusterScriptClient:
                     if not retry or loop.time() >= deadline:
                         raise error  # (a written SET NX may have run: its caller decides)
                     self.retries_total += 1
+                    if lost and failed is not None:
+                        self._suspects.add(failed)
                     with contextlib.suppress(ConnectionError, TimeoutError, ScriptError):
                         await self._refresh(exclude=failed if lost else None)
                     if self._slots[slot] is failed:  # no new owner yet: give the cluster a moment
@@ -459,9 +476,10 @@ class ClusterScriptClient:
 
     async def _read_map(self, exclude: ScriptClient | None) -> None:
         candidates = list(dict.fromkeys([*self._masters, *self._seeds, *self._nodes]))
+        nodes = [(address, self._node(address)) for address in candidates]
+        nodes.sort(key=lambda pair: pair[1] in self._suspects)  # stable: suspects last
         errors: list[str] = []
-        for address in candidates:
-            node = self._node(address)
+        for address, node in nodes:
             if node is exclude:
                 continue
             try:
@@ -486,11 +504,15 @@ class ClusterScriptClient:
             node = self._node(address)
             slots[start : end + 1] = [node] * (end - start + 1)
         self._slots = slots
+        if set(masters) != set(self._masters):
+            log = logger.info if not self._masters else logger.warning
+            log("redis_cluster_masters", masters=[f"{h}:{p}" for h, p in masters], before=len(self._masters))
         self._masters = masters
         self.refreshes_total += 1
         # Connections to nodes that own nothing any more (a failed master, a drained one) go.
         for address in [a for a in self._nodes if a not in masters]:
             node = self._nodes.pop(address)
+            self._suspects.discard(node)
             node._fail(ConnectionError("redis cluster node no longer a master"))
 
     async def aclose(self) -> None:

@@ -167,6 +167,32 @@ async def test_the_engine_builds_its_clients_for_the_cluster(redis_cluster: Redi
             # The ingest's dedupe SET NX, on the tenant's master.
             assert await app.ingestor.first_delivery(t, "tok:cdr") is True
             assert await app.ingestor.first_delivery(t, "tok:cdr") is False
+        app._sync_balancer_metrics()
+        from routing_engine import metrics
+
+        body, _ctype = metrics.render_latest()
+        assert b'vlb_engine_redis_cluster_events_total{kind="map_read"}' in body
     finally:
         await app.scripts.aclose()
         await app.redis.aclose()
+
+
+async def test_a_dropped_connection_resends_only_what_is_safe(
+    redis_cluster: RedisClusterUnderTest, clients: tuple[RedisClient, ClusterScriptClient]
+) -> None:
+    """The connection drops with two commands written: a blocking pop (it may have run: not resent,
+    the caller hears of it) and a GET behind it (a read: resent, answered)."""
+    _client, scripts = clients
+    tenant = redis_cluster.tenants_per_master(start=75_000)[redis_cluster.masters()[1]][0]
+    keys = TenantKeys(os.environ["VLB_REDIS_PREFIX"], tenant)
+    assert await scripts.call("SET", keys.seen("kept"), "v") == b"OK"
+    master = redis_cluster.master_of(key_slot(keys.base))
+    pop = asyncio.ensure_future(scripts.call("BLPOP", keys.seen("never"), "5"))
+    read = asyncio.ensure_future(scripts.call("GET", keys.seen("kept"), reply_within_s=1.0))
+    await asyncio.sleep(0.2)
+    with redis_cluster.client(master) as admin:
+        assert admin.execute_command("CLIENT KILL TYPE normal SKIPME yes") >= 1
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(pop, 2)
+    assert await asyncio.wait_for(read, 2) == b"v"
+    assert scripts.retries_total >= 1
