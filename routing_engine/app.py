@@ -284,6 +284,8 @@ class EngineApp:
         self._started = True
         loop = asyncio.get_running_loop()
         self._connector = loop.create_task(self._connect_nats(), name="vlb-nats")
+        if isinstance(self.scripts, ClusterScriptClient):
+            self.scripts.read_map_soon()
         self._metrics_timer = loop.call_later(metrics.FLUSH_INTERVAL_S, self._flush_metrics)
 
     def _flush_metrics(self) -> None:

@@ -446,6 +446,10 @@ class ClusterScriptClient:
 
     # -- the slot map ------------------------------------------------------------------------------
 
+    def read_map_soon(self) -> None:
+        """Read the slot map in the background now (at engine start), not at the first call."""
+        self._refresh_soon()
+
     def _refresh_soon(self) -> None:
         if self._refreshing is None:
             task = asyncio.get_running_loop().create_task(self._refresh_quietly())

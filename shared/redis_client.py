@@ -56,6 +56,7 @@ def redis_from_settings(settings: CommonSettings, **options: Any) -> RedisClient
     if not nodes:
         return Redis.from_url(settings.redis_url, **options)
     username, password, tls = url_credentials(settings.redis_url)
+    options.setdefault("require_full_coverage", False)  # a master down stops only its own slots
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
         username=username,

@@ -160,6 +160,9 @@ async def test_the_engine_builds_its_clients_for_the_cluster(redis_cluster: Redi
     try:
         assert isinstance(app.redis, RedisCluster)
         assert isinstance(app.scripts, ClusterScriptClient)
+        app.scripts.read_map_soon()  # what startup() does
+        await asyncio.sleep(0.2)
+        assert app.scripts.refreshes_total == 1
         assert await app.redis_ok()  # /ready's PING
         tenants = [owned[2] for owned in redis_cluster.tenants_per_master(start=60_000).values()]
         for t in tenants:
