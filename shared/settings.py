@@ -55,6 +55,9 @@ class CommonSettings(msgspec.Struct, kw_only=True, frozen=True):
     """Fields both services read. Each service subclasses this with its own."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Seed nodes of a Redis Cluster, ``host:port,host:port``; set = both planes talk to that cluster
+    # (the URL then gives only the scheme and credentials). See shared/redis_client.py.
+    redis_cluster_nodes: str = ""
     nats_url: str = "nats://127.0.0.1:4222"
     # Fernet key (urlsafe base64 of 32 bytes) that encrypts agent credentials inside snapshots.
     snapshot_key: str = ""
