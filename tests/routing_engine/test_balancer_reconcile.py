@@ -36,11 +36,12 @@ async def redis(server: PrivateServer) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-def balancer_on(server: PrivateServer, redis: aioredis.Redis) -> Balancer:
-    """A balancer as the engine has it: script calls through the lean client, quick retries."""
+def balancer_on(server: PrivateServer, redis: aioredis.Redis, *, lean: bool = True) -> Balancer:
+    """A balancer as the engine has it: script calls through the lean client (or redis-py), quick
+    retries."""
     return Balancer(
         redis,
-        scripts=ScriptClient(server.url),
+        scripts=ScriptClient(server.url) if lean else None,
         prefix="rec",
         redis_retry_s=RETRY_S,
         timeout_s=0.3,
@@ -77,10 +78,11 @@ async def back_up(server: PrivateServer, redis: aioredis.Redis) -> None:
     await asyncio.sleep(RETRY_S + 0.05)
 
 
+@pytest.mark.parametrize("lean", [True, False], ids=["script-client", "redis-py"])
 async def test_degraded_admissions_hold_their_slots_after_redis_returns(
-    server: PrivateServer, redis: aioredis.Redis
+    server: PrivateServer, redis: aioredis.Redis, lean: bool
 ) -> None:
-    balancer = balancer_on(server, redis)
+    balancer = balancer_on(server, redis, lean=lean)
     try:
         server.stop()  # restarted empty (no persistence): only the engine knows its calls now
         s1, s2, s3 = [await balancer.decide(req(s)) for s in ("s1", "s2", "s3")]
