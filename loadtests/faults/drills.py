@@ -3,7 +3,7 @@ Redis and NATS on free 127.0.0.1 ports, one control plane, two engine replicas b
 round-robins and retries on the other replica as Cloudonix would) while one fault is played:
 
     engine-kill         kill -9 one engine replica mid-load; it is started again 3 s later
-    redis-restart       Redis stopped (a clean stop: it saves and reloads its data) and started
+    redis-restart       Redis stopped (SHUTDOWN SAVE: it reloads its data) and started
                         again; calls are answered from the replicas' local views meanwhile, and
                         merged back into Redis when it returns (no over-admission, no leak)
     nats-stop           NATS stopped for 30 s: engines keep their last snapshot and buffer events
@@ -102,7 +102,8 @@ async def engine_kill(r: Rig, short: bool) -> Summary:
 
 async def redis_restart(r: Rig, short: bool) -> Summary:
     # More calls in flight than the two agents' 10 slots, so capacity is what decides.
-    driver = Driver(r, concurrency=14, hold_s=(0.5, 2.0))
+    # Holds long enough that calls admitted during the outage are still live when Redis is back.
+    driver = Driver(r, concurrency=16, hold_s=(1.0, 5.0))
     lines: list[str] = []
     outage_s = 3.0 if short else 15.0
 
@@ -115,11 +116,11 @@ async def redis_restart(r: Rig, short: bool) -> Summary:
         await asyncio.sleep(outage_s)
         await r.in_spawner(r.start_redis)
         lines.append(
-            f"Redis       stopped at call {at} for {time.monotonic() - t0:.1f} s (a clean stop: its data"
-            f" saved and reloaded), calls {at}..{driver.sent} answered meanwhile"
+            f"Redis       stopped at call {at} for {time.monotonic() - t0:.1f} s (SHUTDOWN SAVE: its data"
+            f" reloaded at start), calls {at}..{driver.sent} answered meanwhile"
         )
         # Each replica tries Redis again after its 1 s pause and merges before its next decision.
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(1.5)
         driver.strict = True
         await asyncio.sleep(4.0 if short else 12.0)
 

@@ -114,11 +114,18 @@ class Rig:
         return f"http://127.0.0.1:{self.cp_port}"
 
     def start_redis(self) -> None:
-        # --save 300 1: a clean stop (SIGTERM) writes the data set, which the next start loads.
         self.redis, _ = start_redis(self.root, self.redis_url, self.redis_port)
 
     def stop_redis(self) -> None:
+        """A clean restart's stop: ``SHUTDOWN SAVE`` (the data set written, the next start loads it;
+        the launcher's Redis saves on no schedule a short drill would reach), then the process gone."""
         if self.redis is not None:
+            client = redis.Redis.from_url(self.redis_url)
+            with contextlib.suppress(redis.RedisError):
+                client.shutdown(save=True)
+            client.close()
+            with contextlib.suppress(Exception):
+                self.redis.process.wait(10)
             self.redis.stop(grace_s=10.0)
             self.redis = None
 
