@@ -34,7 +34,7 @@ from pathlib import Path
 import nats
 from nats.js.api import ConsumerInfo
 
-from loadtests.faults.rig import DURABLE, STREAM, Driver, Rig, Summary, kill_9, rig
+from loadtests.faults.rig import DURABLE, KILLED_BUFFER_S, STREAM, Driver, Rig, Summary, kill_9, rig
 
 PG_FS_SIZE = "256m"
 
@@ -75,6 +75,7 @@ async def _timeline(driver: Driver, script: Callable[[], Awaitable[None]]) -> fl
 async def engine_kill(r: Rig, short: bool) -> Summary:
     driver = Driver(r, concurrency=8, hold_s=(0.05, 0.3))
     lines: list[str] = []
+    killed_at: list[float] = []
 
     async def fault() -> None:
         await asyncio.sleep(2.0 if short else 8.0)
@@ -83,6 +84,7 @@ async def engine_kill(r: Rig, short: bool) -> Summary:
         at = driver.sent
         kill_9(engine)  # the load balancer notices only on its next probe: calls still reach it
         t0 = time.monotonic()
+        killed_at.append(t0)
         await asyncio.sleep(1.0)
         driver.out.add(0)  # the probe failed: out of rotation
         await asyncio.sleep(2.0)
@@ -97,7 +99,16 @@ async def engine_kill(r: Rig, short: bool) -> Summary:
     took = await _timeline(driver, fault)
     recorded = await r.wait_recorded(driver.answered + [t for t, _ in driver.failed], 60.0)
     lines.insert(0, f"drove       {took:.1f} s")
-    return Summary("engine-kill", driver, recorded, lines)
+    summary = Summary("engine-kill", driver, recorded, lines)
+    summary.in_killed_buffer = [
+        token
+        for token in recorded.missing
+        if any(
+            replica == 0 and killed_at[0] - KILLED_BUFFER_S <= at <= killed_at[0]
+            for replica, at in driver.answers.get(token, [])
+        )
+    ]
+    return summary
 
 
 async def redis_restart(r: Rig, short: bool) -> Summary:
