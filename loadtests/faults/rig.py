@@ -283,7 +283,13 @@ class Rig:
     async def wait_recorded(self, sessions: list[str], within_s: float) -> Recorded:
         deadline = time.monotonic() + within_s
         while True:
-            got = await asyncio.to_thread(self.recorded, sessions)
+            try:
+                got = await asyncio.to_thread(self.recorded, sessions)
+            except psycopg.OperationalError:  # the server is starting again (the disk drill)
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+                continue
             if got.complete >= len(sessions) or time.monotonic() > deadline:
                 return got
             await asyncio.sleep(0.5)
