@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -324,6 +325,8 @@ def run_drills(names: list[str], *, short: bool = False, keep: bool = False) -> 
     finally:
         for where in mounted:
             subprocess.run(["umount", "-l", str(where)], check=False)
+            if not keep:  # the drill folder, which still held the mount point when it was removed
+                shutil.rmtree(where.parent, ignore_errors=True)
     return summaries
 
 
