@@ -345,6 +345,7 @@ class EngineApp:
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.close()
+        await self.balancer.aclose()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
         if self.scripts is not None:

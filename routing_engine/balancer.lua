@@ -2,7 +2,7 @@
 -- atomically, in one script call. Key names follow shared/redis_keys.py (change both together).
 --
 -- KEYS[1]  the tenant's key base "<prefix>:{t<tenant>}:" (routes the call to the tenant's slot)
--- ARGV[1]  mode: "decide" | "release" | "stats" | "active"
+-- ARGV[1]  mode: "decide" | "release" | "adopt" | "stats" | "active"
 --
 -- decide  ARGV[2] idempotency TTL (s), ARGV[3] active-slot TTL (ms), ARGV[4] the batch, one flat
 --         msgpack array built by encode_batch in balancer.py:
@@ -17,7 +17,16 @@
 --         lives (at least the idempotency TTL): a repeat returns it and moves nothing.
 --         ARGV[5] how long a new window bucket lives (s): the longest window and a margin.
 -- release ARGV[2] session, ARGV[3] '1' when the call itself is over (session update, CDR): then
---         no later decide takes a slot for it -> 1 when the call's slot was freed, else 0.
+--         no later decide takes a slot for it; ARGV[4] (with '1') how long (s) to keep that mark
+--         for a call Redis never routed (decided in degraded mode by some replica that has not
+--         reconciled yet) -> 1 when the call's slot was freed, else 0.
+-- adopt   ARGV[2] idempotency TTL (s), ARGV[3] active-slot TTL (ms), ARGV[4] window bucket TTL (s),
+--         ARGV[5] a flat msgpack array {session, agent, slot_ms, tried, ended, session, ...}: what
+--         one engine decided and freed while Redis was unreachable (its local view), merged in:
+--         agent ('' = the call holds no slot now) takes a slot living slot_ms more, replacing the
+--         one Redis knew; tried (',1,5,') joins the call's; ended = 1 marks the call over (no slot).
+--         Idempotent: a repeat moves nothing; an agent new to the call's `tried` is counted in the
+--         current window bucket once. -> {slots taken, slots freed, calls ended}
 -- stats   ARGV[2] window_hours, ARGV[3..] agent ids -> flat window, active, last (ms, 0 = never).
 -- active  ARGV[2..] agent ids -> live slot count per agent.
 --
@@ -132,7 +141,15 @@ if mode == 'release' then
   local cur = call('HGET', ck, 'cur')
   -- A dial-status delivered after the call's end (out of order) must not take a slot that nothing
   -- would free before the safety TTL. Only a call routed here has a hash (and its TTL) to mark.
-  if ARGV[3] == '1' and cur then call('HSET', ck, 'end', '1') end
+  if ARGV[3] == '1' then
+    if cur then
+      call('HSET', ck, 'end', '1')
+    elseif ARGV[4] then
+      -- never routed here: a replica may still adopt its degraded decision; this tells it the call is over
+      call('HSET', ck, 'end', '1', 'cur', '')
+      call('EXPIRE', ck, tonumber(ARGV[4]))
+    end
+  end
   if not cur or cur == '' then return 0 end
   call('HSET', ck, 'cur', '')
   return call('ZREM', base .. 'active:' .. cur, session)
@@ -158,6 +175,59 @@ if mode == 'active' then
   local out = {}
   for i = 2, #ARGV do out[#out + 1] = active_count(ARGV[i]) end
   return out
+end
+
+if mode == 'adopt' then
+  local idem_ttl = tonumber(ARGV[2])
+  local slot_ttl_ms = tonumber(ARGV[3])
+  local bucket_ttl = tonumber(ARGV[4])
+  local call_ttl = idem_ttl
+  if floor(slot_ttl_ms / 1000) + 60 > call_ttl then call_ttl = floor(slot_ttl_ms / 1000) + 60 end
+  local rows = cmsgpack.unpack(ARGV[5])
+  local taken, freed, ended_n = 0, 0, 0
+  local now_ms_s = string.format('%d', now_ms)
+  for p = 1, #rows, 5 do
+    local session, agent, slot_ms, tried, ended = rows[p], rows[p + 1], rows[p + 2], rows[p + 3], rows[p + 4]
+    local ck = base .. 'call:' .. session
+    local state = call('HMGET', ck, 'cur', 'tried', 'end')
+    local cur, known, over = state[1] or '', state[2] or ',', state[3]
+    -- the call's tried agents: Redis's, then the local view's new ones (counted in the window once)
+    local merged = known
+    for a in string.gmatch(tried, '[^,]+') do
+      if not string.find(merged, ',' .. a .. ',', 1, true) then
+        -- chosen for this call in degraded mode: count it as decide would have
+        merged = merged .. a .. ','
+        bump(base .. 'win:' .. now_min_s, a, bucket_ttl)
+        bump(base .. 'winh:' .. now_hour_s, a, bucket_ttl + 3600)
+        call('HSET', base .. 'last', a, now_ms_s)
+        call('EXPIRE', base .. 'last', 8 * 86400)
+      end
+    end
+    if over or ended == 1 or agent == '' or slot_ms <= 0 then
+      -- the call holds no slot: free the one Redis knew (and one an earlier adopt may have taken)
+      if cur ~= '' and call('ZREM', base .. 'active:' .. cur, session) == 1 then freed = freed + 1 end
+      if agent ~= '' and agent ~= cur and call('ZREM', base .. 'active:' .. agent, session) == 1 then
+        freed = freed + 1
+      end
+      if over or ended == 1 then
+        if not over then ended_n = ended_n + 1 end
+        call('HSET', ck, 'cur', '', 'tried', merged, 'end', '1')
+      else
+        call('HSET', ck, 'cur', '', 'tried', merged)
+      end
+    else
+      if cur ~= agent then
+        if cur ~= '' and call('ZREM', base .. 'active:' .. cur, session) == 1 then freed = freed + 1 end
+        taken = taken + 1
+      end
+      local ak = base .. 'active:' .. agent
+      call('ZADD', ak, string.format('%d', now_ms + slot_ms), session)
+      call('PEXPIRE', ak, slot_ttl_ms)
+      call('HSET', ck, 'cur', agent, 'tried', merged)
+    end
+    call('EXPIRE', ck, call_ttl)
+  end
+  return {taken, freed, ended_n}
 end
 
 if mode ~= 'decide' then return redis.error_reply('unknown mode ' .. tostring(mode)) end

@@ -3,11 +3,18 @@ idempotency, selection and counter updates atomically, and falls back to a local
 Redis is down. Coalescing: up to ``in_flight`` script calls per tenant are out at a time (pipelined on
 one connection; Redis runs them one after the other); a decision made while fewer are out goes at
 once, alone, and the decisions that arrive while all are out wait and go together in the next call (up
-to MAX_BATCH), so batches grow with load and an idle engine never waits."""
+to MAX_BATCH), so batches grow with load and an idle engine never waits.
+
+Reconcile: what the local view decided and freed while Redis was unreachable is noted per tenant and
+session, and merged into Redis (balancer.lua's ``adopt``) before the tenant's next script call once
+Redis answers again, and by a background task meanwhile: the calls still live take their slots in the
+agents' ``active`` sets (and their call hashes, so their CDR frees them exactly once), the ones that
+ended free whatever slot Redis still held for them."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import time
@@ -44,6 +51,8 @@ LOCAL_CALLS_LIMIT = 100_000
 BUCKET_TTL = str(WINDOW_BUCKET_TTL_S)
 # Replies of the decide script: index, agent (0 = none), attempt, cxml, replay.
 REPLY_FIELDS = 5
+# Calls merged into Redis per ``adopt`` script call (bounds how long one holds Redis).
+ADOPT_BATCH = 500
 # What "Redis is unreachable" looks like (redis-py wraps most socket errors; OSError for the rest).
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 
@@ -342,6 +351,18 @@ class Balancer:
         self._flushes: set[asyncio.Task[None]] = set()
         self._redis_down_until = 0.0
         self.local = LocalView(active_slot_ttl_s)
+        # How long a CDR's "this call is over" mark lives for a call Redis never routed: as long as a
+        # replica's degraded decision for it could still be adopted.
+        self._end_mark_ttl = str(active_slot_ttl_s + 60)
+        # Calls decided or freed while Redis was unreachable, to merge into Redis when it answers:
+        # tenant -> session -> (ended, note number). The note number tells a note made while a merge
+        # was out from the one it sent.
+        self._pending: dict[int, dict[str, tuple[bool, int]]] = {}
+        self._notes = 0
+        self._reconciling: dict[int, asyncio.Task[None]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self.reconciled_total = 0  # calls merged into Redis after an outage
+        self.reconcile_dropped_total = 0  # notes dropped past the local view's bound
         self.decisions_total = 0
         self.replays_total = 0
         self.degraded_total = 0
@@ -467,6 +488,8 @@ class Balancer:
         if self._redis_down_until and time.monotonic() < self._redis_down_until:
             return self._decide_locally(requests)
         try:
+            if self._pending:  # back from an outage: merge what was decided meanwhile first
+                await self._reconcile(tenant_id)
             reply = await self._script(
                 tenant_id, "decide", self._idem_ttl, self._slot_ttl_ms, encode_batch(requests), BUCKET_TTL
             )
@@ -508,7 +531,113 @@ class Balancer:
         self.degraded_total += len(requests)
         results = [self.local.decide(req) for req in requests]
         self.replays_total += sum(1 for r in results if r.replay)
+        for req in requests:
+            self._note(req.tenant_id, req.session, ended=False)
         return results
+
+    # -- reconcile after an outage -------------------------------------------------------------------
+
+    def _note(self, tenant_id: int, session: str, *, ended: bool) -> None:
+        """Remember that ``session`` moved while Redis was unreachable (a degraded decision, a release),
+        so it is merged into Redis when Redis answers again."""
+        sessions = self._pending.get(tenant_id)
+        if sessions is None:
+            sessions = self._pending[tenant_id] = {}
+        before = sessions.pop(session, None)
+        self._notes += 1
+        sessions[session] = (ended or (before is not None and before[0]), self._notes)
+        if len(sessions) > LOCAL_CALLS_LIMIT:
+            del sessions[next(iter(sessions))]
+            self.reconcile_dropped_total += 1
+        if self._watcher is None or self._watcher.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a synchronous test): the next script call merges
+                return
+            self._watcher = loop.create_task(self._reconcile_when_back())
+
+    async def _reconcile_when_back(self) -> None:
+        """In the background: try Redis again after each pause and merge every tenant's notes, so an
+        engine that gets no call for a while still gives back what it holds."""
+        while self._pending:
+            await asyncio.sleep(max(self._redis_retry_s, self._redis_down_until - time.monotonic()))
+            if self._redis_down_until and time.monotonic() < self._redis_down_until:
+                continue
+            for tenant_id in list(self._pending):
+                try:
+                    await self._reconcile(tenant_id)
+                except UNAVAILABLE as exc:
+                    self._redis_failed(exc, error=False)
+                    break
+                except RedisError as exc:
+                    self._redis_failed(exc, error=True)
+                    break
+
+    async def _reconcile(self, tenant_id: int) -> None:
+        """Merge the tenant's notes into Redis (one merge at a time per tenant: callers share it). Raises
+        what the script call raised when Redis is still unreachable."""
+        task = self._reconciling.get(tenant_id)
+        if task is None:
+            if tenant_id not in self._pending:
+                return
+            task = self._reconciling[tenant_id] = asyncio.get_running_loop().create_task(
+                self._adopt(tenant_id)
+            )
+            task.add_done_callback(lambda _: self._reconciling.pop(tenant_id, None))
+        try:
+            await asyncio.shield(task)
+        except (RedisError, OSError, TimeoutError):
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: the notes stay for the next try; the decision goes on
+            logger.exception("balancer_reconcile_failed", tenant_id=tenant_id)
+
+    def adopt_rows(self, tenant_id: int, sessions: Sequence[str]) -> list[Any]:
+        """The ``adopt`` payload for ``sessions`` from the local view, as it stands now: per call its
+        agent ('' for none), the slot's remaining life (ms), the agents it tried, whether it ended."""
+        now = time.monotonic()
+        pending = self._pending.get(tenant_id, {})
+        rows: list[Any] = []
+        for session in sessions:
+            call = self.local.calls.get((tenant_id, session))
+            agent, slot_ms, tried = "", 0, ","
+            if call is not None:
+                tried = "," + "".join(f"{a}," for a in sorted(call.tried))
+                if call.cur is not None:
+                    expiry = self.local.active.get((tenant_id, call.cur), {}).get(session)
+                    if expiry is not None and expiry > now:
+                        agent, slot_ms = str(call.cur), int((expiry - now) * 1000)
+            ended = session in pending and pending[session][0]
+            rows += (session, agent, slot_ms, tried, 1 if ended else 0)
+        return rows
+
+    async def _adopt(self, tenant_id: int) -> None:
+        snapshot = dict(self._pending.get(tenant_id, {}))
+        sessions = list(snapshot)
+        taken = freed = ended = 0
+        for i in range(0, len(sessions), ADOPT_BATCH):
+            chunk = sessions[i : i + ADOPT_BATCH]
+            payload = _ENCODE(self.adopt_rows(tenant_id, chunk))
+            reply = await self._script(
+                tenant_id, "adopt", self._idem_ttl, self._slot_ttl_ms, BUCKET_TTL, payload
+            )
+            taken, freed, ended = taken + int(reply[0]), freed + int(reply[1]), ended + int(reply[2])
+            current = self._pending.get(tenant_id, {})
+            for session in chunk:  # merged, unless it moved again meanwhile
+                if current.get(session) == snapshot[session]:
+                    del current[session]
+            if not current:
+                self._pending.pop(tenant_id, None)
+            self.reconciled_total += len(chunk)
+        logger.info(
+            "balancer_reconciled",
+            tenant_id=tenant_id,
+            calls=len(sessions),
+            slots_taken=taken,
+            slots_freed=freed,
+            calls_ended=ended,
+        )
 
     # -- slots and counters ------------------------------------------------------------------------
 
@@ -518,13 +647,16 @@ class Balancer:
         # A decision that timed out may have been made both locally and in Redis: free both.
         freed = self.local.release(tenant_id, session)
         if self._redis_down_until and time.monotonic() < self._redis_down_until:
+            self._note(tenant_id, session, ended=ended)  # applied to Redis when it answers again
             return freed
         try:
-            args = ("release", session, "1") if ended else ("release", session)
+            if self._pending:
+                await self._reconcile(tenant_id)
+            args = ("release", session, "1", self._end_mark_ttl) if ended else ("release", session)
             freed = bool(await self._script(tenant_id, *args)) or freed
         except UNAVAILABLE as exc:
-            # A Redis slot left behind expires by itself after the safety TTL.
             self._redis_failed(exc, error=False)
+            self._note(tenant_id, session, ended=ended)
         return freed
 
     async def group_stats(
@@ -550,10 +682,20 @@ class Balancer:
         reply = await self._script(tenant_id, "active", *map(str, agent_ids))
         return {agent: int(n) for agent, n in zip(agent_ids, reply, strict=True)}
 
+    @property
+    def reconcile_pending(self) -> int:
+        """Calls decided or freed while Redis was unreachable and not merged into it yet."""
+        return sum(len(sessions) for sessions in self._pending.values())
+
     async def aclose(self) -> None:
-        """Wait for batches in flight (at shutdown)."""
+        """Wait for batches in flight (at shutdown); stop waiting for Redis to merge notes into."""
         if self._flushes:
             await asyncio.gather(*self._flushes, return_exceptions=True)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
 
 
 __all__ = [
