@@ -28,17 +28,20 @@ from control_plane.ops import (
 from control_plane.routes import ROUTE_HANDLERS
 from control_plane.settings import ControlPlaneSettings, get_settings
 from control_plane.snapshots.publisher import snapshot_lifespan
+from shared.client_address import TrustedProxies
 from shared.logging import configure_logging
 
 
 def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    proxies = TrustedProxies.from_setting(settings.trusted_proxies)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.redis = Redis.from_url(settings.redis_url)
         app.state.settings = settings
+        app.state.proxies = proxies
         try:
             yield
         finally:
