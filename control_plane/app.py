@@ -67,6 +67,7 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
+        request_max_body_size=settings.api_max_body_bytes,
         debug=settings.debug,
     )
     # The document states every answer (errors, security, limits): built once here, served as is.
