@@ -48,6 +48,18 @@ def parse_address(text: str) -> IPAddress | None:
     """An address as proxies write it in ``X-Forwarded-For``: ``203.0.113.7``, ``2001:db8::1``, also
     ``203.0.113.7:4711`` and ``[2001:db8::1]:4711`` (some add the port); IPv4-mapped IPv6 as IPv4.
     None when it is not an address."""
+    ip: IPAddress | None
+    try:  # the common case: a bare address as it is
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        ip = _parse_odd(text)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _parse_odd(text: str) -> IPAddress | None:
+    """Spaces around it, a port, brackets."""
     text = text.strip()
     if not text or len(text) > 64:
         return None
@@ -59,12 +71,9 @@ def parse_address(text: str) -> IPAddress | None:
     elif text.count(":") == 1:
         text = text.partition(":")[0]
     try:
-        ip = ipaddress.ip_address(text)
+        return ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 class TrustedProxies:
