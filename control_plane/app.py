@@ -30,6 +30,7 @@ from control_plane.ops import (
 from control_plane.routes import ROUTE_HANDLERS
 from control_plane.settings import ControlPlaneSettings, get_settings
 from control_plane.snapshots.publisher import snapshot_lifespan
+from shared.client_address import TrustedProxies
 from shared.logging import configure_logging
 from shared.redis_client import redis_from_settings
 
@@ -37,12 +38,14 @@ from shared.redis_client import redis_from_settings
 def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    proxies = TrustedProxies.from_setting(settings.trusted_proxies)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # A single Redis or a Redis Cluster (VLB_REDIS_CLUSTER_NODES): shared/redis_client.py.
         app.state.redis = redis_from_settings(settings)
         app.state.settings = settings
+        app.state.proxies = proxies
         try:
             yield
         finally:
@@ -85,6 +88,7 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
+        request_max_body_size=settings.api_max_body_bytes,
         debug=settings.debug,
     )
     # The document states every answer (errors, security, limits): built once here, served as is.

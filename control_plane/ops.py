@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -19,6 +20,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from control_plane.client_address import forwarded_for, proxies_of
 from shared.ops_access import OPS_REALM, ops_allowed
 
 log = structlog.get_logger("control_plane.access")
@@ -35,7 +37,12 @@ prometheus_config = PrometheusConfig(
 def ops_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """/metrics only for the ops token, or without one a client on this host (shared/ops_access.py)."""
     client = connection.client.host if connection.client else ""
-    if not ops_allowed(connection.headers, client, connection.app.state.settings.ops_token):
+    settings = connection.app.state.settings
+    headers: Mapping[str, str] = connection.headers
+    chain = forwarded_for(connection)
+    if chain is not None:  # every X-Forwarded-For line, not just the first
+        headers = {**dict(connection.headers.items()), "x-forwarded-for": chain}
+    if not ops_allowed(headers, client, settings.ops_token, proxies_of(connection)):
         raise NotAuthorizedException(detail="ops token required", headers={"WWW-Authenticate": OPS_REALM})
 
 

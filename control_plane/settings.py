@@ -14,8 +14,11 @@ class ControlPlaneSettings(CommonSettings, kw_only=True, frozen=True):
     secret_key: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
+    # Failed logins per e-mail and client address (shared/client_address.py) before 429, and the window.
     login_max_attempts: int = 5
     login_window_s: int = 300
+    # Largest API request body; a longer one answers 413 before it is read in full.
+    api_max_body_bytes: int = 1_048_576
     snapshot_republish_s: int = 30
     # The durable JetStream consumer that writes call events to the database (control_plane.events).
     events_durable: str = "vlb-control-plane"

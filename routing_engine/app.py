@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import os
 import socket
 import time
@@ -45,6 +44,7 @@ from routing_engine.settings import EngineSettings, get_engine_settings
 from routing_engine.snapshots import SnapshotStore
 from routing_engine.webhooks import ParseError, VoiceRequest, parse_voice_request
 from shared.cancellation import raise_if_cancelling
+from shared.client_address import TrustedProxies, parse_address
 from shared.enums import EventKind
 from shared.events import CallEvent
 from shared.logging import HotLog, configure_logging, flush_logs
@@ -268,6 +268,9 @@ class EngineApp:
             versions=lambda: {t.tenant_id: t.version for t in self.store.state.tenants.values()},
         )
         self.limiter = RateLimiter()
+        self.proxies = TrustedProxies.from_setting(
+            settings.trusted_proxies, legacy_trust_proxy=settings.trust_proxy
+        )
         self.public_url = settings.engine_public_url.rstrip("/")
         self.nc: NATS | None = None
         self._connector: asyncio.Task[None] | None = None
@@ -436,7 +439,7 @@ class EngineApp:
     async def _ops_refused(self, ex: Exchange) -> bool:
         """/metrics and /status tell every tenant id and the traffic: only for the ops token (or, without
         one, a client on this host no proxy forwarded). True when refused (answered)."""
-        if ops_allowed(ex.headers, ex.client, self.settings.ops_token):
+        if ops_allowed(ex.headers, ex.client, self.settings.ops_token, self.proxies):
             return False
         metrics.inc(metrics.AUTH_FAILURES, "ops")
         await ex.reply(401, b"ops token required\n", [*TEXT_HEADERS, ("www-authenticate", OPS_REALM)])
@@ -521,7 +524,7 @@ class EngineApp:
             )
             return
 
-        base_url = self.public_url or _request_base(ex, self.settings.trust_proxy)
+        base_url = self.public_url or _request_base(ex, self.proxies)
         decision: Decision | None = None
         try:
             if is_dial:
@@ -722,18 +725,13 @@ class EngineApp:
         )
 
     def _client_allowed(self, ex: Exchange, domain: CompiledDomain) -> bool:
-        address = ""
-        if self.settings.trust_proxy:
-            forwarded = ex.headers.get("x-forwarded-for", "")
-            # The right-most entry is the one our trusted proxy appended; the others are client-supplied.
-            address = forwarded.rsplit(",", 1)[-1].strip() if forwarded else ""
-        if not address:
-            address = ex.client
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in domain.networks)
+        """Only for a domain with an allowlist: X-Forwarded-For is read (and only believed from a trusted
+        proxy, shared/client_address.py) on this path alone, so other requests pay nothing for it."""
+        address = ex.client
+        if self.proxies.enabled:
+            address = self.proxies.client(address, ex.headers.get("x-forwarded-for"))
+        ip = parse_address(address)
+        return ip is not None and any(ip in net for net in domain.networks)
 
 
 # key hash -> the plaintext key that matched it last. A key that matches the cached one (compared in
@@ -762,11 +760,13 @@ def _key_matches(headers: dict[str, str], key_hash: str) -> bool:
     return ok
 
 
-def _request_base(ex: Exchange, trust_proxy: bool) -> str:
+def _request_base(ex: Exchange, proxies: TrustedProxies) -> str:
+    """The engine's own base URL as the caller reached it (only without VLB_ENGINE_PUBLIC_URL); the
+    X-Forwarded-Proto/-Host of a trusted proxy win."""
     scheme = ex.scheme
     headers = ex.headers
     host = headers.get("host", "")
-    if trust_proxy:
+    if proxies.enabled and proxies.trusts_peer(ex.client):
         scheme = headers.get("x-forwarded-proto", scheme).split(",", 1)[0].strip() or scheme
         host = headers.get("x-forwarded-host", host).split(",", 1)[0].strip() or host
     return escape(f"{scheme}://{host or ex.server or 'localhost'}")
@@ -791,4 +791,10 @@ def create_app(settings: EngineSettings | None = None) -> EngineApp:
     """The app factory granian calls (``--factory routing_engine.app:create_app``)."""
     settings = settings or get_engine_settings()
     configure_logging(settings.log_format, settings.log_level, settings.log_buffer_ms)
+    if settings.trust_proxy and not settings.trusted_proxies:
+        log.warning(
+            "deprecated_setting",
+            setting="VLB_TRUST_PROXY",
+            detail="X-Forwarded-For is believed from any peer; list the proxies in VLB_TRUSTED_PROXIES",
+        )
     return EngineApp(settings)

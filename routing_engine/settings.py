@@ -11,6 +11,8 @@ class EngineSettings(CommonSettings, kw_only=True, frozen=True):
     engine_host: str = "127.0.0.1"
     engine_port: int = 8080
     engine_workers: int = 2
+    # Deprecated: VLB_TRUSTED_PROXIES replaces it. True (with no trusted proxies listed) still believes
+    # the right-most X-Forwarded-For entry from any peer, as before, with a warning at start.
     trust_proxy: bool = False
     idempotency_ttl_s: int = 86400
     active_slot_ttl_s: int = 14400

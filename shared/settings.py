@@ -73,4 +73,7 @@ class CommonSettings(msgspec.Struct, kw_only=True, frozen=True):
     # Bearer token for /metrics (both planes) and the engine's /status; empty = only clients on this
     # host that no proxy forwarded may read them (shared/ops_access.py).
     ops_token: str = ""
+    # Reverse-proxy networks whose X-Forwarded-For is believed (CIDRs, comma-separated; empty = none):
+    # the client address the engine's allowlist and the login throttle see (shared/client_address.py).
+    trusted_proxies: str = ""
     data_dir: str = ".vlb"

@@ -25,6 +25,7 @@ from control_plane.auth.schemas import (
     UserUpdateIn,
 )
 from control_plane.auth.throttle import LoginThrottle
+from control_plane.client_address import client_address
 from control_plane.db.models import User
 from control_plane.errors import FieldError
 from control_plane.pagination import Page, paginate
@@ -32,10 +33,6 @@ from control_plane.params import Id, PageNumber, PerPage100, Search
 from control_plane.settings import get_settings
 from shared.enums import Role
 from shared.redis_client import RedisClient
-
-
-def _client(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 class AuthController(Controller):
@@ -66,7 +63,7 @@ class AuthController(Controller):
             redis, settings.redis_prefix, settings.login_max_attempts, settings.login_window_s
         )
         email = data.email.strip().lower()
-        client = _client(request)
+        client = client_address(request)
         wait = await throttle.retry_after(email, client)
         if wait:
             from litestar.exceptions import TooManyRequestsException
