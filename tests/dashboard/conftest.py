@@ -22,7 +22,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from launcher.planes import CONTROL_PLANE_TARGET, granian_argv
 from tests.control_plane.conftest import create_schema
-from tests.routing_engine.harness import free_port
+from tests.routing_engine.harness import free_port, granian_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 BROWSER_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -106,6 +106,14 @@ def dashboard_url(database_url: str, service_env: dict[str, str]) -> Iterator[st
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def engine_url(service_env: dict[str, str]) -> Iterator[str]:
+    """A routing engine as production runs it (granian, RSGI) on the run's NATS names and Redis prefix:
+    it loads the snapshots the control plane publishes and its events feed the live page and records."""
+    with granian_engine(workers=1, env={**os.environ, **service_env}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,12 @@ function srTable(caption, headers, rows) {
 }
 
 // points: [{label, value}], one series; `format` renders a value.
-export function lineChart(title, points, { format = String, height = 240 } = {}) {
+// `compare`: an optional second series {name, points} on the same labels (drawn dashed), with a legend.
+export function lineChart(title, points, { format = String, height = 240, name = "value", compare = null } = {}) {
   const width = 420;
   const pad = { top: 16, right: 16, bottom: 36, left: 62 };
-  const max = niceMax(Math.max(0, ...points.map((p) => Number(p.value) || 0)));
+  const others = compare ? compare.points : [];
+  const max = niceMax(Math.max(0, ...points.map((p) => Number(p.value) || 0), ...others.map((p) => Number(p.value) || 0)));
   const innerW = width - pad.left - pad.right;
   const innerH = height - pad.top - pad.bottom;
   const x = (i) => pad.left + (points.length <= 1 ? innerW / 2 : (i * innerW) / (points.length - 1));
@@ -43,6 +45,7 @@ export function lineChart(title, points, { format = String, height = 240 } = {})
     ]),
     points.length
       ? [
+          compare ? s("polyline", { points: others.map((p, i) => `${x(i)},${y(Number(p.value) || 0)}`).join(" "), class: "line second" }) : null,
           s("polyline", { points: points.map((p, i) => `${x(i)},${y(Number(p.value) || 0)}`).join(" "), class: "line" }),
           points.map((p, i) => s("circle", { cx: x(i), cy: y(Number(p.value) || 0), r: 3, class: "dot" }, s("title", {}, `${p.label}: ${format(p.value)}`))),
           points.map((p, i) =>
@@ -53,7 +56,44 @@ export function lineChart(title, points, { format = String, height = 240 } = {})
         ]
       : s("text", { x: width / 2, y: height / 2, class: "axis", "text-anchor": "middle" }, "No data in this range"),
   );
-  return h("figure", { class: "chart-box" }, h("figcaption", {}, title), svg, srTable(title, ["", "value"], points.map((p) => [p.label, format(p.value)])));
+  const legend = compare
+    ? h("div", { class: "legend", "aria-hidden": "true" }, h("span", { class: "key first" }, name), h("span", { class: "key second" }, compare.name))
+    : null;
+  const headers = compare ? ["", name, compare.name] : ["", "value"];
+  const rows = points.map((p, i) => (compare ? [p.label, format(p.value), format(others[i]?.value ?? 0)] : [p.label, format(p.value)]));
+  return h("figure", { class: "chart-box" }, h("figcaption", {}, title), legend, svg, srTable(title, headers, rows));
+}
+
+// Use against capacity: rows [{label, active, capacity}] (capacity null = unlimited). Each row is a
+// track for the capacity with the active calls filled in, and "active / capacity" written after it.
+export function capacityChart(title, rows) {
+  const width = 520;
+  const row = 32;
+  const labelW = 150;
+  const innerW = width - labelW - 110;
+  const height = Math.max(60, rows.length * row + 24);
+  const unlimitedMax = niceMax(Math.max(1, ...rows.map((r) => (r.capacity ? 0 : Number(r.active) || 0))));
+  const svg = s(
+    "svg",
+    { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": title },
+    rows.length
+      ? rows.map((r, i) => {
+          const top = 12 + i * row;
+          const scale = r.capacity ? r.capacity : unlimitedMax;
+          const fill = Math.min(1, (Number(r.active) || 0) / scale) * innerW;
+          const full = r.capacity && r.active >= r.capacity;
+          const text = r.capacity ? `${r.active} / ${r.capacity}` : `${r.active} / unlimited`;
+          return [
+            s("text", { x: labelW - 8, y: top + 17, class: "axis", "text-anchor": "end" }, r.label.length > 18 ? `${r.label.slice(0, 17)}…` : r.label),
+            s("rect", { x: labelW, y: top, width: innerW, height: row - 8, rx: 3, class: r.capacity ? "track" : "track unlimited" }),
+            s("rect", { x: labelW, y: top, width: Math.max(fill, r.active ? 2 : 0), height: row - 8, rx: 3, class: full ? "bar full" : "bar" }, s("title", {}, `${r.label}: ${text}`)),
+            s("text", { x: labelW + innerW + 6, y: top + 17, class: "value" }, text),
+          ];
+        })
+      : s("text", { x: width / 2, y: height / 2, class: "axis", "text-anchor": "middle" }, "No agents or groups"),
+  );
+  const table = srTable(title, ["", "active calls", "capacity"], rows.map((r) => [r.label, r.active, r.capacity ?? "unlimited"]));
+  return h("figure", { class: "chart-box" }, h("figcaption", {}, title), svg, table);
 }
 
 // bars: [{label, value}], horizontal.

@@ -74,7 +74,11 @@ export async function render() {
     }
     if (!message.session_token) return;
     const call = calls.get(message.session_token) || { token: message.session_token, started: Date.parse(message.at) || Date.now() };
-    for (const key of ["status", "direction", "from", "to", "agent_id", "group_id", "rule_id", "attempt", "disposition", "duration"]) {
+    // Frames may arrive out of order (the feed keeps no call state): a late "ringing" after the end
+    // does not bring the call back; its other fields still fill in.
+    const late = call.ended && (message.type === "call.status" || message.type === "call.routed");
+    for (const key of ["status", "direction", "from", "to", "agent_id", "group_id", "rule_id", "attempt", "outcome", "disposition", "duration"]) {
+      if (late && key === "status") continue;
       if (message[key] !== null && message[key] !== undefined) call[key] = message[key];
     }
     if (message.type === "call.ended" || message.type === "cdr.received") {
@@ -111,7 +115,8 @@ export async function render() {
         banner.textContent = "Live: connected.";
         if (info.resumed) seed();
       } else if (state === "lost") {
-        banner.textContent = `Connection lost — reconnecting in ${Math.ceil(info.wait / 1000)} s…`;
+        const why = info.code === 1013 ? "The feed fell behind" : info.code === 1001 ? "The server is restarting" : "Connection lost";
+        banner.textContent = `${why} — reconnecting in ${Math.ceil(info.wait / 1000)} s…`;
       } else if (state === "reconnecting") {
         banner.textContent = "Connection lost — reconnecting…";
       } else if (state === "refused") {
