@@ -439,6 +439,7 @@ async def test_a_simulated_call_shows_live_and_moves_the_overview(
             response = await webhook(engine, tenant, "cdr", moved_to_now(cdr(tenant, session), shift))
             assert response.status_code == 204, response.text
             await expect(ended.locator(".duration")).not_to_have_text("—")
+            await screenshot(page, "live-ended")
         await tenant.api.aclose()
         await expect(await metric(overview, "Active calls")).to_have_text("0")
         await expect(page.locator('[data-live="active"]')).to_have_text("0")
@@ -458,6 +459,15 @@ async def test_a_simulated_call_shows_live_and_moves_the_overview(
         await expect(per_agent.locator("rect.bar")).to_have_count(2)
         await expect(per_agent.locator("svg text.value")).to_have_text(["1", "0"])
         await screenshot(overview, "overview")
+        # The trend by hour over the chosen days: the call is in this hour's bucket.
+        await overview.get_by_label("Trend by", exact=True).select_option("hour")
+        await overview.get_by_role("button", name="Show").click()
+        hourly = overview.locator("figure").filter(has=overview.get_by_text("Calls per hour", exact=True))
+        await expect(hourly.locator("circle")).not_to_have_count(0)
+        await expect(hourly.locator("table tbody")).to_contain_text(
+            datetime.datetime.now(datetime.UTC).strftime("%m-%d %H:00")
+        )
+        await screenshot(overview, "overview-by-hour")
         assert not overview.js_errors, overview.js_errors  # type: ignore[attr-defined]
     finally:
         await context.close()
@@ -498,8 +508,8 @@ async def test_every_other_page_renders(page: Page, dashboard_url: str, database
 
     for route, heading, name in [
         ("/groups", "Agent groups", "groups"),
-        ("/overview", "Overview", "overview"),
-        ("/live", "Live calls", "live"),
+        ("/overview", "Overview", "overview-again"),
+        ("/live", "Live calls", "live-idle"),
         ("/cdrs", "CDRs", "cdrs"),
         ("/audit", "Webhook audit", "webhook-audit"),
         ("/trunks", "Trunks", "trunks"),
@@ -579,7 +589,7 @@ async def test_export_call_records_streaming_and_in_the_background(page: Page) -
         await bar.get_by_role("button", name="Background export").click()
     download = await queued.value
     assert download.suggested_filename.endswith(".csv.gz"), download.suggested_filename
-    await expect(bar.locator(".export-status")).to_contain_text("downloaded: 1 rows")
+    await expect(bar.locator(".export-status")).to_contain_text("downloaded: 1 row,")
     await screenshot(page, "call-records-exported")
     rows = list(csv.DictReader(io.StringIO(gzip.decompress(await downloaded(download)).decode())))
     assert [r["session_token"] for r in rows] == [STATE["session"]]

@@ -78,7 +78,7 @@ export function exportControls(kind, currentFilters) {
       if (job.status === "expired") throw new Error(`Export ${job.id} has expired; start it again.`);
       const response = await api.raw("GET", `/api/exports/${job.id}/download`);
       await save(response, job.filename);
-      status.replaceChildren(h("span", { class: "muted", "data-export-job": job.id }, `Export ${job.id} downloaded: ${job.rows} rows, gzip-compressed (${job.filename}).`));
+      status.replaceChildren(h("span", { class: "muted", "data-export-job": job.id }, `Export ${job.id} downloaded: ${job.rows} ${job.rows === 1 ? "row" : "rows"}, gzip-compressed (${job.filename}).`));
       toast("Background export ready.");
     } catch (err) {
       const gone = err instanceof ApiError && err.status === 410;

@@ -61,6 +61,7 @@ export async function render() {
       activeBody.prepend(row);
     }
     empty.hidden = activeBody.children.length > 0;
+    noneEnded.hidden = endedBody.children.length > 0;
   }
 
   function apply(message) {
@@ -107,6 +108,7 @@ export async function render() {
   }
 
   const empty = h("p", { class: "empty" }, "No calls in progress.");
+  const noneEnded = h("p", { class: "empty" }, "No call has ended since this page opened.");
   const feed = liveFeed({
     onMessage: apply,
     onState(state, info) {
@@ -142,7 +144,7 @@ export async function render() {
     banner,
     h("dl", { class: "stat-row" }, h("div", { class: "stat" }, h("dt", {}, "Active calls"), counters.active), h("div", { class: "stat" }, h("dt", {}, "Calls in the last minute"), counters.minute), h("div", { class: "stat" }, h("dt", {}, "Active per agent"), h("dd", {}, perAgent))),
     section("In progress", h("div", { class: "table-wrap" }, h("table", { id: "live-active" }, h("caption", { class: "sr-only" }, "Calls in progress"), head(COLS), activeBody)), empty),
-    section("Recently ended", h("div", { class: "table-wrap" }, h("table", { id: "live-ended" }, h("caption", { class: "sr-only" }, "Recently ended calls"), head(COLS), endedBody))),
+    section("Recently ended", h("div", { class: "table-wrap" }, h("table", { id: "live-ended" }, h("caption", { class: "sr-only" }, "Recently ended calls"), head(COLS), endedBody)), noneEnded),
   );
   return {
     node,

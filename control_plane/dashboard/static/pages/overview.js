@@ -42,9 +42,9 @@ function trendCharts(answer) {
   return h(
     "div",
     { class: "chart-grid" },
-    lineChart(`Calls per ${per}`, points("calls"), { name: "calls", compare: { name: "answered", points: points("answered") } }),
-    lineChart(`Success rate per ${per}`, points("success_rate"), { format: fmtPercent }),
-    lineChart(`Average answered duration per ${per}`, points("avg_duration"), { format: fmtDuration }),
+    lineChart(`Calls per ${per}`, points("calls"), { name: "calls", compare: { name: "answered", points: points("answered") }, whole: true }),
+    lineChart(`Success rate per ${per}`, points("success_rate"), { format: fmtPercent, max: 1 }),
+    lineChart(`Average answered duration per ${per}`, points("avg_duration"), { format: fmtDuration, floor: 60 }),
   );
 }
 
@@ -55,9 +55,9 @@ function entityCharts(answer, kind) {
   return h(
     "div",
     { class: "chart-grid" },
-    barChart(`Calls per ${kind.toLowerCase()}`, bars("calls")),
-    barChart(`Success rate per ${kind.toLowerCase()}`, bars("success_rate"), { format: fmtPercent }),
-    barChart(`Average answered duration per ${kind.toLowerCase()}`, bars("avg_duration"), { format: fmtDuration }),
+    barChart(`Calls per ${kind.toLowerCase()}`, bars("calls"), { whole: true }),
+    barChart(`Success rate per ${kind.toLowerCase()}`, bars("success_rate"), { format: fmtPercent, max: 1 }),
+    barChart(`Average answered duration per ${kind.toLowerCase()}`, bars("avg_duration"), { format: fmtDuration, floor: 60 }),
   );
 }
 
@@ -72,6 +72,7 @@ function capacityCharts(now) {
     lineChart(
       `Calls started per minute, last ${now.minutes} minutes`,
       now.per_minute.map((m) => ({ label: new Date(m.minute).toTimeString().slice(0, 5), value: m.calls })),
+      { whole: true },
     ),
   );
 }
