@@ -420,6 +420,12 @@ async def test_a_simulated_call_shows_live_and_moves_the_overview(
         # The overview's active calls follow the feed's stats (every 2 s), without a reload.
         await expect(await metric(overview, "Active calls")).to_have_text("1")
         await expect(page.locator('[data-live="active"]')).to_have_text("1")
+        # … and the capacity chart, read again when that count changed.
+        agents_now = overview.locator("figure").filter(
+            has=overview.get_by_text("Active calls per agent against capacity", exact=True)
+        )
+        row_now = agents_now.locator("tbody tr").filter(has=overview.get_by_text(first, exact=True))
+        await expect(row_now.locator("td").nth(1)).to_have_text("1")
 
         async with httpx.AsyncClient(base_url=engine_url, timeout=5) as engine:
             shift = shift_to_now()
@@ -463,7 +469,7 @@ async def test_a_simulated_call_shows_live_and_moves_the_overview(
         await overview.get_by_label("Trend by", exact=True).select_option("hour")
         await overview.get_by_role("button", name="Show").click()
         hourly = overview.locator("figure").filter(has=overview.get_by_text("Calls per hour", exact=True))
-        await expect(hourly.locator("circle")).not_to_have_count(0)
+        await expect(hourly.locator("polyline")).to_have_count(2)
         await expect(hourly.locator("table tbody")).to_contain_text(
             datetime.datetime.now(datetime.UTC).strftime("%m-%d %H:00")
         )

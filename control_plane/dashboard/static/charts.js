@@ -46,7 +46,9 @@ export function lineChart(title, points, { format = String, height = 230, name =
   const x = (i) => pad.left + (points.length <= 1 ? innerW / 2 : (i * innerW) / (points.length - 1));
   const y = (v) => pad.top + innerH - (v / max) * innerH;
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((t) => t * max);
-  const every = Math.max(1, Math.ceil(points.length / 5));
+  // At most five short labels or three long ones ("11-29 14:00") under the axis.
+  const longest = Math.max(0, ...points.map((p) => String(p.label).length));
+  const every = Math.max(1, Math.ceil(points.length / (longest > 6 ? 3 : 5)));
   const svg = s(
     "svg",
     { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": title, preserveAspectRatio: "xMidYMid meet" },
@@ -58,7 +60,8 @@ export function lineChart(title, points, { format = String, height = 230, name =
       ? [
           compare ? s("polyline", { points: others.map((p, i) => `${x(i)},${y(Number(p.value) || 0)}`).join(" "), class: "line second" }) : null,
           s("polyline", { points: points.map((p, i) => `${x(i)},${y(Number(p.value) || 0)}`).join(" "), class: "line" }),
-          points.map((p, i) => s("circle", { cx: x(i), cy: y(Number(p.value) || 0), r: 3, class: "dot" }, s("title", {}, `${p.label}: ${format(p.value)}`))),
+          // A dot per point while they stand apart (an hourly month is a line; the table has its figures).
+          points.length <= 60 ? points.map((p, i) => s("circle", { cx: x(i), cy: y(Number(p.value) || 0), r: 3, class: "dot" }, s("title", {}, `${p.label}: ${format(p.value)}`))) : null,
           points.map((p, i) =>
             // every `every`-th label, and the last one, unless it would overlap its neighbour
             (i % every === 0 && (i === points.length - 1 || points.length - 1 - i >= every)) || i === points.length - 1

@@ -124,11 +124,21 @@ export async function render({ query, navigate }) {
     card("Calls in the range", String(m.total_calls ?? "—"), window),
   );
 
-  // Active calls change between page loads: the feed's stats frames (every couple of seconds) say so.
+  // Active calls change between page loads: the feed's stats frames (every couple of seconds) say so,
+  // and when the count changes the capacity charts are read again (once per change, no polling).
   const value = active.querySelector(".metric-value");
+  const now = h("div", {});
+  const readNow = () => now.replaceChildren(later(api.get("/api/analytics/realtime", { minutes: 15 }), capacityCharts));
+  readNow();
+  let shown = m.active_calls;
   const feed = liveFeed({
     onMessage(message) {
-      if (message.type === "stats") value.textContent = String(message.active_calls);
+      if (message.type !== "stats") return;
+      value.textContent = String(message.active_calls);
+      if (message.active_calls !== shown) {
+        shown = message.active_calls;
+        readNow();
+      }
     },
     onState() {},
   });
@@ -140,7 +150,7 @@ export async function render({ query, navigate }) {
     cards,
     section(null, filters.el),
     section("Trend", trends ? trendCharts(trends) : h("p", { class: "muted" }, "No trend for this range.")),
-    section("Now: active calls and capacity", later(api.get("/api/analytics/realtime", { minutes: 15 }), capacityCharts)),
+    section("Now: active calls and capacity", now),
     section("Agents", later(api.get("/api/analytics/agents", range), (a) => entityCharts(a, "Agent"))),
     section("Groups", later(api.get("/api/analytics/groups", range), (g) => entityCharts(g, "Group"))),
   );
