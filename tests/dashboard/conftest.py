@@ -156,7 +156,7 @@ async def new_page(browser: Browser, base_url: str, **options: Any) -> tuple[Bro
 
 def expected_noise(text: str) -> bool:
     """Console errors the browser logs for answers the app expects: 4xx bodies it shows next to their
-    field, and the live feed's WebSocket while the server has no /api/live."""
+    field, and the live feed's WebSocket when a connection drops (the page reconnects)."""
     return text.startswith("Failed to load resource") or "WebSocket" in text
 
 
