@@ -474,6 +474,12 @@ async def test_a_simulated_call_shows_live_and_moves_the_overview(
             datetime.datetime.now(datetime.UTC).strftime("%m-%d %H:00")
         )
         await screenshot(overview, "overview-by-hour")
+        # Hours over more than 31 days: the API's 422 shows under the field it names; the figures stay.
+        long_ago = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=60)).date().isoformat()
+        await overview.get_by_label("From day", exact=True).fill(long_ago)
+        await overview.get_by_role("button", name="Show").click()
+        await expect(field(overview, "interval").locator(".field-error")).to_contain_text("31 days")
+        await expect(calls_today).to_have_text("1")
         assert not overview.js_errors, overview.js_errors  # type: ignore[attr-defined]
     finally:
         await context.close()

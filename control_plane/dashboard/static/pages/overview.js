@@ -103,15 +103,13 @@ export async function render({ query, navigate }) {
     { submitLabel: "Show" },
   );
 
-  let m = {};
-  let trends = null;
-  try {
-    [m, trends] = await Promise.all([api.get("/api/analytics/metrics", range), api.get("/api/analytics/trends", { ...range, interval })]);
-  } catch (err) {
-    // A range the API refuses (end before start, too long, hours over 31 days) names its field.
-    if (!(err instanceof ApiError)) throw err;
-    filters.setErrors(err.fieldErrors, err.message);
-  }
+  const [metrics, trend] = await Promise.allSettled([api.get("/api/analytics/metrics", range), api.get("/api/analytics/trends", { ...range, interval })]);
+  // A range the API refuses (end before start, too long; hours over 31 days) names its field.
+  const refused = [metrics, trend].filter((r) => r.status === "rejected").map((r) => r.reason);
+  for (const err of refused) if (!(err instanceof ApiError)) throw err;
+  if (refused.length) filters.setErrors(refused.flatMap((e) => e.fieldErrors), refused[0].message);
+  const m = metrics.status === "fulfilled" ? metrics.value : {};
+  const trends = trend.status === "fulfilled" ? trend.value : null;
   const active = card("Active calls", String(m.active_calls ?? "—"), "now, from the live feed");
   const window = m.window ? `${m.window.start_date} to ${m.window.end_date} (${m.window.timezone})` : "";
   const cards = h(
