@@ -445,10 +445,10 @@ async def test_a_simulated_call_shows_live_and_moves_the_overview(
             response = await webhook(engine, tenant, "cdr", moved_to_now(cdr(tenant, session), shift))
             assert response.status_code == 204, response.text
             await expect(ended.locator(".duration")).not_to_have_text("—")
-            await screenshot(page, "live-ended")
         await tenant.api.aclose()
         await expect(await metric(overview, "Active calls")).to_have_text("0")
         await expect(page.locator('[data-live="active"]')).to_have_text("0")
+        await screenshot(page, "live-ended")
 
         # Calls today counts the records the events consumer writes: reload until it has.
         calls_today = await metric(overview, "Calls today")
@@ -603,6 +603,15 @@ async def test_export_call_records_streaming_and_in_the_background(page: Page) -
     assert download.suggested_filename.endswith(".csv.gz"), download.suggested_filename
     await expect(bar.locator(".export-status")).to_contain_text("downloaded: 1 row,")
     await screenshot(page, "call-records-exported")
+    # The CDR list's streaming export, as NDJSON.
+    await goto(page, "/cdrs", "CDRs")
+    bar = page.get_by_role("group", name="Export")
+    await bar.get_by_label("Export as", exact=True).select_option("ndjson")
+    async with page.expect_download() as cdr_file:
+        await bar.get_by_role("button", name="Download", exact=True).click()
+    lines = [json.loads(line) for line in (await downloaded(await cdr_file.value)).decode().splitlines()]
+    assert len(lines) == 2
+    assert STATE["session"] in json.dumps(lines)
     rows = list(csv.DictReader(io.StringIO(gzip.decompress(await downloaded(download)).decode())))
     assert [r["session_token"] for r in rows] == [STATE["session"]]
     assert rows[0]["from_number"] == "********0100"
