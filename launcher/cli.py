@@ -54,6 +54,7 @@ def _print_banner(
         "",
         "voice-lb is running",
         f"  control plane   {control_plane}   (API docs {control_plane}/schema)",
+        f"  dashboard       {control_plane}/",
         (
             f"  routing engine  {planes.base_url(settings.engine_host, settings.engine_port)}"
             if engine

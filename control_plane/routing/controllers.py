@@ -7,7 +7,7 @@ from litestar.params import FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from sqlalchemy import String, cast
 
-from control_plane.auth.context import Auth
+from control_plane.auth.context import VIEWER_MAY_WRITE, Auth
 from control_plane.db.models import InboundRoutingRule
 from control_plane.pagination import Page, paginate
 from control_plane.params import Id, IdFilter, PageNumber, PerPage100, Search
@@ -62,7 +62,8 @@ class InboundRulesController(Controller):
     async def create_rule(self, auth: Auth, data: JSONBody[InboundRuleCreateIn]) -> InboundRuleRead:
         return service.rule_read(await service.create_rule(auth.scope, data))
 
-    @post("/test", status_code=HTTP_200_OK)
+    # A dry run reads the rules and changes nothing: viewers may ask it too.
+    @post("/test", status_code=HTTP_200_OK, opt={VIEWER_MAY_WRITE: True})
     async def test_rules(self, auth: Auth, data: JSONBody[RuleTestIn]) -> RuleTestOut:
         """Dry run: which rule and target the engine would choose for ``to``/``from``/``domain``."""
         return await service.dry_run(auth.scope, data)

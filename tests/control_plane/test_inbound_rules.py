@@ -165,6 +165,23 @@ async def test_viewer_reads_but_cannot_write(account: Account) -> None:
     assert (await viewer.delete(f"{RULES}/{rule['id']}")).status_code == 403
 
 
+async def test_viewer_may_run_the_dry_run_which_changes_nothing(account: Account) -> None:
+    agent = await make_agent(account, "Alice")
+    rule = await make_rule(account, pattern="+1555*", target_type="agent", target_id=agent["id"])
+    version = (await account.get(f"{RULES}/{rule['id']}")).json()
+    viewer = await make_viewer(account)
+    r = await viewer.post(f"{RULES}/test", json={"to": "+15551234567"})
+    assert r.status_code == 200, r.text
+    assert r.json()["rule"]["id"] == rule["id"]
+    assert r.json()["target"] == {"type": "agent", "id": agent["id"], "name": "Alice"}
+    # Still refused every write, and the dry run left the rule as it was.
+    assert (
+        await viewer.post(RULES, json={"pattern": "*", "target_type": "agent", "target_id": agent["id"]})
+    ).status_code == 403
+    assert (await viewer.put(f"{RULES}/{rule['id']}", json={"enabled": False})).status_code == 403
+    assert (await account.get(f"{RULES}/{rule['id']}")).json() == version
+
+
 async def test_dry_run_uses_the_engines_matching(account: Account) -> None:
     agent = await make_agent(account, "Alice")
     group = await make_group(account, "Night")

@@ -22,7 +22,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from launcher.planes import CONTROL_PLANE_TARGET, granian_argv
 from tests.control_plane.conftest import create_schema
-from tests.routing_engine.harness import free_port
+from tests.routing_engine.harness import free_port, granian_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 BROWSER_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -109,6 +109,14 @@ def dashboard_url(database_url: str, service_env: dict[str, str]) -> Iterator[st
 
 
 @pytest.fixture(scope="module")
+def engine_url(service_env: dict[str, str]) -> Iterator[str]:
+    """A routing engine as production runs it (granian, RSGI) on the run's NATS names and Redis prefix:
+    it loads the snapshots the control plane publishes and its events feed the live page and records."""
+    with granian_engine(workers=1, env={**os.environ, **service_env}) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 async def browser(browser_path: str) -> AsyncIterator[Browser]:
     """One headless Chromium for the module."""
     async with async_playwright() as pw:
@@ -148,7 +156,7 @@ async def new_page(browser: Browser, base_url: str, **options: Any) -> tuple[Bro
 
 def expected_noise(text: str) -> bool:
     """Console errors the browser logs for answers the app expects: 4xx bodies it shows next to their
-    field, and the live feed's WebSocket while the server has no /api/live."""
+    field, and the live feed's WebSocket when a connection drops (the page reconnects)."""
     return text.startswith("Failed to load resource") or "WebSocket" in text
 
 

@@ -8,17 +8,28 @@ every page lands in .vlb/test-output/screenshots/."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import datetime
+import gzip
+import io
+import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Download, Page, expect
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from control_plane.events.writer import write_events
+from routing_engine import simulate
+from tests.control_plane.live_harness import LiveTenant, cdr, session_update, webhook
 from tests.control_plane.test_consumer import full_call
 from tests.dashboard.conftest import new_page, screenshot
 
@@ -266,6 +277,7 @@ async def test_domain_key_shown_once_and_an_inbound_rule_with_its_dry_run(page: 
     await expect(dialog).to_contain_text("shown only now")
     key = await dialog.locator("input.secret").input_value()
     assert len(key) >= 20
+    STATE["domain"], STATE["key"] = "acme.cloudonix.net", key
     await screenshot(page, "domain-key-once", full_page=False)
     await dialog.get_by_role("button", name="I have stored it").click()
     card = page.locator('article[data-domain="acme.cloudonix.net"]')
@@ -301,9 +313,185 @@ async def test_domain_key_shown_once_and_an_inbound_rule_with_its_dry_run(page: 
     await expect(page.locator("tr.matched")).to_have_count(0)
 
 
+async def metric(page: Page, label: str) -> Any:
+    return page.locator(f'.metric-value[data-metric="{label}"]')
+
+
+async def snapshot_reached_the_engine(engine_url: str, database_url: str, tenant_id: int) -> float:
+    """Seconds until the engine runs the tenant's current config version (its /status, from loopback)."""
+    db = create_async_engine(database_url, pool_size=1)
+    try:
+        async with db.connect() as conn:
+            version = (
+                await conn.execute(text("SELECT config_version FROM tenants WHERE id = :t"), {"t": tenant_id})
+            ).scalar_one()
+    finally:
+        await db.dispose()
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=engine_url) as client:
+        while time.perf_counter() - started < 15:
+            try:
+                tenants = (await client.get("/status")).json()["tenants"]
+            except httpx.HTTPError:
+                tenants = {}
+            if tenants.get(str(tenant_id), {}).get("version", -1) >= version:
+                return time.perf_counter() - started
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"the engine never ran version {version} of tenant {tenant_id}")
+
+
+# The recorded call's fixtures carry its times (January 2026): moved to now, so it counts as today's.
+FIXTURE_END_MS = 1768089611301
+FIXTURE_START_MS = 1768089515449
+MS_KEYS = ("callStartTime", "callAnswerTime", "callEndTime")
+ISO_KEYS = ("createdAt", "modifiedAt", "startTime", "answerTime", "endTime")
+
+
+def moved_to_now(body: Any, shift_ms: int) -> Any:
+    if isinstance(body, list):
+        return [moved_to_now(x, shift_ms) for x in body]
+    if not isinstance(body, dict):
+        return body
+    out = {}
+    for key, value in body.items():
+        if key in MS_KEYS and isinstance(value, int):
+            value += shift_ms
+        elif key == "timestamp" and isinstance(value, int):
+            value += shift_ms // 1000
+        elif key in ISO_KEYS and isinstance(value, str):
+            moved = datetime.datetime.fromisoformat(value) + datetime.timedelta(milliseconds=shift_ms)
+            value = moved.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        out[key] = moved_to_now(value, shift_ms)
+    return out
+
+
+def shift_to_now() -> int:
+    """Milliseconds to add to the fixtures' times: the call ends now, or starts just after midnight
+    (UTC, the tenant's zone) when that would put its start yesterday."""
+    now = datetime.datetime.now(datetime.UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    start_ms = max(
+        int(now.timestamp() * 1000) - (FIXTURE_END_MS - FIXTURE_START_MS),
+        int(midnight.timestamp() * 1000) + 1000,
+    )
+    return start_ms - FIXTURE_START_MS
+
+
+async def test_a_simulated_call_shows_live_and_moves_the_overview(
+    page: Page, browser: Browser, dashboard_url: str, engine_url: str, database_url: str
+) -> None:
+    """The config made in the browser reaches a real engine; a call sent with ``vlb simulate``
+    (routing_engine.simulate) appears on the live page within a second, ends there after its session
+    updates and CDR, and the overview's figures follow (active calls live, calls today)."""
+    me = await api(dashboard_url, "GET", "/api/user")
+    await snapshot_reached_the_engine(engine_url, database_url, me["tenant_id"])
+
+    # The overview in a second tab of the same user (the session is per tab: hand it over).
+    stored = await page.evaluate("sessionStorage.getItem('vlb.session')")
+    context, overview = await new_page(browser, dashboard_url)
+    await context.add_init_script(f"sessionStorage.setItem('vlb.session', {json.dumps(stored)})")
+    try:
+        await goto(overview, "/overview", "Overview")
+        await expect(await metric(overview, "Calls today")).to_have_text("0")
+        await expect(await metric(overview, "Active calls")).to_have_text("0")
+
+        await goto(page, "/live", "Live calls")
+        await expect(page.locator(".conn")).to_have_text("Live: connected.")
+        tenant = LiveTenant(api=httpx.AsyncClient(), token=STATE["token"], tenant_id=me["tenant_id"])
+        tenant.domain, tenant.key = STATE["domain"], STATE["key"]
+        session = uuid.uuid4().hex
+        STATE["session"] = session
+        argv = ["--url", engine_url, "--domain", tenant.domain, "--key", tenant.key]
+        argv += ["--to", "+12125550199", "--from", "+14155550100", "--session", session]
+        sent = time.perf_counter()
+        assert await asyncio.to_thread(simulate.main, argv) == 0
+        row = page.locator(f'#live-active tr[data-token="{session}"]')
+        await expect(row).to_be_visible()
+        shown_s = time.perf_counter() - sent
+        print(f"simulated call on the live page {shown_s * 1000:.0f} ms after it was sent")
+        assert shown_s < 1.0, f"the call took {shown_s:.2f} s to appear on the live page"
+        agent = (await api(dashboard_url, "GET", "/api/agent-groups/" + str(STATE["group"]) + "/members"))[
+            "data"
+        ]
+        first = min(agent, key=lambda m: m["priority"])["name"]
+        await expect(row).to_contain_text(first)
+        await expect(row).to_contain_text("Front desk")
+        await expect(row).to_contain_text("+14155550100")
+        # The overview's active calls follow the feed's stats (every 2 s), without a reload.
+        await expect(await metric(overview, "Active calls")).to_have_text("1")
+        await expect(page.locator('[data-live="active"]')).to_have_text("1")
+        # … and the capacity chart, read again when that count changed.
+        agents_now = overview.locator("figure").filter(
+            has=overview.get_by_text("Active calls per agent against capacity", exact=True)
+        )
+        row_now = agents_now.locator("tbody tr").filter(has=overview.get_by_text(first, exact=True))
+        await expect(row_now.locator("td").nth(1)).to_have_text("1")
+
+        async with httpx.AsyncClient(base_url=engine_url, timeout=5) as engine:
+            shift = shift_to_now()
+            update = moved_to_now(session_update(tenant, session, "connected"), shift)
+            response = await webhook(engine, tenant, "update", update)
+            assert response.status_code == 204, response.text
+            await expect(row.locator(".badge").first).to_have_text("connected")
+            await screenshot(page, "live")
+            await screenshot(overview, "overview-active-call")
+            response = await webhook(
+                engine, tenant, "update", moved_to_now(session_update(tenant, session, "answer"), shift)
+            )
+            assert response.status_code == 204, response.text
+            ended = page.locator(f'#live-ended tr[data-token="{session}"]')
+            await expect(ended).to_be_visible()
+            await expect(row).to_have_count(0)
+            response = await webhook(engine, tenant, "cdr", moved_to_now(cdr(tenant, session), shift))
+            assert response.status_code == 204, response.text
+            await expect(ended.locator(".duration")).not_to_have_text("—")
+        await tenant.api.aclose()
+        await expect(await metric(overview, "Active calls")).to_have_text("0")
+        await expect(page.locator('[data-live="active"]')).to_have_text("0")
+        await screenshot(page, "live-ended")
+
+        # Calls today counts the records the events consumer writes: reload until it has.
+        calls_today = await metric(overview, "Calls today")
+        for _ in range(50):
+            await overview.reload()
+            await expect(overview.locator("#main h1")).to_have_text("Overview")
+            await expect(overview.locator("#main")).not_to_contain_text("Loading…")
+            if await calls_today.text_content() == "1":
+                break
+            await asyncio.sleep(0.2)
+        await expect(calls_today).to_have_text("1")
+        await expect(await metric(overview, "Success rate")).to_have_text("100.0%")
+        per_agent = overview.locator("figure").filter(has=overview.get_by_text("Calls per agent", exact=True))
+        await expect(per_agent.locator("rect.bar")).to_have_count(2)
+        await expect(per_agent.locator("svg text.value")).to_have_text(["1", "0"])
+        await screenshot(overview, "overview")
+        # The trend by hour over the chosen days: the call is in this hour's bucket.
+        await overview.get_by_label("Trend by", exact=True).select_option("hour")
+        await overview.get_by_role("button", name="Show").click()
+        hourly = overview.locator("figure").filter(has=overview.get_by_text("Calls per hour", exact=True))
+        await expect(hourly.locator("polyline")).to_have_count(2)
+        await expect(hourly.locator("table tbody")).to_contain_text(
+            datetime.datetime.now(datetime.UTC).strftime("%m-%d %H:00")
+        )
+        await screenshot(overview, "overview-by-hour")
+        # Hours over more than 31 days: the API's 422 shows under the field it names; the figures stay.
+        long_ago = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=60)).date().isoformat()
+        await overview.get_by_label("From day", exact=True).fill(long_ago)
+        await overview.get_by_role("button", name="Show").click()
+        await expect(field(overview, "interval").locator(".field-error")).to_contain_text("31 days")
+        await expect(calls_today).to_have_text("1")
+        assert not overview.js_errors, overview.js_errors  # type: ignore[attr-defined]
+    finally:
+        await context.close()
+    await goto(page, f"/calls/{session}", "Call timeline")
+    await expect(page.locator(".timeline li").first).to_be_visible()
+    await screenshot(page, "call-timeline-simulated")
+
+
 async def test_every_other_page_renders(page: Page, dashboard_url: str, database_url: str) -> None:
     # A finished call, as the event consumer writes it, so the call pages have something to show.
     token = uuid.uuid4().hex
+    STATE["written"] = token
     me = await api(dashboard_url, "GET", "/api/user")
     agent = STATE["agents"]["Sales bot"]
     engine = create_async_engine(database_url, pool_size=1)
@@ -315,7 +503,8 @@ async def test_every_other_page_renders(page: Page, dashboard_url: str, database
         await engine.dispose()
 
     await goto(page, "/calls", "Call records")
-    await expect(page.locator("#main tbody tr")).to_have_count(1)
+    # This one and the simulated call.
+    await expect(page.locator("#main tbody tr")).to_have_count(2)
     await expect(page.locator("#main tbody")).to_contain_text("Sales bot")
     await screenshot(page, "call-records")
     # A filter the API refuses shows its message next to that filter.
@@ -331,8 +520,8 @@ async def test_every_other_page_renders(page: Page, dashboard_url: str, database
 
     for route, heading, name in [
         ("/groups", "Agent groups", "groups"),
-        ("/overview", "Overview", "overview"),
-        ("/live", "Live calls", "live"),
+        ("/overview", "Overview", "overview-again"),
+        ("/live", "Live calls", "live-idle"),
         ("/cdrs", "CDRs", "cdrs"),
         ("/audit", "Webhook audit", "webhook-audit"),
         ("/trunks", "Trunks", "trunks"),
@@ -381,6 +570,54 @@ async def test_every_other_page_renders(page: Page, dashboard_url: str, database
     await page.set_viewport_size({"width": 1360, "height": 900})
 
 
+async def downloaded(download: Download) -> bytes:
+    """The bytes the browser saved."""
+    return await asyncio.to_thread(Path(await download.path()).read_bytes)
+
+
+async def test_export_call_records_streaming_and_in_the_background(page: Page) -> None:
+    """The call-record page's export buttons: the streaming CSV and the background job (queued →
+    running → done → gzip download), each saved by the browser and read back."""
+    await goto(page, "/calls", "Call records")
+    await expect(page.locator("#main tbody tr")).to_have_count(2)
+    bar = page.get_by_role("group", name="Export")
+    await bar.get_by_label("Export as", exact=True).select_option("csv")
+    async with page.expect_download() as streamed:
+        await bar.get_by_role("button", name="Download", exact=True).click()
+    download = await streamed.value
+    assert re.fullmatch(r"call-records-\d{4}-\d{2}-\d{2}\.csv", download.suggested_filename)
+    rows = list(csv.DictReader(io.StringIO((await downloaded(download)).decode())))
+    assert {r["session_token"] for r in rows} == {STATE["session"], STATE["written"]}
+    simulated = next(r for r in rows if r["session_token"] == STATE["session"])
+    assert simulated["status"] == "completed"
+    assert simulated["from_number"] == "+14155550100"
+
+    # Filtered by the page's own filters (the simulated call's number), numbers masked, in the background.
+    await goto(page, "/calls?direction=inbound&to=2125550199", "Call records")
+    await expect(page.locator("#main tbody tr")).to_have_count(1)
+    bar = page.get_by_role("group", name="Export")
+    await bar.get_by_label("Mask phone numbers", exact=True).check()
+    async with page.expect_download(timeout=30_000) as queued:
+        await bar.get_by_role("button", name="Background export").click()
+    download = await queued.value
+    assert download.suggested_filename.endswith(".csv.gz"), download.suggested_filename
+    await expect(bar.locator(".export-status")).to_contain_text("downloaded: 1 row,")
+    await screenshot(page, "call-records-exported")
+    # The CDR list's streaming export, as NDJSON.
+    await goto(page, "/cdrs", "CDRs")
+    bar = page.get_by_role("group", name="Export")
+    await bar.get_by_label("Export as", exact=True).select_option("ndjson")
+    async with page.expect_download() as cdr_file:
+        await bar.get_by_role("button", name="Download", exact=True).click()
+    lines = [json.loads(line) for line in (await downloaded(await cdr_file.value)).decode().splitlines()]
+    assert len(lines) == 2
+    assert STATE["session"] in json.dumps(lines)
+    rows = list(csv.DictReader(io.StringIO(gzip.decompress(await downloaded(download)).decode())))
+    assert [r["session_token"] for r in rows] == [STATE["session"]]
+    assert rows[0]["from_number"] == "********0100"
+    assert not page.js_errors, page.js_errors  # type: ignore[attr-defined]
+
+
 async def test_viewer_sees_everything_and_no_edit_controls(
     page: Page, browser: Browser, dashboard_url: str
 ) -> None:
@@ -427,11 +664,24 @@ async def test_viewer_sees_everything_and_no_edit_controls(
                     f"{route}: {label}"
                 )
             enabled_inputs = await viewer.locator(
-                "#main form:not(.filters) :is(input, select, textarea):enabled"
+                "#main form:not(.filters, .dry-run) :is(input, select, textarea):enabled"
             ).count()
             assert enabled_inputs == 0, f"{route}: {enabled_inputs} editable form fields"
         await goto(viewer, f"/groups/{STATE['group']}", "Group: Front desk")
         await screenshot(viewer, "viewer-group")
+        # The dry run changes nothing: a viewer has its form and gets the answer.
+        await goto(viewer, "/inbound", "Inbound rules")
+        dry = viewer.locator("form.dry-run")
+        await dry.get_by_label("Called number (To)", exact=True).fill("+12125550199")
+        await dry.get_by_label("Domain", exact=True).select_option("acme.cloudonix.net")
+        await dry.get_by_role("button", name="Test").click()
+        await expect(viewer.locator(".dry-result")).to_contain_text("“Front desk”")
+        await screenshot(viewer, "viewer-inbound-dry-run")
+        # Exports are reads: both buttons are there for a viewer, as the API allows both.
+        await goto(viewer, "/cdrs", "CDRs")
+        bar = viewer.get_by_role("group", name="Export")
+        await expect(bar.get_by_role("button", name="Download", exact=True)).to_be_visible()
+        await expect(bar.get_by_role("button", name="Background export")).to_be_visible()
         # The users page is for admins.
         await viewer.goto("/#/users")
         await expect(viewer.locator("#main h1")).to_have_text("Not allowed")

@@ -1,17 +1,16 @@
-// Export buttons for call records and CDRs (SPEC §2.7, §2.9), written against the contract while the
-// exports API is built in another branch. Streaming: GET /api/exports/{kind}?format=…&<filters>
-// (fetched with the token, saved as a file). Background: POST /api/exports {type, format, fields,
-// filters} → {id}; GET /api/exports/{id}/status until done; GET /api/exports/{id}/download.
-import { api, ApiError } from "./api.js";
-import { canWrite, errorBox, h, nextId, toast } from "./ui.js";
+// Export buttons for call records and CDRs (docs/architecture.md "Exports"). Streaming:
+// GET /api/exports/{call-records|cdr}?format=…&anonymize=…&<the list's filters>, fetched with the token
+// and saved as a file. Background: POST /api/exports {type, format, filters, anonymize} → the job;
+// GET /api/exports/{id}/status until done (queued | running | done | failed | expired); then
+// GET /api/exports/{id}/download, a gzip file (410 once expired). Viewers may do both, as the API says.
+import { ApiError, api, cached } from "./api.js";
+import { errorBox, h, nextId, toast } from "./ui.js";
 
 export const FORMATS = ["csv", "json", "ndjson"];
 // The `type` the background-export body names for each kind (the path segment of the streaming one).
-export const EXPORT_TYPES = { "call-records": "call-records", cdr: "cdr" };
-const POLL_MS = 1000;
-const POLL_LIMIT = 600;
-const DONE = new Set(["done", "completed", "complete", "ready", "finished", "succeeded"]);
-const FAILED = new Set(["failed", "error", "errored", "canceled", "cancelled", "expired"]);
+export const EXPORT_TYPES = { "call-records": "call_records", cdr: "cdr" };
+const POLL_MS = 500;
+const POLL_LIMIT = 1200; // 10 minutes
 
 function filename(response, fallback) {
   const header = response.headers.get("Content-Disposition") || "";
@@ -30,7 +29,14 @@ async function save(response, fallback) {
 }
 
 function clean(filters) {
-  return Object.fromEntries(Object.entries(filters || {}).filter(([k, v]) => v !== "" && v !== null && v !== undefined && k !== "page" && k !== "per_page"));
+  return Object.fromEntries(Object.entries(filters || {}).filter(([, v]) => v !== "" && v !== null && v !== undefined));
+}
+
+// The filters a background export of `type` takes (GET /api/exports/fields): the list's others
+// (sort, page) are not filters and the API refuses unknown ones.
+async function allowedFilters(type) {
+  const answer = await cached("/api/exports/fields");
+  return new Set(answer.data.find((t) => t.type === type)?.filters || []);
 }
 
 // `currentFilters()` returns the list page's filters (the same query parameters the list takes).
@@ -40,44 +46,43 @@ export function exportControls(kind, currentFilters) {
   const anonymize = h("input", { type: "checkbox", id: anonId });
   const formatId = nextId("fmt");
   const format = h("select", { id: formatId }, FORMATS.map((f) => h("option", { value: f }, f.toUpperCase())));
+  const say = (text) => status.replaceChildren(h("span", { class: "muted" }, text));
 
   async function stream() {
-    status.replaceChildren(h("span", { class: "muted" }, "Preparing the download…"));
+    say("Preparing the download…");
     try {
-      const params = { ...clean(currentFilters()), format: format.value, ...(anonymize.checked ? { anonymize: "true" } : {}) };
+      const { page, per_page, ...filters } = clean(currentFilters());
+      const params = { ...filters, format: format.value, ...(anonymize.checked ? { anonymize: "true" } : {}) };
       const response = await api.raw("GET", `/api/exports/${kind}`, { params });
       await save(response, `${kind}.${format.value}`);
-      status.replaceChildren(h("span", { class: "muted" }, "Downloaded."));
+      say("Downloaded.");
     } catch (err) {
-      status.replaceChildren(errorBox(explain(err)));
+      status.replaceChildren(errorBox(err));
     }
   }
 
   async function background() {
-    status.replaceChildren(h("span", { class: "muted" }, "Starting a background export…"));
+    say("Starting a background export…");
     try {
-      const job = await api.post("/api/exports", {
-        type: EXPORT_TYPES[kind],
-        format: format.value,
-        filters: { ...clean(currentFilters()), ...(anonymize.checked ? { anonymize: true } : {}) },
-      });
-      for (let i = 0; i < POLL_LIMIT; i += 1) {
-        const state = await api.get(`/api/exports/${job.id}/status`);
-        const word = String(state.status || state.state || "").toLowerCase();
-        if (DONE.has(word)) {
-          const response = await api.raw("GET", `/api/exports/${job.id}/download`);
-          await save(response, `${kind}-${job.id}.${format.value}`);
-          status.replaceChildren(h("span", { class: "muted" }, `Export ${job.id} downloaded${state.rows !== undefined ? ` (${state.rows} rows)` : ""}.`));
-          toast("Background export ready.");
-          return;
-        }
-        if (FAILED.has(word)) throw new Error(state.error || state.detail || `Export ${word}.`);
-        status.replaceChildren(h("span", { class: "muted" }, `Export ${job.id}: ${word || "running"}${state.rows !== undefined ? `, ${state.rows} rows so far` : ""}…`));
+      const type = EXPORT_TYPES[kind];
+      const allowed = await allowedFilters(type);
+      const filters = Object.fromEntries(Object.entries(clean(currentFilters())).filter(([k]) => allowed.has(k)));
+      let job = await api.post("/api/exports", { type, format: format.value, filters, anonymize: anonymize.checked });
+      for (let i = 0; job.status === "queued" || job.status === "running"; i += 1) {
+        if (i >= POLL_LIMIT) throw new Error(`Export ${job.id} is taking long; its status is at /api/exports/${job.id}/status.`);
+        say(`Export ${job.id}: ${job.status}${job.rows !== null && job.rows !== undefined ? `, ${job.rows} rows so far` : ""}…`);
         await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+        job = await api.get(`/api/exports/${job.id}/status`);
       }
-      throw new Error("The export is taking long; try again later.");
+      if (job.status === "failed") throw new Error(`Export ${job.id} failed${job.error ? `: ${job.error}` : "."}`);
+      if (job.status === "expired") throw new Error(`Export ${job.id} has expired; start it again.`);
+      const response = await api.raw("GET", `/api/exports/${job.id}/download`);
+      await save(response, job.filename);
+      status.replaceChildren(h("span", { class: "muted", "data-export-job": job.id }, `Export ${job.id} downloaded: ${job.rows} ${job.rows === 1 ? "row" : "rows"}, gzip-compressed (${job.filename}).`));
+      toast("Background export ready.");
     } catch (err) {
-      status.replaceChildren(errorBox(explain(err)));
+      const gone = err instanceof ApiError && err.status === 410;
+      status.replaceChildren(errorBox(gone ? new Error(`${err.message} Start the export again.`) : err));
     }
   }
 
@@ -88,15 +93,7 @@ export function exportControls(kind, currentFilters) {
     format,
     h("span", { class: "check inline-check" }, anonymize, h("label", { for: anonId }, "Mask phone numbers")),
     h("button", { type: "button", class: "btn", onclick: stream, "data-export": "stream" }, "Download"),
-    // A POST: the API's role rule leaves it to admins unless its route says otherwise.
-    canWrite() ? h("button", { type: "button", class: "btn", onclick: background, "data-export": "background", title: "For very large sets: built on the server, then downloaded" }, "Background export") : null,
+    h("button", { type: "button", class: "btn", onclick: background, "data-export": "background", title: "For very large sets: built on the server, then downloaded (gzip)" }, "Background export"),
     status,
   );
-}
-
-function explain(err) {
-  if (err instanceof ApiError && (err.status === 404 || err.status === 405)) {
-    return new Error("Exports are not available on this server yet.");
-  }
-  return err;
 }

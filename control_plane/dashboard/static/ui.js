@@ -45,8 +45,8 @@ export function fmtDuration(seconds) {
   return m ? `${m}m ${String(s % 60).padStart(2, "0")}s` : `${s}s`;
 }
 
-export const fmtPercent = (x) =>
-  x === null || x === undefined ? "—" : `${(Number(x) * (Number(x) <= 1 ? 100 : 1)).toFixed(1)}%`;
+// The API's rates are fractions (0 to 1, four decimals).
+export const fmtPercent = (x) => (x === null || x === undefined ? "—" : `${(Number(x) * 100).toFixed(1)}%`);
 
 export const yesNo = (b) => (b ? "yes" : "no");
 

@@ -51,7 +51,7 @@ export async function render({ query, navigate }) {
       stat("Answered", s.answered),
       stat("Success rate", fmtPercent(s.success_rate)),
       stat("Average duration", fmtDuration(s.avg_duration)),
-      stat("Talk time", fmtDuration(s.total_duration)),
+      stat("Total duration", fmtDuration(s.total_duration)),
     ),
   );
   listArea.append(

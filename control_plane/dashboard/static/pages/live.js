@@ -61,6 +61,7 @@ export async function render() {
       activeBody.prepend(row);
     }
     empty.hidden = activeBody.children.length > 0;
+    noneEnded.hidden = endedBody.children.length > 0;
   }
 
   function apply(message) {
@@ -74,7 +75,11 @@ export async function render() {
     }
     if (!message.session_token) return;
     const call = calls.get(message.session_token) || { token: message.session_token, started: Date.parse(message.at) || Date.now() };
-    for (const key of ["status", "direction", "from", "to", "agent_id", "group_id", "rule_id", "attempt", "disposition", "duration"]) {
+    // Frames may arrive out of order (the feed keeps no call state): a late "ringing" after the end
+    // does not bring the call back; its other fields still fill in.
+    const late = call.ended && (message.type === "call.status" || message.type === "call.routed");
+    for (const key of ["status", "direction", "from", "to", "agent_id", "group_id", "rule_id", "attempt", "outcome", "disposition", "duration"]) {
+      if (late && key === "status") continue;
       if (message[key] !== null && message[key] !== undefined) call[key] = message[key];
     }
     if (message.type === "call.ended" || message.type === "cdr.received") {
@@ -103,6 +108,7 @@ export async function render() {
   }
 
   const empty = h("p", { class: "empty" }, "No calls in progress.");
+  const noneEnded = h("p", { class: "empty" }, "No call has ended since this page opened.");
   const feed = liveFeed({
     onMessage: apply,
     onState(state, info) {
@@ -111,7 +117,8 @@ export async function render() {
         banner.textContent = "Live: connected.";
         if (info.resumed) seed();
       } else if (state === "lost") {
-        banner.textContent = `Connection lost — reconnecting in ${Math.ceil(info.wait / 1000)} s…`;
+        const why = info.code === 1013 ? "The feed fell behind" : info.code === 1001 ? "The server is restarting" : "Connection lost";
+        banner.textContent = `${why} — reconnecting in ${Math.ceil(info.wait / 1000)} s…`;
       } else if (state === "reconnecting") {
         banner.textContent = "Connection lost — reconnecting…";
       } else if (state === "refused") {
@@ -137,7 +144,7 @@ export async function render() {
     banner,
     h("dl", { class: "stat-row" }, h("div", { class: "stat" }, h("dt", {}, "Active calls"), counters.active), h("div", { class: "stat" }, h("dt", {}, "Calls in the last minute"), counters.minute), h("div", { class: "stat" }, h("dt", {}, "Active per agent"), h("dd", {}, perAgent))),
     section("In progress", h("div", { class: "table-wrap" }, h("table", { id: "live-active" }, h("caption", { class: "sr-only" }, "Calls in progress"), head(COLS), activeBody)), empty),
-    section("Recently ended", h("div", { class: "table-wrap" }, h("table", { id: "live-ended" }, h("caption", { class: "sr-only" }, "Recently ended calls"), head(COLS), endedBody))),
+    section("Recently ended", h("div", { class: "table-wrap" }, h("table", { id: "live-ended" }, h("caption", { class: "sr-only" }, "Recently ended calls"), head(COLS), endedBody)), noneEnded),
   );
   return {
     node,
