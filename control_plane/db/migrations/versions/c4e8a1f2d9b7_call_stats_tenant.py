@@ -1,4 +1,4 @@
-"""call_stats_tenant: the per-tenant hourly rollup of call_stats
+"""call_stats_tenant: the per-tenant hourly rollup of call_stats; trigram indexes on call numbers
 
 Revision ID: c4e8a1f2d9b7
 Revises: ad7346cb1ebb
@@ -57,5 +57,20 @@ def upgrade() -> None:
     )
 
 
+    # The record list's number search (LIKE '%part%'): trigram indexes.
+    op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    for column in ("from_number", "to_number"):
+        op.create_index(
+            f"ix_call_records_{column.split('_')[0]}_trgm",
+            "call_records",
+            [column],
+            unique=False,
+            postgresql_using="gin",
+            postgresql_ops={column: "gin_trgm_ops"},
+        )
+
+
 def downgrade() -> None:
+    op.drop_index("ix_call_records_to_trgm", table_name="call_records")
+    op.drop_index("ix_call_records_from_trgm", table_name="call_records")
     op.drop_table("call_stats_tenant")
