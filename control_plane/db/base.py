@@ -28,7 +28,7 @@ class Base(AsyncAttrs, DeclarativeBase):
 
 # The trigram operator classes of the call records' number indexes (the Alembic migration that adds
 # them creates the extension too); a trusted extension, so the schema's owner may create it.
-event.listen(Base.metadata, "before_create", DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+event.listen(Base.metadata, "before_create", DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm"))  # type: ignore[no-untyped-call]
 
 
 class IdMixin:
