@@ -127,6 +127,7 @@ class Row:
     status: int
     total: int | None
     cpu_ms: tuple[float, float]  # per request: the control plane's, its PostgreSQL backends'
+    load: float = 0.0  # the machine's 1-minute load average when the row ended
 
     def pct(self, q: float) -> float:
         ordered = sorted(self.samples_ms)
@@ -286,14 +287,14 @@ def measure(
                 (group_cpu_s(server_pgid) - cpu_before[0]) * 1000 / n,
                 (backend_cpu_s(pids) - cpu_before[1]) * 1000 / n,
             )
-            rows.append(Row(name, path, params, samples, status, total, cpu_ms))
+            rows.append(Row(name, path, params, samples, status, total, cpu_ms, os.getloadavg()[0]))
             print_row(rows[-1])
     return rows
 
 
 HEADER = (
     f"{'request':30} {'n':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'cpu cp':>7} {'cpu pg':>7}"
-    "  status  total"
+    " load  status  total"
 )
 
 
@@ -302,7 +303,7 @@ def print_row(row: Row) -> None:
     print(
         f"{row.name:30} {len(row.samples_ms):4} {statistics.median(row.samples_ms):7.1f}"
         f" {row.pct(0.99):7.1f} {max(row.samples_ms):7.1f} {row.cpu_ms[0]:7.1f} {row.cpu_ms[1]:7.1f}"
-        f"  {row.status:6}  {total}",
+        f" {row.load:5.1f}  {row.status:6}  {total}",
         flush=True,
     )
 

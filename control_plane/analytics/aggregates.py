@@ -7,6 +7,11 @@ same in Python for the consumer's incremental upkeep (``StatDeltas`` + ``apply_d
 any sequence of events, the rows the consumer kept equal a rebuild's (``drift`` counts the rows that
 differ). Rows whose every column is zero are deleted, so a rebuild and the upkeep agree row for row.
 
+``call_stats_tenant`` is the same rows summed over agents and groups, keyed (tenant, hour, routed,
+direction) with ``routed = agent_id <> 0``: reads without an agent or group filter sum a few rows an
+hour there. ``apply_deltas`` keeps it from the same deltas in the same statement order and transaction,
+``rebuild`` recomputes it from the fresh ``call_stats`` rows, and ``drift`` checks both tables.
+
 Concurrency: a writer takes a shared per-tenant advisory lock (``hold_tenants``) before it reads the
 records it will change; ``rebuild`` takes the same lock exclusively, so it waits for the writers in
 flight and the writers wait for it, and its snapshot of the records is the one its rows describe."""
@@ -17,7 +22,7 @@ import datetime
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -38,6 +43,9 @@ COLUMNS = (
     "billsec_sum",
 )
 KEY = ("tenant_id", "bucket", "agent_id", "group_id", "direction")
+TENANT_KEY = ("tenant_id", "bucket", "routed", "direction")
+# A call_stats row's (alias s) key in call_stats_tenant, in TENANT_KEY order.
+TENANT_KEY_SQL = "s.tenant_id, s.bucket, s.agent_id <> 0 AS routed, s.direction"
 
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
 
@@ -126,6 +134,18 @@ async def hold_tenants(session: AsyncSession, tenant_ids: Iterable[int]) -> None
         )
 
 
+class TenantKey(NamedTuple):
+    tenant_id: int
+    bucket: datetime.datetime
+    routed: bool
+    direction: str
+
+
+def tenant_key(key: StatKey) -> TenantKey:
+    """The ``call_stats_tenant`` row a ``call_stats`` row adds to."""
+    return TenantKey(key.tenant_id, key.bucket, key.agent_id != 0, key.direction)
+
+
 class StatDeltas:
     """What a batch of record changes does to ``call_stats``, summed per row key."""
 
@@ -146,45 +166,85 @@ class StatDeltas:
         """The rows that change, in key order (the order every writer locks them in)."""
         return sorted((k, v) for k, v in self.rows.items() if any(v))
 
+    def per_tenant(self) -> list[tuple[TenantKey, list[int]]]:
+        """The same changes summed per ``call_stats_tenant`` row, in key order."""
+        rows: dict[TenantKey, list[int]] = {}
+        for key, values in self.rows.items():
+            row = rows.setdefault(tenant_key(key), [0] * len(values))
+            for i, v in enumerate(values):
+                row[i] += v
+        return sorted((k, v) for k, v in rows.items() if any(v))
+
 
 _KEY_ARRAYS = (
     "CAST(:tenant_id AS bigint[]), CAST(:bucket AS timestamptz[]), CAST(:agent_id AS bigint[]), "
     "CAST(:group_id AS bigint[]), CAST(:direction AS varchar[])"
 )
 _COLUMN_ARRAYS = ", ".join(f"CAST(:{c} AS bigint[])" for c in COLUMNS)
-# Built from the constant column names above, never from input.
-UPSERT_SQL = f"""
-    INSERT INTO call_stats ({", ".join(KEY)}, {", ".join(COLUMNS)})
-    SELECT * FROM unnest({_KEY_ARRAYS}, {_COLUMN_ARRAYS})
-    ON CONFLICT ({", ".join(KEY)}) DO UPDATE SET
-    {", ".join(f"{c} = call_stats.{c} + EXCLUDED.{c}" for c in COLUMNS)}
-    RETURNING ctid, {" AND ".join(f"call_stats.{c} = 0" for c in COLUMNS)} AS empty
+
+
+def _upsert_sql(table: str, key: tuple[str, ...], key_arrays: str) -> str:
+    # Built from the constant names above, never from input.
+    return f"""
+    INSERT INTO {table} ({", ".join(key)}, {", ".join(COLUMNS)})
+    SELECT * FROM unnest({key_arrays}, {_COLUMN_ARRAYS})
+    ON CONFLICT ({", ".join(key)}) DO UPDATE SET
+    {", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in COLUMNS)}
+    RETURNING ctid, {" AND ".join(f"{table}.{c} = 0" for c in COLUMNS)} AS empty
 """  # noqa: S608
-# The rows the upsert left all zero, by their row id (this transaction holds their locks, so the ids
-# stay theirs): no lookup for the planner to choose.
-DELETE_EMPTY_SQL = f"""
-    DELETE FROM call_stats WHERE ctid = ANY(CAST(:ctids AS tid[]))
+
+
+def _delete_empty_sql(table: str) -> str:
+    # The rows the upsert left all zero, by their row id (this transaction holds their locks, so the
+    # ids stay theirs): no lookup for the planner to choose.
+    return f"""
+    DELETE FROM {table} WHERE ctid = ANY(CAST(:ctids AS tid[]))
       AND {" AND ".join(f"{c} = 0" for c in COLUMNS)}
 """  # noqa: S608
 
 
+UPSERT_SQL = _upsert_sql("call_stats", KEY, _KEY_ARRAYS)
+DELETE_EMPTY_SQL = _delete_empty_sql("call_stats")
+_TENANT_KEY_ARRAYS = (
+    "CAST(:tenant_id AS bigint[]), CAST(:bucket AS timestamptz[]), CAST(:routed AS boolean[]), "
+    "CAST(:direction AS varchar[])"
+)
+TENANT_UPSERT_SQL = _upsert_sql("call_stats_tenant", TENANT_KEY, _TENANT_KEY_ARRAYS)
+TENANT_DELETE_EMPTY_SQL = _delete_empty_sql("call_stats_tenant")
+
+
+async def _upsert(
+    session: AsyncSession,
+    rows: list[tuple[Any, list[int]]],
+    key: tuple[str, ...],
+    upsert_sql: str,
+    delete_sql: str,
+) -> None:
+    params: dict[str, list[object]] = {name: [k[i] for k, _ in rows] for i, name in enumerate(key)}
+    for i, name in enumerate(COLUMNS):
+        params[name] = [v[i] for _, v in rows]
+    changed = (await session.execute(text(upsert_sql), params)).all()
+    emptied = [str(ctid) for ctid, empty in changed if empty]
+    if emptied:
+        await session.execute(text(delete_sql), {"ctids": emptied})
+
+
 async def apply_deltas(session: AsyncSession, deltas: StatDeltas) -> int:
     """Add the deltas to ``call_stats`` (one multi-row upsert, rows in key order, so two writers lock
-    shared rows in one order), then delete the rows they emptied. Returns how many rows changed."""
+    shared rows in one order), then delete the rows they emptied; then the same for
+    ``call_stats_tenant`` (every writer locks ``call_stats`` rows before ``call_stats_tenant`` ones, each
+    in key order: one order for all). Returns how many ``call_stats`` rows changed."""
     rows = deltas.nonzero()
     if not rows:
         return 0
-    params: dict[str, list[object]] = {name: [k[i] for k, _ in rows] for i, name in enumerate(KEY)}
-    for i, name in enumerate(COLUMNS):
-        params[name] = [v[i] for _, v in rows]
-    changed = (await session.execute(text(UPSERT_SQL), params)).all()
-    emptied = [str(ctid) for ctid, empty in changed if empty]
-    if emptied:
-        await session.execute(text(DELETE_EMPTY_SQL), {"ctids": emptied})
+    await _upsert(session, rows, KEY, UPSERT_SQL, DELETE_EMPTY_SQL)
+    tenant_rows = deltas.per_tenant()
+    if tenant_rows:
+        await _upsert(session, tenant_rows, TENANT_KEY, TENANT_UPSERT_SQL, TENANT_DELETE_EMPTY_SQL)
     return len(rows)
 
 
-_SUMS = ", ".join(f"sum({c})" for c in COLUMNS)
+_SUMS = ", ".join(f"sum({c}) AS {c}" for c in COLUMNS)
 # What the records of tenant :tenant_id add up to, row by row (built from constants, never from input).
 RECOMPUTE_SQL = f"""
     SELECT {", ".join(KEY)}, {_SUMS}
@@ -193,11 +253,19 @@ RECOMPUTE_SQL = f"""
 """  # noqa: S608
 REBUILD_SQL = f"INSERT INTO call_stats ({', '.join(KEY)}, {', '.join(COLUMNS)}) {RECOMPUTE_SQL}"
 _STORED_SQL = f"SELECT {', '.join(KEY)}, {', '.join(COLUMNS)} FROM call_stats WHERE tenant_id = :tenant_id"  # noqa: S608
-# Rows stored but not recomputed as they are, plus rows recomputed but not stored as they are.
+# call_stats rows (alias s, a table or a subquery) summed into call_stats_tenant rows.
+_TENANT_OF = "SELECT {key}, {sums} FROM ({rows}) s GROUP BY 1, 2, 3, 4"
+_TENANT_STORED_SQL = f"SELECT {', '.join(TENANT_KEY)}, {', '.join(COLUMNS)} FROM call_stats_tenant WHERE tenant_id = :tenant_id"  # noqa: S608
+# Rows stored but not recomputed as they are, plus rows recomputed but not stored as they are, in
+# both tables (call_stats_tenant against the recomputed call_stats rows summed).
 DRIFT_SQL = f"""
-    WITH fresh AS MATERIALIZED ({RECOMPUTE_SQL}), stored AS MATERIALIZED ({_STORED_SQL})
+    WITH fresh AS MATERIALIZED ({RECOMPUTE_SQL}), stored AS MATERIALIZED ({_STORED_SQL}),
+    fresh_t AS MATERIALIZED ({_TENANT_OF.format(key=TENANT_KEY_SQL, sums=_SUMS, rows="SELECT * FROM fresh")}),
+    stored_t AS MATERIALIZED ({_TENANT_STORED_SQL})
     SELECT (SELECT count(*) FROM (SELECT * FROM stored EXCEPT ALL SELECT * FROM fresh) a)
          + (SELECT count(*) FROM (SELECT * FROM fresh EXCEPT ALL SELECT * FROM stored) b)
+         + (SELECT count(*) FROM (SELECT * FROM stored_t EXCEPT ALL SELECT * FROM fresh_t) c)
+         + (SELECT count(*) FROM (SELECT * FROM fresh_t EXCEPT ALL SELECT * FROM stored_t) d)
 """  # noqa: S608
 
 
@@ -220,6 +288,8 @@ class RebuildReport:
     rows_before: int
     drifted: int  # rows that were missing, extra or different before the rebuild (0: they agreed)
     seconds: float
+    tenant_rows: int = 0  # call_stats_tenant rows written
+    tenant_drifted: int = 0  # call_stats_tenant rows missing, extra or different before the rebuild
 
 
 _FRESH = "call_stats_rebuild"  # a temporary table, dropped at commit
@@ -255,9 +325,35 @@ async def rebuild_report(session: AsyncSession, tenant_id: int) -> RebuildReport
     ).one()
     await session.execute(text("DELETE FROM call_stats WHERE tenant_id = :tenant_id"), params)
     await session.execute(text(f"INSERT INTO call_stats ({_COLS}) {fresh}"))
+    # call_stats_tenant: the fresh rows summed, compared with the stored ones, swapped in.
+    fresh_t = _TENANT_OF.format(key=TENANT_KEY_SQL, sums=_SUMS, rows=fresh)
+    tenant_counts = (
+        await session.execute(
+            text(
+                f"""SELECT (SELECT count(*) FROM ({fresh_t}) n),
+                    (SELECT count(*) FROM ({_TENANT_STORED_SQL} EXCEPT ALL {fresh_t}) a)
+                    + (SELECT count(*) FROM ({fresh_t} EXCEPT ALL {_TENANT_STORED_SQL}) b)"""  # noqa: S608
+            ),
+            params,
+        )
+    ).one()
+    await session.execute(text("DELETE FROM call_stats_tenant WHERE tenant_id = :tenant_id"), params)
+    await session.execute(
+        text(f"INSERT INTO call_stats_tenant ({', '.join(TENANT_KEY)}, {', '.join(COLUMNS)}) {fresh_t}")
+    )
     await session.execute(text(f"DROP TABLE {_FRESH}"))
     rows_before, rows, records, drifted = (int(v) for v in counts)
-    return RebuildReport(tenant_id, records, rows, rows_before, drifted, time.perf_counter() - started)
+    tenant_rows, tenant_drifted = (int(v) for v in tenant_counts)
+    return RebuildReport(
+        tenant_id,
+        records,
+        rows,
+        rows_before,
+        drifted,
+        time.perf_counter() - started,
+        tenant_rows,
+        tenant_drifted,
+    )
 
 
 async def rebuild(session: AsyncSession, tenant_id: int) -> int:

@@ -3,15 +3,23 @@ Every route reads; viewers may call them. Shapes: control_plane/analytics/schema
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get
-from litestar.params import FromQuery
+from litestar.params import QueryParameter
 from redis.asyncio import Redis
 
 from control_plane.analytics import schemas, service
 from control_plane.auth.context import Auth
+from control_plane.params import IdFilter, Text
 from control_plane.settings import ControlPlaneSettings
+
+Minutes = Annotated[
+    int,
+    QueryParameter(
+        ge=1, le=service.MAX_REALTIME_MINUTES, description=f"1 to {service.MAX_REALTIME_MINUTES} minutes"
+    ),
+]
 
 
 def _settings(request: Request[Any, Any, Any]) -> ControlPlaneSettings:
@@ -40,10 +48,10 @@ class AnalyticsController(Controller):
         self,
         request: Request[Any, Any, Any],
         auth: Auth,
-        start_date: FromQuery[str | None] = None,
-        end_date: FromQuery[str | None] = None,
-        agent_id: FromQuery[int | None] = None,
-        group_id: FromQuery[int | None] = None,
+        start_date: Text = None,
+        end_date: Text = None,
+        agent_id: IdFilter = None,
+        group_id: IdFilter = None,
     ) -> schemas.Metrics:
         """Calls today, the range's success rate and mean answered duration, calls active now, and a
         trend point per tenant day. Dates are the tenant's days (default: the last 30 days)."""
@@ -57,9 +65,9 @@ class AnalyticsController(Controller):
         self,
         request: Request[Any, Any, Any],
         auth: Auth,
-        start_date: FromQuery[str | None] = None,
-        end_date: FromQuery[str | None] = None,
-        group_id: FromQuery[int | None] = None,
+        start_date: Text = None,
+        end_date: Text = None,
+        group_id: IdFilter = None,
     ) -> schemas.AgentsReport:
         """Per agent: calls, answered, success rate, mean duration and talk time, active calls now,
         capacity and utilisation (active / capacity). ``group_id`` keeps that group's calls and members."""
@@ -72,8 +80,8 @@ class AnalyticsController(Controller):
         self,
         request: Request[Any, Any, Any],
         auth: Auth,
-        start_date: FromQuery[str | None] = None,
-        end_date: FromQuery[str | None] = None,
+        start_date: Text = None,
+        end_date: Text = None,
     ) -> schemas.GroupsReport:
         """Per group: calls routed through it, answered, success rate, durations, its members' active
         calls now, capacity and utilisation."""
@@ -85,10 +93,10 @@ class AnalyticsController(Controller):
         self,
         request: Request[Any, Any, Any],
         auth: Auth,
-        start_date: FromQuery[str | None] = None,
-        end_date: FromQuery[str | None] = None,
-        agent_id: FromQuery[int | None] = None,
-        group_id: FromQuery[int | None] = None,
+        start_date: Text = None,
+        end_date: Text = None,
+        agent_id: IdFilter = None,
+        group_id: IdFilter = None,
     ) -> schemas.Overview:
         """The range's and today's calls by outcome, calls per direction, unrouted calls, active calls
         now, and how many agents and groups the tenant has."""
@@ -102,11 +110,11 @@ class AnalyticsController(Controller):
         self,
         request: Request[Any, Any, Any],
         auth: Auth,
-        interval: FromQuery[str | None] = None,
-        start_date: FromQuery[str | None] = None,
-        end_date: FromQuery[str | None] = None,
-        agent_id: FromQuery[int | None] = None,
-        group_id: FromQuery[int | None] = None,
+        interval: Text = None,
+        start_date: Text = None,
+        end_date: Text = None,
+        agent_id: IdFilter = None,
+        group_id: IdFilter = None,
     ) -> schemas.Trends:
         """Calls by outcome per bucket: ``interval=day`` (tenant days, the default) or ``hour`` (UTC
         hours, at most 31 days); every bucket of the range is present, zeros included."""
@@ -118,7 +126,7 @@ class AnalyticsController(Controller):
 
     @get("/realtime")
     async def realtime(
-        self, request: Request[Any, Any, Any], auth: Auth, minutes: FromQuery[int] = 15
+        self, request: Request[Any, Any, Any], auth: Auth, minutes: Minutes = 15
     ) -> schemas.Realtime:
         """Active calls now (the engines' live state), per agent and group, and the calls started in
         each of the last ``minutes`` minutes (1 to 60, default 15)."""

@@ -6,7 +6,11 @@ SQL with ``width_bucket``). A cut inside an hour (a day boundary in a half- or q
 such as Asia/Kolkata or Asia/Kathmandu, or a range given to the minute) splits that hour's row: the row
 is first counted whole in the segment where the hour starts, then the records of the part after the cut
 (at most the hour's remainder, read through the ``(tenant_id, start_time)`` index) are moved to their
-own segment. So every answer equals a count over the records themselves, in any time zone."""
+own segment. So every answer equals a count over the records themselves, in any time zone.
+
+Without an agent or group filter, and grouped by nothing, direction or routed-and-direction, the whole
+hours come from ``call_stats_tenant`` instead (a few rows an hour, not one per agent, group and
+direction): the same sums, kept in the same transactions."""
 
 from __future__ import annotations
 
@@ -33,6 +37,12 @@ _KEYS = {
     "direction": "{t}.direction",
     # Whether the call reached an agent, and its direction: "1:inbound", "0:" (unrouted, unknown).
     "routed_direction": "({t}.agent_id <> 0)::int || ':' || {t}.direction",
+}
+# The same keys from a call_stats_tenant row (the groupings it can answer).
+_TENANT_KEYS = {
+    None: "NULL",
+    "direction": "{t}.direction",
+    "routed_direction": "{t}.routed::int || ':' || {t}.direction",
 }
 
 
@@ -96,13 +106,17 @@ class StatFilter:
                 params[f"f_{name}"] = value
         return " ".join(parts), params
 
+    def per_tenant(self, by: GroupBy) -> bool:
+        """Whether ``call_stats_tenant`` answers this filter grouped by ``by``."""
+        return self.agent_id is None and self.group_id is None and by in _TENANT_KEYS
+
 
 _SUM_LIST = ", ".join(f"sum({c})" for c in COLUMNS)
 
 # Built from constant column names only; every value is a bound parameter.
 _STATS_SQL = """
     SELECT width_bucket(s.bucket, CAST(:cuts AS timestamptz[])) - 1 AS seg, {key} AS key, {sums}
-    FROM call_stats s
+    FROM {table} s
     WHERE s.tenant_id = :tenant_id AND s.bucket >= :low AND s.bucket < :high {where}
     GROUP BY 1, 2
 """
@@ -161,13 +175,17 @@ async def segment_sums(
     if len(cuts) < 2:
         return {}
     where = where or StatFilter()
-    key = _KEYS[by].format(t="s")
+    rollup = where.per_tenant(by)
+    key = (_TENANT_KEYS if rollup else _KEYS)[by].format(t="s")
+    table = "call_stats_tenant" if rollup else "call_stats"
     condition, params = where.sql("s")
     params |= {"tenant_id": tenant_id, "cuts": cuts, "low": floor_hour(cuts[0]), "high": cuts[-1]}
     out: dict[tuple[int, Hashable], Sums] = defaultdict(Sums)
     last = len(cuts) - 1
     await session.execute(text(_PLAN_SQL))
-    rows = await session.execute(text(_STATS_SQL.format(key=key, sums=_SUM_LIST, where=condition)), params)
+    rows = await session.execute(
+        text(_STATS_SQL.format(key=key, sums=_SUM_LIST, where=condition, table=table)), params
+    )
     for seg, value, *values in rows:
         if 0 <= seg < last:
             out[(seg, value)].add(values)

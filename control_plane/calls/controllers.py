@@ -6,7 +6,7 @@ from typing import Annotated
 
 from litestar import Controller, get
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import QueryParameter
 
 from control_plane.auth.context import Auth
 from control_plane.calls import filters, service
@@ -19,8 +19,21 @@ from control_plane.calls.schemas import (
     FilterOptions,
 )
 from control_plane.pagination import Page
+from control_plane.params import (
+    MAX_TEXT,
+    NO_NUL,
+    Id,
+    IdFilter,
+    PageNumber,
+    PerPage200,
+    Seconds,
+    SessionToken,
+    Text,
+)
 
-FromNumber = Annotated[str | None, QueryParameter(name="from")]
+FromNumber = Annotated[
+    str | None, QueryParameter(name="from", max_length=MAX_TEXT, pattern=NO_NUL, required=False)
+]
 
 
 class CallsController(Controller):
@@ -38,23 +51,23 @@ class CallsController(Controller):
         return await service.statistics(auth.scope)
 
     @get("/{session_token:str}")
-    async def call(self, auth: Auth, session_token: FromPath[str]) -> CallDetail:
+    async def call(self, auth: Auth, session_token: SessionToken) -> CallDetail:
         """One call with its full event timeline (with each event's source) and routing attempts."""
         return await service.call_detail(auth.scope, session_token)
 
 
 async def provide_record_filters(
     auth: Auth,
-    agent_id: FromQuery[int | None] = None,
-    group_id: FromQuery[int | None] = None,
-    status: FromQuery[str | None] = None,
-    direction: FromQuery[str | None] = None,
+    agent_id: IdFilter = None,
+    group_id: IdFilter = None,
+    status: Text = None,
+    direction: Text = None,
     from_number: FromNumber = None,
-    to: FromQuery[str | None] = None,
-    start_date: FromQuery[str | None] = None,
-    end_date: FromQuery[str | None] = None,
-    min_duration: FromQuery[int | None] = None,
-    max_duration: FromQuery[int | None] = None,
+    to: Text = None,
+    start_date: Text = None,
+    end_date: Text = None,
+    min_duration: Seconds = None,
+    max_duration: Seconds = None,
 ) -> service.RecordFilters:
     """The call-record filters of the query, shared by the list and its summary: ``from``/``to`` match
     part of the number; dates are the tenant's days."""
@@ -87,9 +100,9 @@ class AnalyticsCallRecordsController(Controller):
         self,
         auth: Auth,
         record_filters: RecordFilters,
-        page: FromQuery[int] = 1,
-        per_page: FromQuery[int] = 50,
-        sort: FromQuery[str | None] = None,
+        page: PageNumber = 1,
+        per_page: PerPage200 = 50,
+        sort: Text = None,
     ) -> Page[CallRecordRead]:
         """Call records, filtered (see the parameters); ``sort`` is a field (start_time, end_time,
         duration, created_at, status, id), ``-`` for descending."""
@@ -103,7 +116,7 @@ class CallRecordsController(Controller):
     tags = ["calls"]
 
     @get("/{record_id:int}")
-    async def get_record(self, auth: Auth, record_id: FromPath[int]) -> CallRecordRead:
+    async def get_record(self, auth: Auth, record_id: Id) -> CallRecordRead:
         return await service.get_record(auth.scope, record_id)
 
     @get("/statistics/summary", dependencies=FILTERS)

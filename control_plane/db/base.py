@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, ForeignKey, Identity, MetaData
+from sqlalchemy import DDL, BigInteger, ForeignKey, Identity, MetaData, event
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
@@ -24,6 +24,11 @@ def utcnow() -> datetime.datetime:
 
 class Base(AsyncAttrs, DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# The trigram operator classes of the call records' number indexes (the Alembic migration that adds
+# them creates the extension too); a trusted extension, so the schema's owner may create it.
+event.listen(Base.metadata, "before_create", DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm"))  # type: ignore[no-untyped-call]
 
 
 class IdMixin:

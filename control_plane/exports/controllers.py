@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
+from litestar.params import JSONBody, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT, HTTP_410_GONE
 from sqlalchemy import ColumnElement
@@ -31,16 +33,37 @@ from control_plane.exports.fields import (
 from control_plane.exports.query import ExportStream, build_query
 from control_plane.exports.schemas import ExportFields, ExportJobRead, ExportRequest
 from control_plane.exports.worker import ExportWorker
+from control_plane.params import MAX_TEXT, NO_NUL, Id, Text
 
-FromNumber = Annotated[str | None, QueryParameter(name="from")]
-Format = Annotated[str, QueryParameter(description="csv (default), json or ndjson")]
+FromNumber = Annotated[
+    str | None, QueryParameter(name="from", max_length=MAX_TEXT, pattern=NO_NUL, required=False)
+]
+Format = Annotated[
+    str, QueryParameter(max_length=MAX_TEXT, pattern=NO_NUL, description="csv (default), json or ndjson")
+]
 Fields = Annotated[
     str | None,
-    QueryParameter(description="comma-separated field names (default all; see /api/exports/fields)"),
+    QueryParameter(
+        max_length=4096,
+        pattern=NO_NUL,
+        required=False,
+        description="comma-separated field names (default all; see /api/exports/fields)",
+    ),
 ]
 Anonymize = Annotated[
     bool, QueryParameter(description="mask phone numbers but their last four digits, drop caller names")
 ]
+
+
+@dataclass
+class StreamedExport(Operation):
+    """The OpenAPI operation of a streamed export: its 200 may be any of the formats' media types."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse):
+            ok.content = {media: OpenAPIMediaType(schema=Schema()) for media in MEDIA_TYPES.values()}
+            ok.description = "The file: CSV with a header row, one JSON array, or NDJSON (per ``format``)."
 
 
 class Gone(HTTPException):
@@ -54,11 +77,11 @@ class NotReady(HTTPException):
 async def provide_cdr_filters(
     auth: Auth,
     from_number: FromNumber = None,
-    to: FromQuery[str | None] = None,
-    token: FromQuery[str | None] = None,
-    disposition: FromQuery[str | None] = None,
-    start_date: FromQuery[str | None] = None,
-    end_date: FromQuery[str | None] = None,
+    to: Text = None,
+    token: Text = None,
+    disposition: Text = None,
+    start_date: Text = None,
+    end_date: Text = None,
 ) -> cdr.CdrFilters:
     """The CDR list's filters: ``from``, ``to``, ``token`` match part of the value; ``disposition`` one of
     ANSWER, BUSY, CANCEL, FAILED, CONGESTION, NOANSWER; dates are the tenant's days."""
@@ -109,7 +132,12 @@ class ExportsController(Controller):
     path = "/api/exports"
     tags = ["exports"]
 
-    @get("/call-records", dependencies=RECORD_FILTERS, media_type=MEDIA_TYPES[ExportFormat.CSV])
+    @get(
+        "/call-records",
+        dependencies=RECORD_FILTERS,
+        media_type=MEDIA_TYPES[ExportFormat.CSV],
+        operation_class=StreamedExport,
+    )
     async def call_records(
         self,
         request: Request[Any, Any, Any],
@@ -128,6 +156,7 @@ class ExportsController(Controller):
         "/cdr",
         dependencies={"cdr_filters": Provide(provide_cdr_filters)},
         media_type=MEDIA_TYPES[ExportFormat.CSV],
+        operation_class=StreamedExport,
     )
     async def cdrs(
         self,
@@ -164,12 +193,12 @@ class ExportsController(Controller):
         return read
 
     @get("/{export_id:int}/status")
-    async def status(self, auth: Auth, export_id: FromPath[int]) -> ExportJobRead:
+    async def status(self, auth: Auth, export_id: Id) -> ExportJobRead:
         """The job: queued, running, done (with its download URL), failed or expired."""
         return service.job_read(await auth.scope.get(ExportJob, export_id, "export"))
 
     @get("/{export_id:int}/download", media_type="application/gzip")
-    async def download(self, request: Request[Any, Any, Any], auth: Auth, export_id: FromPath[int]) -> Stream:
+    async def download(self, request: Request[Any, Any, Any], auth: Auth, export_id: Id) -> Stream:
         """The job's gzip file (served as stored, ``application/gzip``), streamed from the object
         store. 409 while it is not done, 410 once it has expired."""
         job = await auth.scope.get(ExportJob, export_id, "export")

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from control_plane.analytics.aggregates import COLUMNS, KEY, drift, rebuild, rebuild_report
+from control_plane.analytics.aggregates import COLUMNS, KEY, TENANT_KEY, drift, rebuild, rebuild_report
 from control_plane.events.consumer import EventConsumer
 from control_plane.events.writer import write_events
 from control_plane.settings import ControlPlaneSettings
@@ -171,6 +171,28 @@ async def stats_rows(db: AsyncEngine, tenant_id: int) -> list[tuple[Any, ...]]:
         return sorted(tuple(r) for r in rows)
 
 
+async def tenant_rows(db: AsyncEngine, tenant_id: int) -> list[tuple[Any, ...]]:
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text(
+                f"SELECT {', '.join(TENANT_KEY)}, {', '.join(COLUMNS)} FROM call_stats_tenant WHERE tenant_id = :t"
+            ),
+            {"t": tenant_id},
+        )
+        return sorted(tuple(r) for r in rows)
+
+
+def rolled_up(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``call_stats`` rows summed per ``call_stats_tenant`` key, computed here in Python."""
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for r in rows:
+        tenant_id, bucket, agent_id, _group_id, direction = r[: len(KEY)]
+        sums = out.setdefault((tenant_id, bucket, agent_id != 0, direction), [0] * len(COLUMNS))
+        for i, v in enumerate(r[len(KEY) :]):
+            sums[i] += v
+    return sorted((*k, *v) for k, v in out.items())
+
+
 async def drift_of(db: AsyncEngine, tenant_id: int) -> int:
     async with AsyncSession(db) as session, session.begin():
         return await drift(session, tenant_id)
@@ -204,17 +226,56 @@ async def test_maintained_aggregates_equal_a_rebuild(
         # The sequence is varied enough to mean something: hours, agents, groups, directions, outcomes.
         for i in range(1, len(KEY)):
             assert len({r[i] for r in kept}) > 1, KEY[i]
+        # The per-tenant rollup the writer kept is call_stats summed (computed here, not in SQL), with
+        # both routed and unrouted calls in it.
+        kept_tenant = await tenant_rows(db, t)
+        assert kept_tenant == rolled_up(kept)
+        assert {r[2] for r in kept_tenant} == {True, False}
         async with AsyncSession(db) as session, session.begin():
             report = await rebuild_report(session, t)
         assert report.drifted == 0
+        assert report.tenant_drifted == 0
+        assert report.tenant_rows == len(kept_tenant)
         assert report.records == calls
         assert await stats_rows(db, t) == kept
+        assert await tenant_rows(db, t) == kept_tenant
     # Records that changed row (a CDR moving the start hour, a dial status moving the agent) emptied
     # rows the writer deleted: no row of zeros is left behind.
     async with db.connect() as conn:
         assert not await conn.scalar(
             text("SELECT count(*) FROM call_stats WHERE tenant_id = ANY(:t) AND calls = 0"), {"t": tenants}
         )
+        assert not await conn.scalar(
+            text("SELECT count(*) FROM call_stats_tenant WHERE tenant_id = ANY(:t) AND calls = 0"),
+            {"t": tenants},
+        )
+
+
+async def test_drift_and_rebuild_see_the_tenant_rollup(account: Account, db: AsyncEngine) -> None:
+    """A ``call_stats_tenant`` row changed behind the writer's back is drift, and a rebuild puts it
+    right (call_stats itself untouched)."""
+    rng = random.Random(3)
+    tag = uuid.uuid4().hex[:8]
+    t = account.tenant_id
+    for batch in delivery(rng, random_calls(rng, t, 20, tag)):
+        async with AsyncSession(db) as session, session.begin():
+            await write_events(session, batch)
+    assert await drift_of(db, t) == 0
+    kept = await tenant_rows(db, t)
+    async with db.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE call_stats_tenant SET calls = calls + 1 WHERE ctid = "
+                "(SELECT ctid FROM call_stats_tenant WHERE tenant_id = :t LIMIT 1)"
+            ),
+            {"t": t},
+        )
+    assert await drift_of(db, t) == 2  # the stored row is extra, the right one missing
+    async with AsyncSession(db) as session, session.begin():
+        report = await rebuild_report(session, t)
+    assert (report.drifted, report.tenant_drifted) == (0, 2)
+    assert await tenant_rows(db, t) == kept
+    assert await drift_of(db, t) == 0
 
 
 async def test_two_writers_and_a_rebuild_at_once_agree(
@@ -263,6 +324,7 @@ async def test_two_writers_and_a_rebuild_at_once_agree(
     for t, calls in zip(tenants, (80, 40), strict=True):
         assert await drift_of(db, t) == 0
         assert sum(r[len(KEY)] for r in await stats_rows(db, t)) == calls == await records_of(db, t)
+        assert await tenant_rows(db, t) == rolled_up(await stats_rows(db, t))
 
 
 async def test_the_consumer_keeps_them_and_a_failed_batch_leaves_neither(

@@ -483,6 +483,12 @@ async def test_empty_ranges_are_zeros(account: Account) -> None:
         ("/api/analytics/trends", {"group_id": 999999999}, "group_id"),
         ("/api/analytics/realtime", {"minutes": 0}, "minutes"),
         ("/api/analytics/realtime", {"minutes": 61}, "minutes"),
+        # Bounded at the edge (control_plane/params.py).
+        ("/api/analytics/metrics", {"agent_id": str(2**63)}, "agent_id"),
+        ("/api/analytics/overview", {"group_id": "-1"}, "group_id"),
+        ("/api/analytics/trends", {"interval": "\x00"}, "interval"),
+        ("/api/analytics/agents", {"start_date": "2" * 257}, "start_date"),
+        ("/api/analytics/realtime", {"minutes": str(2**63)}, "minutes"),
     ],
 )
 async def test_bad_queries_are_422_naming_the_field(

@@ -201,6 +201,16 @@ async def test_call_record_filters(account: Account, calls: dict[str, str], url:
         ({"end_date": "2024-13-01"}, "end_date"),
         ({"min_duration": 60, "max_duration": 10}, "max_duration"),
         ({"sort": "password"}, "sort"),
+        # Bounded at the edge (control_plane/params.py): nothing a bigint, an integer or text cannot hold.
+        ({"agent_id": str(2**63)}, "agent_id"),
+        ({"group_id": "0"}, "group_id"),
+        ({"min_duration": "-1"}, "min_duration"),
+        ({"max_duration": str(2**31)}, "max_duration"),
+        ({"status": "a\x00b"}, "status"),
+        ({"to": "1" * 257}, "to"),
+        # Litestar's validation names the handler's parameter, not the query's name (``from``).
+        ({"from": "\x00"}, "from_number"),
+        ({"page": str(2**63)}, "page"),
     ],
 )
 async def test_bad_call_record_filters_are_422(account: Account, params: dict[str, Any], field: str) -> None:
@@ -321,3 +331,24 @@ async def test_a_retried_call_keeps_every_attempt(account: Account, db: AsyncEng
         (1, 11, "routed", "no-answer"),
         (2, 12, "routed", "completed"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        (f"/api/call-records/{2**63}", "record_id"),
+        ("/api/call-records/0", "record_id"),
+        ("/api/calls/" + "a" * 129, "session_token"),
+        ("/api/calls/bad%20token", "session_token"),
+        (f"/api/exports/{2**63}/status", "export_id"),
+        (f"/api/exports/{2**63}/download", "export_id"),
+        ("/api/exports/call-records?format=" + "x" * 257, "format"),
+        ("/api/exports/cdr?fields=%00", "fields"),
+        ("/api/exports/cdr?token=%00", "token"),
+    ],
+)
+async def test_ids_and_texts_beyond_their_bounds_are_422(account: Account, url: str, field: str) -> None:
+    response = await account.get(url)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert field in [e["field"] for e in response.json()["errors"]]

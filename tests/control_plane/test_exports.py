@@ -52,13 +52,13 @@ def seed(database_url: str, tenant_id: int, count: int, *, records: bool = True,
     return prefix
 
 
-async def rebuild_aggregates(database_url: str, tenant_id: int) -> None:
-    """The rows were written behind the consumer's back: bring the tenant's aggregates (which the
-    lists' totals read) in line with them, as ``vlb rebuild-aggregates`` would."""
+async def keep_aggregates(database_url: str, tenant_id: int) -> None:
+    """The tenant's call_stats as the consumer would have kept them for the seeded records (the list's
+    totals read them)."""
     engine = create_async_engine(database_url)
     try:
-        async with engine.begin() as conn:
-            await aggregates.rebuild(AsyncSession(bind=conn), tenant_id)
+        async with AsyncSession(engine) as session, session.begin():
+            await aggregates.rebuild(session, tenant_id)
     finally:
         await engine.dispose()
 
@@ -68,14 +68,14 @@ async def big(client: Any, database_url: str) -> tuple[Account, str]:
     """A tenant with 200,000 call records and as many CDRs (seeded once for the module)."""
     account = await register_account(client, "Big")
     prefix = seed(database_url, account.tenant_id, BIG)
-    await rebuild_aggregates(database_url, account.tenant_id)
+    await keep_aggregates(database_url, account.tenant_id)
     return account, prefix
 
 
 @pytest.fixture
 async def small(account: Account, database_url: str) -> tuple[Account, str]:
     prefix = seed(database_url, account.tenant_id, 100)
-    await rebuild_aggregates(database_url, account.tenant_id)
+    await keep_aggregates(database_url, account.tenant_id)
     return account, prefix
 
 

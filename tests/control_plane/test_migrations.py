@@ -42,3 +42,37 @@ def test_migrations_build_the_models_schema(empty_database: str) -> None:
 def test_migrations_are_idempotent(empty_database: str) -> None:
     upgrade(empty_database)
     upgrade(empty_database)  # already at head: nothing to do, no error
+
+
+def test_the_tenant_rollup_migration_rolls_up_existing_call_stats(empty_database: str) -> None:
+    """A database with call_stats rows gets call_stats_tenant rows that sum them (routed or not)."""
+    upgrade(empty_database, "ad7346cb1ebb")
+    engine = create_engine(empty_database)
+    with engine.begin() as conn:
+        tenant = conn.exec_driver_sql(
+            "INSERT INTO tenants (name, settings, created_at, updated_at) "
+            "VALUES ('t', '{}', now(), now()) RETURNING id"
+        ).scalar_one()
+        hour = "2026-12-01 10:00+00"
+        for agent, group, direction, calls, billsec in [
+            (1, 7, "inbound", 3, 100),
+            (2, 7, "inbound", 2, 50),
+            (2, 0, "outbound", 1, 10),
+            (0, 0, "inbound", 4, 0),
+        ]:
+            conn.exec_driver_sql(
+                "INSERT INTO call_stats (tenant_id, bucket, agent_id, group_id, direction, calls, billsec_sum)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (tenant, hour, agent, group, direction, calls, billsec),
+            )
+    upgrade(empty_database)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT routed, direction, calls, billsec_sum FROM call_stats_tenant ORDER BY 1, 2"
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        (False, "inbound", 4, 0),
+        (True, "inbound", 5, 150),
+        (True, "outbound", 1, 10),
+    ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, ForeignKey, PrimaryKeyConstraint, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, PrimaryKeyConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.db.base import Base
@@ -42,3 +42,31 @@ class CallStat(Base):
     completed_duration_sum: Mapped[int] = _count()  # seconds, completed records with a duration
     completed_duration_n: Mapped[int] = _count()
     billsec_sum: Mapped[int] = _count()  # talk time, seconds
+
+
+class CallStatTenant(Base):
+    """``call_stats`` summed over agents and groups: one row per (tenant, UTC hour, routed, direction),
+    where ``routed`` says whether the calls reached an agent (``call_stats.agent_id <> 0``). The reads
+    without an agent or group filter (a tenant's totals, its daily trends, the record list's total) sum
+    a few rows an hour here instead of one per agent, group and direction. Kept by the same upkeep and
+    rebuild as ``call_stats`` (control_plane/analytics/aggregates.py), in the same transactions."""
+
+    __tablename__ = "call_stats_tenant"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "bucket", "routed", "direction"),)
+
+    tenant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("tenants.id", ondelete="CASCADE"))
+    bucket: Mapped[datetime.datetime] = mapped_column(DateTimeUTC(timezone=True))  # UTC hour start
+    routed: Mapped[bool] = mapped_column(Boolean)  # the calls reached an agent
+    direction: Mapped[str] = mapped_column(String(32))  # '' = unknown
+
+    calls: Mapped[int] = _count()
+    finished: Mapped[int] = _count()
+    completed: Mapped[int] = _count()
+    busy: Mapped[int] = _count()
+    failed: Mapped[int] = _count()
+    no_answer: Mapped[int] = _count()
+    canceled: Mapped[int] = _count()
+    duration_sum: Mapped[int] = _count()
+    completed_duration_sum: Mapped[int] = _count()
+    completed_duration_n: Mapped[int] = _count()
+    billsec_sum: Mapped[int] = _count()

@@ -35,6 +35,20 @@ class CallRecord(IdMixin, TimestampMixin, TenantOwned, Base):
         # The record list sorted by duration, longest first (its default NULLS LAST order), and its
         # min/max_duration counts.
         Index("ix_call_records_tenant_duration", "tenant_id", text("duration DESC NULLS LAST")),
+        # The list's ``from``/``to`` filters match part of a number (LIKE '%…%'): trigrams (pg_trgm,
+        # created with the schema) find the few records holding it instead of scanning the tenant's.
+        Index(
+            "ix_call_records_from_trgm",
+            "from_number",
+            postgresql_using="gin",
+            postgresql_ops={"from_number": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_call_records_to_trgm",
+            "to_number",
+            postgresql_using="gin",
+            postgresql_ops={"to_number": "gin_trgm_ops"},
+        ),
     )
 
     session_token: Mapped[str] = mapped_column(String(255))
