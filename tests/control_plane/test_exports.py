@@ -399,6 +399,8 @@ async def test_expired_export_is_deleted_and_answers_410(
 ) -> None:
     account, _ = small
     queued = await account.post("/api/exports", json={"type": "cdr", "format": "json"})
+    while await worker.run_next():  # whichever worker claims it (the app's or this one) runs it
+        pass
     job = await wait_done(account, queued.json()["id"])
     assert job["status"] == "done"
     with psycopg.connect(conninfo(database_url), autocommit=True) as conn:
@@ -444,7 +446,10 @@ async def test_a_stopping_worker_gives_its_job_back(
     """Stopped mid-job (a deploy), a worker puts the job back in the queue, its attempt not counted."""
     account, _ = big
     app_worker: ExportWorker = cp_app.state.exports
-    await app_worker.stop()  # only the test's worker claims jobs meanwhile
+    # The app (and its worker's task) runs on the test client's portal loop, in another thread: stop
+    # and start it there, never from this loop (a task cancelled or created across loops breaks it).
+    portal = account.client.blocking_portal
+    await asyncio.to_thread(portal.call, app_worker.stop)  # only the test's worker claims jobs meanwhile
     try:
         queued = await account.post("/api/exports", json={"type": "call_records", "format": "json"})
         job_id = queued.json()["id"]
@@ -463,7 +468,7 @@ async def test_a_stopping_worker_gives_its_job_back(
             ).fetchone()
         assert row == ("queued", 0, None)
     finally:
-        await app_worker.start()
+        await asyncio.to_thread(portal.call, app_worker.start)
     job = await wait_done(account, job_id)  # the app's worker takes it up again
     assert job["status"] == "done"
     assert job["attempts"] == 1
