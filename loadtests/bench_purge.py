@@ -214,7 +214,14 @@ async def main(args: argparse.Namespace) -> None:
         stop = asyncio.Event()
         writer = asyncio.create_task(live_writer(db, tenants, stop, "during"))
         batches: list[float] = []
-        purger = Purger(db, batch=args.batch, on_batch=lambda _k, _n, s: batches.append(s) if s else None)
+        longest: dict[str, float] = {}
+
+        def on_batch(kind: str, _rows: int, seconds: float) -> None:
+            if seconds:
+                batches.append(seconds)
+                longest[kind] = max(longest.get(kind, 0.0), seconds)
+
+        purger = Purger(db, batch=args.batch, on_batch=on_batch)
         report = await purger.run()
         stop.set()
         during = await writer
@@ -225,6 +232,10 @@ async def main(args: argparse.Namespace) -> None:
             f"{report.batches} transactions of up to {args.batch} rows, longest "
             f"{report.longest_transaction_s * 1000:.0f} ms, median "
             f"{statistics.median(batches) * 1000 if batches else 0:.0f} ms, retried {report.retried}"
+        )
+        print(
+            "  longest transaction by kind: "
+            + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in longest.items())
         )
         for tenant in report.tenants:
             print(f"  tenant {tenant.tenant_id} keeps {tenant.retention}: {tenant.removed}")
