@@ -27,6 +27,7 @@ from control_plane.ops import (
     prometheus_config,
     request_context_middleware,
 )
+from control_plane.retention.scheduler import retention_lifespan
 from control_plane.routes import ROUTE_HANDLERS
 from control_plane.settings import ControlPlaneSettings, get_settings
 from control_plane.snapshots.publisher import snapshot_lifespan
@@ -79,6 +80,7 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
             events_lifespan(settings),
             exports_lifespan(settings),
             live_lifespan(settings),
+            retention_lifespan(settings),
             freeze_startup_objects,
         ],
         cors_config=CORSConfig(allow_origins=["*"], allow_headers=["Authorization", "Content-Type"]),

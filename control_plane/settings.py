@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated
+
+from msgspec import Meta
 
 from shared.settings import CommonSettings, load_settings
 
@@ -46,6 +49,18 @@ class ControlPlaneSettings(CommonSettings, kw_only=True, frozen=True):
     exports_max_attempts: int = 3
     exports_gzip_level: int = 6
     exports_max_streams: int = 4
+
+    # Retention (control_plane/retention): every replica runs the daily purge scheduler and one run
+    # wins per day. The hour (UTC) the day's purge is due, rows deleted per transaction, how often a
+    # replica checks whether the day's purge is done (a missed day runs at the first check after
+    # start), the lock wait after which a batch gives up and is retried, and a pause between batches.
+    purge_enabled: bool = True
+    purge_hour_utc: Annotated[int, Meta(ge=0, le=23)] = 3
+    purge_batch: Annotated[int, Meta(ge=1, le=50_000)] = 2000
+    purge_check_s: float = 300.0
+    purge_first_check_s: float = 30.0
+    purge_lock_timeout_ms: int = 2000
+    purge_pause_s: float = 0.0
     debug: bool = False
 
 

@@ -187,6 +187,64 @@ def cmd_rebuild_aggregates(settings: LauncherSettings, tenant_id: int | None = N
     return asyncio.run(run())
 
 
+def cmd_purge(settings: LauncherSettings, tenant_id: int | None = None, dry_run: bool = False) -> int:
+    """Apply the tenants' retention now (or, dry, count what it would remove), printing per tenant and
+    kind; waits for no one: when another purge runs (a control plane's daily one), it does nothing."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from control_plane.retention.purge import KINDS, PurgeReport
+    from control_plane.retention.runs import run_purge
+    from control_plane.retention.scheduler import purger_for
+    from control_plane.settings import ControlPlaneSettings
+    from shared.settings import load_settings
+
+    def show(report: PurgeReport) -> None:
+        verb = "would remove" if report.dry_run else "removed"
+        for tenant in report.tenants:
+            days = tenant.retention
+            counts = ", ".join(f"{kind} {tenant.removed[kind]}" for kind in KINDS)
+            print(
+                f"tenant {tenant.tenant_id} (keeps call records {days.call_records} d, cdrs {days.cdrs} d, "
+                f"webhook audit {days.webhook_audit} d): {verb} {counts}",
+                flush=True,
+            )
+        totals = ", ".join(f"{kind} {n}" for kind, n in report.totals().items())
+        line = f"{len(report.tenants)} tenant(s): {verb} {totals} in {report.seconds:.2f} s"
+        if not report.dry_run:
+            line += (
+                f" ({report.batches} transactions, longest {report.longest_transaction_s * 1000:.0f} ms, "
+                f"{report.rows_per_second():.0f} rows/s)"
+            )
+        print(line, flush=True)
+
+    async def run() -> int:
+        engine = create_async_engine(settings.database_url, pool_size=2, max_overflow=0)
+        try:
+            purger = purger_for(engine, load_settings(ControlPlaneSettings))
+            if dry_run:
+                report = await purger.run(tenant_id=tenant_id, dry_run=True)
+            else:
+                outcome = await run_purge(engine, purger, tenant_id=tenant_id)
+                if outcome.report is None:
+                    print(
+                        "another purge is running (a control plane's daily one?); nothing done",
+                        file=sys.stderr,
+                    )
+                    return 1
+                report = outcome.report
+        finally:
+            await engine.dispose()
+        if tenant_id is not None and not report.tenants:
+            print(f"no tenant {tenant_id}", file=sys.stderr)
+            return 1
+        show(report)
+        return 0
+
+    return asyncio.run(run())
+
+
 def simulate_argv(settings: LauncherSettings, extra: Sequence[str]) -> list[str]:
     """``vlb simulate`` defaults: the local engine and the demo domain and key saved by ``vlb run``."""
     argv = list(extra)
@@ -227,6 +285,10 @@ COMMANDS = {
         "recompute the analytics aggregates from the call records (all tenants, or --tenant ID)",
     ),
     "import-original": (cmd_import_original, "import a tenant's configuration from the original system"),
+    "purge": (
+        cmd_purge,
+        "delete what the tenants' retention no longer keeps (all tenants, or --tenant ID; --dry-run counts)",
+    ),
 }
 
 # Commands that parse their own arguments (and --help).
@@ -243,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "rebuild-aggregates":
             command.add_argument("--tenant", type=int, metavar="ID", help="only this tenant")
+        if name == "purge":
+            command.add_argument("--tenant", type=int, metavar="ID", help="only this tenant")
+            command.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     return parser
 
 
@@ -260,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return PASS_THROUGH[args.command](settings, extra)
         if args.command == "rebuild-aggregates":
             return cmd_rebuild_aggregates(settings, args.tenant)
+        if args.command == "purge":
+            return cmd_purge(settings, args.tenant, args.dry_run)
         return func(settings)
     except KeyboardInterrupt:
         log.info("stopped", reason="interrupt")

@@ -62,6 +62,8 @@ def service_env(run_id: str, database_url: str) -> dict[str, str]:
         "VLB_SECRET_KEY": TEST_FERNET_KEY,
         "VLB_LOG_FORMAT": "json",
         "VLB_LOG_LEVEL": "warning",
+        # No daily retention purge inside test apps (tests/control_plane/test_retention.py runs it).
+        "VLB_PURGE_ENABLED": "false",
     }
 
 

@@ -5,6 +5,7 @@ from control_plane.db.models.analytics import CallStat, CallStatTenant
 from control_plane.db.models.calls import CallRecord, CallTimelineEntry, Cdr, WebhookAudit
 from control_plane.db.models.exports import ExportJob
 from control_plane.db.models.groups import AgentGroup, AgentGroupMember
+from control_plane.db.models.retention import PurgeRun
 from control_plane.db.models.routing import InboundRoutingRule, OutboundRoutingRule, Trunk
 from control_plane.db.models.tenants import Domain, SnapshotOutbox, Tenant
 from control_plane.db.models.users import ApiToken, User
@@ -22,6 +23,7 @@ __all__ = [
     "ExportJob",
     "InboundRoutingRule",
     "OutboundRoutingRule",
+    "PurgeRun",
     "SnapshotOutbox",
     "Tenant",
     "Trunk",
