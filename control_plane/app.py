@@ -12,7 +12,6 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from redis.asyncio import Redis
 
 from control_plane.auth.context import provide_auth
 from control_plane.dashboard.routes import asset_router, dashboard_index
@@ -32,6 +31,7 @@ from control_plane.routes import ROUTE_HANDLERS
 from control_plane.settings import ControlPlaneSettings, get_settings
 from control_plane.snapshots.publisher import snapshot_lifespan
 from shared.logging import configure_logging
+from shared.redis_client import redis_from_settings
 
 
 def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
@@ -40,7 +40,8 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.redis = Redis.from_url(settings.redis_url)
+        # A single Redis or a Redis Cluster (VLB_REDIS_CLUSTER_NODES): shared/redis_client.py.
+        app.state.redis = redis_from_settings(settings)
         app.state.settings = settings
         try:
             yield

@@ -60,7 +60,11 @@ def _print_banner(
             else "  routing engine  not started (routing_engine.app is not there yet)"
         ),
         f"  PostgreSQL      {redact(urls.database_url)}   ({origin('postgres')})",
-        f"  Redis           {redact(urls.redis_url)}   ({origin('redis')})",
+        (
+            f"  Redis Cluster   {settings.redis_cluster_nodes}   (already running)"
+            if settings.redis_cluster_nodes
+            else f"  Redis           {redact(urls.redis_url)}   ({origin('redis')})"
+        ),
         f"  NATS            {redact(urls.nats_url)}   ({origin('nats')})",
     ]
     if demo_login:
@@ -76,7 +80,7 @@ def cmd_run(settings: LauncherSettings) -> int:
     keys = load_or_create_keys(settings.data_path, os.environ)
     children: list[ChildProcess] = []
     supervisor: Supervisor | None = None
-    with LocalServices(settings.data_path, wanted_urls(settings)) as services:
+    with LocalServices(settings.data_path, wanted_urls(settings), settings.redis_cluster_nodes) as services:
         urls = services.urls
         try:
             demo.migrate(urls.database_url)
@@ -116,7 +120,7 @@ def cmd_run(settings: LauncherSettings) -> int:
 
 
 def cmd_services(settings: LauncherSettings) -> int:
-    with LocalServices(settings.data_path, wanted_urls(settings)) as services:
+    with LocalServices(settings.data_path, wanted_urls(settings), settings.redis_cluster_nodes) as services:
         for name, value in services.urls.as_env().items():
             print(f"export {name}={value}", flush=True)
         print("# services are up; Ctrl-C stops the ones started here", file=sys.stderr, flush=True)

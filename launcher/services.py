@@ -130,9 +130,11 @@ class LocalServices:
     """``with LocalServices(data_dir, wanted) as services:`` — ``services.urls`` are the ones to use;
     local servers are started as needed and stopped (only those) when the block ends."""
 
-    def __init__(self, data_dir: Path, wanted: ServiceUrls) -> None:
+    def __init__(self, data_dir: Path, wanted: ServiceUrls, redis_cluster_nodes: str = "") -> None:
         self.data_dir = data_dir.resolve()
         self.wanted = wanted
+        # A Redis Cluster (VLB_REDIS_CLUSTER_NODES) is the operator's: used as given, never replaced.
+        self.redis_cluster_nodes = redis_cluster_nodes
         self.started: list[ChildProcess] = []
         self._urls: ServiceUrls | None = None
 
@@ -163,7 +165,11 @@ class LocalServices:
         ensure_database(database_url, create_role=self._started("postgres"))
         self._urls = ServiceUrls(
             database_url=database_url,
-            redis_url=self._ensure("redis", self.wanted.redis_url, redis_answers, start_redis),
+            redis_url=(
+                self.wanted.redis_url
+                if self.redis_cluster_nodes
+                else self._ensure("redis", self.wanted.redis_url, redis_answers, start_redis)
+            ),
             nats_url=self._ensure("nats", self.wanted.nats_url, nats_answers, start_nats),
         )
         return self._urls

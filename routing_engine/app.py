@@ -26,7 +26,6 @@ from typing import Any
 
 import msgspec
 import nats
-import redis.asyncio as aioredis
 import structlog
 from cryptography.fernet import Fernet
 from nats.aio.client import Client as NATS
@@ -41,7 +40,7 @@ from routing_engine.events import EventPublisher
 from routing_engine.heartbeat import HeartbeatPublisher
 from routing_engine.ingest import Cdr, Ingestor, Rejection, SessionUpdate, parse
 from routing_engine.rules import CompiledDomain, CompiledTenant
-from routing_engine.script_client import ScriptClient
+from routing_engine.script_client import ClusterScriptClient, script_client_from_settings
 from routing_engine.settings import EngineSettings, get_engine_settings
 from routing_engine.snapshots import SnapshotStore
 from routing_engine.webhooks import ParseError, VoiceRequest, parse_voice_request
@@ -50,6 +49,7 @@ from shared.enums import EventKind
 from shared.events import CallEvent
 from shared.logging import HotLog, configure_logging, flush_logs
 from shared.ops_access import OPS_REALM, ops_allowed
+from shared.redis_client import RedisClient, cluster_nodes, redis_from_settings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -231,20 +231,20 @@ class EngineApp:
             engine_id=self.engine_id,
             replicas=settings.nats_replicas,
         )
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            settings.redis_url,
+        # A single Redis or a Redis Cluster (VLB_REDIS_CLUSTER_NODES): shared/redis_client.py.
+        self.redis: RedisClient = redis_from_settings(
+            settings,
             socket_connect_timeout=REDIS_TIMEOUT_S,
             socket_timeout=REDIS_TIMEOUT_S,
             # redis-py's default retries 10 times with backoff (~4.4 s against a dead server);
             # the balancer has its own local fallback, so fail fast instead.
             retry=Retry(NoBackoff(), 1),
         )
-        # The balancer's script calls take the lean client (routing_engine/script_client.py) unless the
-        # URL needs more than it speaks (TLS, sockets): then redis-py serves them too.
-        self.scripts = (
-            ScriptClient(settings.redis_url, connect_timeout_s=REDIS_TIMEOUT_S)
-            if settings.redis_url.startswith("redis://")
-            else None
+        # The balancer's script calls take the lean client (routing_engine/script_client.py; one
+        # connection per master on a cluster) unless the URL needs more than it speaks (TLS, sockets):
+        # then redis-py serves them too.
+        self.scripts = script_client_from_settings(
+            settings.redis_url, cluster_nodes(settings), connect_timeout_s=REDIS_TIMEOUT_S
         )
         self.balancer = Balancer(
             self.redis,
@@ -277,6 +277,7 @@ class EngineApp:
         self._metrics_timer: asyncio.TimerHandle | None = None
         self._started = False
         self._redis_errors_seen = 0
+        self._cluster_seen: dict[str, int] = {}
 
     # --- lifespan ---
 
@@ -286,6 +287,8 @@ class EngineApp:
         self._started = True
         loop = asyncio.get_running_loop()
         self._connector = loop.create_task(self._connect_nats(), name="vlb-nats")
+        if isinstance(self.scripts, ClusterScriptClient):
+            self.scripts.read_map_soon()
         self._metrics_timer = loop.call_later(metrics.FLUSH_INTERVAL_S, self._flush_metrics)
 
     def _flush_metrics(self) -> None:
@@ -447,6 +450,12 @@ class EngineApp:
         if errors > self._redis_errors_seen:
             metrics.REDIS_ERRORS.inc(errors - self._redis_errors_seen)
             self._redis_errors_seen = errors
+        if isinstance(self.scripts, ClusterScriptClient):
+            for kind, total in self.scripts.counts().items():
+                seen = self._cluster_seen.get(kind, 0)
+                if total > seen:
+                    metrics.REDIS_CLUSTER_EVENTS.labels(kind).inc(total - seen)
+                    self._cluster_seen[kind] = total
 
     async def redis_ok(self) -> bool:
         try:

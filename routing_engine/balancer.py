@@ -17,13 +17,13 @@ from importlib.resources import files
 from typing import Any
 
 import msgspec
-import redis.asyncio
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from routing_engine.script_client import ScriptClient
+from routing_engine.script_client import ScriptCaller
+from shared.redis_client import RedisClient
 from shared.redis_keys import WINDOW_BUCKET_TTL_S, TenantKeys
 
 logger = structlog.get_logger(__name__)
@@ -311,9 +311,9 @@ class Balancer:
 
     def __init__(
         self,
-        redis: redis.asyncio.Redis,
+        redis: RedisClient,
         *,
-        scripts: ScriptClient | None = None,
+        scripts: ScriptCaller | None = None,
         prefix: str,
         idempotency_ttl_s: int = 86400,
         active_slot_ttl_s: int = 14400,

@@ -11,17 +11,17 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import msgspec
-import redis.asyncio
 import structlog
 from redis.exceptions import RedisError
 
 from routing_engine import metrics
 from routing_engine.balancer import Balancer
 from routing_engine.events import EventPublisher
-from routing_engine.script_client import ScriptClient
+from routing_engine.script_client import ScriptCaller
 from routing_engine.webhooks import MAX_FIELDS, SESSION_RE
 from shared.enums import Disposition, EventKind
 from shared.events import CallEvent
+from shared.redis_client import RedisClient
 
 log = structlog.get_logger("routing_engine.ingest")
 
@@ -460,13 +460,13 @@ class Ingestor:
 
     def __init__(
         self,
-        redis_client: redis.asyncio.Redis,
+        redis_client: RedisClient,
         balancer: Balancer,
         events: EventPublisher,
         *,
         dedupe_ttl_s: int,
         engine_id: str,
-        scripts: ScriptClient | None = None,
+        scripts: ScriptCaller | None = None,
     ) -> None:
         self._redis = redis_client
         self._scripts = scripts  # the lean client for the per-webhook SET NX, when there is one

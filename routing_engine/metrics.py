@@ -63,6 +63,11 @@ AUTH_FAILURES = Counter("vlb_engine_auth_failures_total", "Rejected webhooks by 
 DEGRADED = Counter("vlb_engine_degraded_decisions_total", "Decisions taken without Redis (local view)")
 FALLBACKS = Counter("vlb_engine_fallback_answers_total", "Unexpected errors answered with the fallback CXML")
 REDIS_ERRORS = Counter("vlb_engine_redis_errors_total", "Redis errors seen by the engine")
+REDIS_CLUSTER_EVENTS = Counter(
+    "vlb_engine_redis_cluster_events_total",
+    "Redis Cluster: slot-map reads, MOVED and ASK redirections, commands retried after a node failed",
+    ["kind"],
+)
 NATS_ERRORS = Counter("vlb_engine_nats_errors_total", "NATS errors seen by the engine", ["op"])
 SLOT_RELEASES = Counter(
     "vlb_engine_slot_releases_total", "Agent slots freed by session updates and CDRs", ["source"]

@@ -55,6 +55,9 @@ class CommonSettings(msgspec.Struct, kw_only=True, frozen=True):
     """Fields both services read. Each service subclasses this with its own."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Seed nodes of a Redis Cluster, ``host:port,host:port``; set = both planes talk to that cluster
+    # (the URL then gives only the scheme and credentials). See shared/redis_client.py.
+    redis_cluster_nodes: str = ""
     # One NATS URL, or several separated by commas (the servers of a cluster): the client connects to
     # one of them and moves to another when it fails.
     nats_url: str = "nats://127.0.0.1:4222"

@@ -8,7 +8,6 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.params import FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
-from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from control_plane.auth import service
@@ -32,6 +31,7 @@ from control_plane.pagination import Page, paginate
 from control_plane.params import Id, PageNumber, PerPage100, Search
 from control_plane.settings import get_settings
 from shared.enums import Role
+from shared.redis_client import RedisClient
 
 
 def _client(request: Request[Any, Any, Any]) -> str:
@@ -61,7 +61,7 @@ class AuthController(Controller):
     ) -> AuthOut:
         """Exchange e-mail and password for a bearer token. Repeated failures answer 429."""
         settings = get_settings()
-        redis: Redis = request.app.state.redis
+        redis: RedisClient = request.app.state.redis
         throttle = LoginThrottle(
             redis, settings.redis_prefix, settings.login_max_attempts, settings.login_window_s
         )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
-from redis.asyncio import Redis
+from shared.redis_client import RedisClient
 
 
 class LoginThrottle:
-    def __init__(self, redis: Redis, prefix: str, max_attempts: int, window_s: int) -> None:
+    def __init__(self, redis: RedisClient, prefix: str, max_attempts: int, window_s: int) -> None:
         self._redis = redis
         self._prefix = prefix
         self.max_attempts = max_attempts

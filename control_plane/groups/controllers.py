@@ -9,7 +9,6 @@ from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.exceptions import ServiceUnavailableException
 from litestar.params import FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from control_plane.agents.schemas import AgentsOut
@@ -38,14 +37,15 @@ from control_plane.pagination import Page, paginate
 from control_plane.params import Id, PageNumber, PerPage100, Search
 from control_plane.settings import get_settings
 from shared.enums import Strategy
+from shared.redis_client import RedisClient
 from shared.redis_keys import TenantKeys
 from shared.snapshot import GroupSettings
 
 GROUP = "agent group"
 
 
-def _redis(request: Request[Any, Any, Any]) -> Redis:
-    redis: Redis = request.app.state.redis
+def _redis(request: Request[Any, Any, Any]) -> RedisClient:
+    redis: RedisClient = request.app.state.redis
     return redis
 
 
@@ -127,7 +127,7 @@ class AgentGroupsController(Controller):
                 _redis(request), keys, group.id, window_hours, [m.agent_id for m in listed]
             )
         except RedisError as exc:
-            raise ServiceUnavailableException("Live counters are unavailable (Redis).") from exc
+            raise ServiceUnavailableException("Live counters are unavailable (RedisClient).") from exc
         rows = [
             MemberStats(
                 agent_id=m.agent_id,
@@ -164,7 +164,7 @@ class AgentGroupsController(Controller):
         try:
             removed = await reset_group_counters(_redis(request), keys, group.id, agent_ids)
         except RedisError as exc:
-            raise ServiceUnavailableException("Live counters are unavailable (Redis).") from exc
+            raise ServiceUnavailableException("Live counters are unavailable (RedisClient).") from exc
         return ResetOut(
             group_id=group.id,
             agents=len(agent_ids),

@@ -8,8 +8,7 @@ import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
+from shared.redis_client import RedisClient
 from shared.redis_keys import MINUTES_PER_HOUR, TenantKeys
 
 
@@ -47,7 +46,7 @@ def _ms_to_datetime(ms: int) -> datetime.datetime | None:
 
 
 async def group_counters(
-    redis: Redis,
+    redis: RedisClient,
     keys: TenantKeys,
     group_id: int,
     window_hours: int,
@@ -100,7 +99,7 @@ def _pointer(raw: bytes | str | None) -> tuple[int, int] | None:
 
 
 async def reset_group_counters(
-    redis: Redis, keys: TenantKeys, group_id: int, agent_ids: Sequence[int]
+    redis: RedisClient, keys: TenantKeys, group_id: int, agent_ids: Sequence[int]
 ) -> int:
     """Clear the members' window counts (their fields of every bucket and cached window sum) and the
     group's round-robin pointer; active slots stay (they are real calls). Window counts are per agent,
@@ -111,7 +110,8 @@ async def reset_group_counters(
     names = keys.window_keys_reaching(now_min) if agent_ids else []
     fields = [str(agent_id) for agent_id in agent_ids]
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.unlink(keys.round_robin(group_id))
+        # As a plain command: a cluster pipeline's own unlink() is a coroutine, not a queued command.
+        pipe.execute_command("UNLINK", keys.round_robin(group_id))
         for name in names:
             pipe.hdel(name, *fields)
         removed = await pipe.execute()

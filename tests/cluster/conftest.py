@@ -1,15 +1,30 @@
-"""Cluster fixtures: the per-run database with its schema, and a 3-node NATS cluster with JetStream
-(loadtests/natscluster.py) started for the module from the nats-server binary the project uses."""
+"""Cluster fixtures: one Redis Cluster (3 masters, 3 replicas) for the whole test session, a 3-node
+NATS cluster with JetStream (loadtests/natscluster.py) per test that asks for it, and the per-run
+database with its schema."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from loadtests.natscluster import NatsCluster
+from tests.cluster.cluster import RedisClusterUnderTest
 from tests.control_plane.conftest import create_schema
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterUnderTest]:
+    cluster = RedisClusterUnderTest()
+    began = time.monotonic()
+    try:
+        cluster.start()
+        print(f"\nRedis Cluster up in {time.monotonic() - began:.1f} s: masters {cluster.masters()}")
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,9 @@ import psycopg
 import pytest
 from nats.js.errors import NotFoundError
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from control_plane.analytics import aggregates
 from control_plane.exports import objects
 from control_plane.exports.worker import ExportWorker
 from control_plane.settings import ControlPlaneSettings
@@ -50,16 +52,31 @@ def seed(database_url: str, tenant_id: int, count: int, *, records: bool = True,
     return prefix
 
 
+async def rebuild_aggregates(database_url: str, tenant_id: int) -> None:
+    """The rows were written behind the consumer's back: bring the tenant's aggregates (which the
+    lists' totals read) in line with them, as ``vlb rebuild-aggregates`` would."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await aggregates.rebuild(AsyncSession(bind=conn), tenant_id)
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture(scope="module")
 async def big(client: Any, database_url: str) -> tuple[Account, str]:
     """A tenant with 200,000 call records and as many CDRs (seeded once for the module)."""
     account = await register_account(client, "Big")
-    return account, seed(database_url, account.tenant_id, BIG)
+    prefix = seed(database_url, account.tenant_id, BIG)
+    await rebuild_aggregates(database_url, account.tenant_id)
+    return account, prefix
 
 
 @pytest.fixture
 async def small(account: Account, database_url: str) -> tuple[Account, str]:
-    return account, seed(database_url, account.tenant_id, 100)
+    prefix = seed(database_url, account.tenant_id, 100)
+    await rebuild_aggregates(database_url, account.tenant_id)
+    return account, prefix
 
 
 def parse(fmt: str, body: bytes) -> list[dict[str, Any]]:

@@ -102,6 +102,13 @@ def test_answering_services_are_used_and_left_running(tmp_path: Path) -> None:
     assert not (tmp_path / "logs").exists()
 
 
+def test_a_redis_cluster_is_used_as_given(tmp_path: Path) -> None:
+    wanted = ServiceUrls(BASE_DATABASE_URL, "redis://127.0.0.1:1/0", NATS_URL)
+    with LocalServices(tmp_path, wanted, redis_cluster_nodes="127.0.0.1:7000") as services:
+        assert services.urls == wanted  # nothing listens on :1, yet no local Redis replaces the cluster
+        assert services.started == []
+
+
 def test_a_silent_listener_on_the_port_gets_a_local_server_on_another_port(tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
