@@ -153,6 +153,7 @@ def test_kubernetes_probes_and_drain_match_the_code() -> None:
     assert paths <= {"/ready", "/health"}, paths
     assert docs["engine"]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert int(engine.get("terminationGracePeriodSeconds", 30)) >= 10
+    assert container["lifecycle"]["preStop"], "no pause before SIGTERM: requests routed to a dying pod"
 
 
 # --- Prometheus and Grafana -----------------------------------------------------------------------------
