@@ -199,6 +199,13 @@ async def test_two_control_planes_share_consumer_and_publish_in_order(
                 assert c.cdrs == CALLS
                 assert c.events == c.distinct_events == 3 * CALLS
                 assert listed == [CALLS, CALLS]
+                # Round robin over two agents without capacity limits, calls spread over two planes'
+                # writes and one engine: the split is within one call.
+                stats = (await planes[1].get(f"/api/agent-groups/{gid}/stats")).json()
+                spread = [m["window_calls"] for m in stats["members"]]
+                print(f"round robin window calls per agent: {spread}")
+                assert sum(spread) == CALLS
+                assert max(spread) - min(spread) <= 1, spread
                 assert engine.events.dropped == 0
     finally:
         for child in reversed(children):
