@@ -163,3 +163,15 @@ async def test_snapshots_and_events_on_a_replicated_cluster_survive_a_node(
             async with db.begin() as conn:
                 await conn.execute(text("DELETE FROM tenants WHERE id = :id"), {"id": config.tenant_id})
         await db.dispose()
+
+
+def test_launcher_probe_takes_the_cluster_urls(nats_cluster: NatsCluster) -> None:
+    """`vlb run` / `vlb services` probe VLB_NATS_URL before using it: a cluster's list answers while
+    one of its servers does."""
+    from launcher.probes import nats_answers
+
+    assert nats_answers(nats_cluster.url)
+    assert nats_answers("nats://127.0.0.1:1," + nats_cluster.urls[1])
+    nats_cluster.kill(0)
+    assert nats_answers(nats_cluster.url)
+    assert not nats_answers("nats://127.0.0.1:1,nats://127.0.0.1:2")
