@@ -30,3 +30,16 @@ def test_short_soak() -> None:
     assert s.outcomes["no_agent"] > 0, "capacity 2 per agent should turn some calls away"
     assert not result.settings["exited_during_run"]
     assert all(len(p.rss_mb) >= 4 for p in result.series)
+
+
+def test_loadgen_refuses_remote_targets_and_takes_the_demo_defaults() -> None:
+    from launcher.cli import loadgen_argv
+    from launcher.settings import get_launcher_settings
+    from loadtests.loadgen import main
+
+    with pytest.raises(SystemExit, match=r"only 127\.0\.0\.1"):
+        main(["--engine", "http://10.1.2.3:8080", "--domain", "d.example", "--key", "k"])
+    argv = loadgen_argv(get_launcher_settings(), ["--rate", "3"])
+    assert argv[:2] == ["--rate", "3"]
+    assert "--engine" in argv
+    assert loadgen_argv(get_launcher_settings(), ["--engine", "http://127.0.0.1:1"]).count("--engine") == 1
