@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 
 
 async def connect_nats(
-    url: str, *, name: str, timeout_s: float, error_cb: Callable[[Any], Awaitable[None]]
+    url: str | list[str], *, name: str, timeout_s: float, error_cb: Callable[[Any], Awaitable[None]]
 ) -> NATS:
     """Connect within ``2 * timeout_s`` (with NATS away the caller's round fails fast and is retried,
     never blocking anything else); once connected, nats-py reconnects on its own."""

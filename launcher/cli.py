@@ -272,6 +272,27 @@ def cmd_import_original(settings: LauncherSettings, extra: Sequence[str] = ()) -
     return import_main(list(extra))
 
 
+def loadgen_argv(settings: LauncherSettings, extra: Sequence[str]) -> list[str]:
+    """``vlb loadgen`` defaults: the local engine and control plane, and the demo saved by ``vlb run``."""
+    argv = list(extra)
+    demo_login = demo.read_saved(settings.data_path) or {}
+    defaults = {
+        "--engine": f"http://{settings.engine_host}:{settings.engine_port}",
+        "--domain": demo_login.get("domain"),
+        "--key": demo_login.get("webhook_key"),
+    }
+    for flag, value in defaults.items():
+        if value and not any(a == flag or a.startswith(flag + "=") for a in argv):
+            argv += [flag, value]
+    return argv
+
+
+def cmd_loadgen(settings: LauncherSettings, extra: Sequence[str] = ()) -> int:
+    from loadtests.loadgen import main as loadgen_main
+
+    return loadgen_main(loadgen_argv(settings, extra))
+
+
 COMMANDS = {
     "run": (cmd_run, "start everything (local services as needed), migrate, seed a demo, serve"),
     "services": (cmd_services, "ensure PostgreSQL/Redis/NATS, print their URLs, keep them up"),
@@ -289,10 +310,11 @@ COMMANDS = {
         cmd_purge,
         "delete what the tenants' retention no longer keeps (all tenants, or --tenant ID; --dry-run counts)",
     ),
+    "loadgen": (cmd_loadgen, "drive whole calls against engines at a set rate and summarise them"),
 }
 
 # Commands that parse their own arguments (and --help).
-PASS_THROUGH = {"simulate": cmd_simulate, "import-original": cmd_import_original}
+PASS_THROUGH = {"simulate": cmd_simulate, "import-original": cmd_import_original, "loadgen": cmd_loadgen}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,8 @@ import redis
 from nats.errors import Error as NatsError
 from sqlalchemy.engine import make_url
 
+from shared.settings import nats_servers
+
 TIMEOUT_S = 2.0
 
 
@@ -86,7 +88,7 @@ async def _jetstream_answers(url: str, wait_s: float) -> bool:
 
     try:
         client = await nats.connect(
-            url,
+            nats_servers(url),
             connect_timeout=wait_s,
             allow_reconnect=False,
             max_reconnect_attempts=0,
@@ -105,10 +107,17 @@ async def _jetstream_answers(url: str, wait_s: float) -> bool:
 
 
 def nats_answers(url: str, timeout: float = TIMEOUT_S) -> bool:
-    """The server answers and has JetStream enabled (the engine and control plane both need it)."""
-    parts = urlsplit(url)
-    if not tcp_answers(parts.hostname or "127.0.0.1", parts.port or 4222, timeout):
+    """The server answers and has JetStream enabled (the engine and control plane both need it). A
+    cluster's comma-separated URLs answer when one of its servers does (clients move between them)."""
+    servers = nats_servers(url)
+    reachable = []
+    for server in servers:
+        parts = urlsplit(server)
+        if tcp_answers(parts.hostname or "127.0.0.1", parts.port or 4222, timeout):
+            reachable.append(server)
+    if not reachable:
         return False
+    url = ",".join(reachable)
     # A private loop, not asyncio.run(): that would also reset the thread's current loop, which a
     # caller (pytest-asyncio's session loop, for one) may own.
     loop = asyncio.new_event_loop()

@@ -220,13 +220,16 @@ class EngineApp:
         self.settings = settings
         self.engine_id = f"{socket.gethostname()}:{os.getpid()}"
         fernet = Fernet(settings.snapshot_key.encode()) if settings.snapshot_key else None
-        self.store = SnapshotStore(bucket=settings.config_bucket, fernet=fernet)
+        self.store = SnapshotStore(
+            bucket=settings.config_bucket, fernet=fernet, replicas=settings.nats_replicas
+        )
         self.events = EventPublisher(
             stream=settings.events_stream,
             subject_prefix=settings.events_subject_prefix,
             capacity=settings.events_buffer_size,
             linger_s=settings.events_linger_ms / 1000,
             engine_id=self.engine_id,
+            replicas=settings.nats_replicas,
         )
         # A single Redis or a Redis Cluster (VLB_REDIS_CLUSTER_NODES): shared/redis_client.py.
         self.redis: RedisClient = redis_from_settings(
@@ -302,7 +305,7 @@ class EngineApp:
             raise_if_cancelling()
             try:
                 nc = await nats.connect(
-                    self.settings.nats_url,
+                    self.settings.nats_servers,
                     name=f"vlb-engine {self.engine_id}",
                     connect_timeout=2,
                     allow_reconnect=True,

@@ -61,8 +61,10 @@ class EventPublisher:
         capacity: int = 10000,
         linger_s: float = 0.01,
         engine_id: str = "",
+        replicas: int = 1,
     ) -> None:
         self.stream = stream
+        self.replicas = replicas  # of the stream, when this engine is the one creating it
         self.subject_prefix = subject_prefix
         self._buffer: deque[CallEvent] = deque()  # not yet in a message
         self._outbox: deque[_Message] = deque()  # formed, waiting for JetStream's ack
@@ -140,7 +142,9 @@ class EventPublisher:
             await js.stream_info(self.stream)
         except NotFoundError:
             with contextlib.suppress(NatsError):  # another replica or the control plane won the race
-                await js.add_stream(name=self.stream, subjects=[f"{self.subject_prefix}.>"])
+                await js.add_stream(
+                    name=self.stream, subjects=[f"{self.subject_prefix}.>"], num_replicas=self.replicas
+                )
         self._stream_ready = True
 
     async def _run(self) -> None:

@@ -43,8 +43,9 @@ def tenant_of_key(key: str) -> int | None:
 class SnapshotStore:
     """Holds the current RoutingState; ``state`` is read by the hot path without locks."""
 
-    def __init__(self, *, bucket: str, fernet: Fernet | None) -> None:
+    def __init__(self, *, bucket: str, fernet: Fernet | None, replicas: int = 1) -> None:
         self.bucket = bucket
+        self.replicas = replicas  # of the bucket, when this engine is the one creating it
         self.fernet = fernet
         self.state = RoutingState()
         self.loaded = False  # the whole bucket was read once
@@ -158,7 +159,7 @@ class SnapshotStore:
             return await js.key_value(self.bucket)
         except BucketNotFoundError:
             log.info("snapshot_bucket_created", bucket=self.bucket)
-            return await js.create_key_value(bucket=self.bucket, history=1)
+            return await js.create_key_value(bucket=self.bucket, history=1, replicas=self.replicas)
 
     async def _run(self, nc: NATS) -> None:
         while True:

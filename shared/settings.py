@@ -58,7 +58,12 @@ class CommonSettings(msgspec.Struct, kw_only=True, frozen=True):
     # Seed nodes of a Redis Cluster, ``host:port,host:port``; set = both planes talk to that cluster
     # (the URL then gives only the scheme and credentials). See shared/redis_client.py.
     redis_cluster_nodes: str = ""
+    # One NATS URL, or several separated by commas (the servers of a cluster): the client connects to
+    # one of them and moves to another when it fails.
     nats_url: str = "nats://127.0.0.1:4222"
+    # Replicas of the JetStream streams this system creates (snapshot KV bucket, events stream, exports
+    # object store): 3 on a 3-node NATS cluster, 1 on a single server. Only applies when creating them.
+    nats_replicas: int = 1
     # Fernet key (urlsafe base64 of 32 bytes) that encrypts agent credentials inside snapshots.
     snapshot_key: str = ""
     log_format: str = "auto"  # auto | json | console
@@ -77,3 +82,13 @@ class CommonSettings(msgspec.Struct, kw_only=True, frozen=True):
     # the client address the engine's allowlist and the login throttle see (shared/client_address.py).
     trusted_proxies: str = ""
     data_dir: str = ".vlb"
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """``nats_url`` as the list of servers nats-py connects to (comma-separated in the setting)."""
+        return nats_servers(self.nats_url)
+
+
+def nats_servers(url: str) -> list[str]:
+    """``"nats://a:4222, nats://b:4222"`` -> ``["nats://a:4222", "nats://b:4222"]``."""
+    return [part.strip() for part in url.split(",") if part.strip()]

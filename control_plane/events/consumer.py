@@ -291,14 +291,14 @@ class EventConsumer:
             return self._sub
         await self._drop_connection()
         nc = await connect_nats(
-            self.settings.nats_url,
+            self.settings.nats_servers,
             name="vlb-control-plane-events",
             timeout_s=self.connect_timeout_s,
             error_cb=_nats_error,
         )
         self._nc = nc
         js = nc.jetstream(timeout=self.connect_timeout_s)
-        await ensure_stream(js, self.settings.events_stream, self.subject)
+        await ensure_stream(js, self.settings.events_stream, self.subject, self.settings.nats_replicas)
         self._sub = await js.pull_subscribe(
             self.subject,
             durable=self.durable,
@@ -321,13 +321,15 @@ class EventConsumer:
                 await nc.close()
 
 
-async def ensure_stream(js: JetStreamContext, name: str, subject: str) -> None:
+async def ensure_stream(js: JetStreamContext, name: str, subject: str, replicas: int = 1) -> None:
     """Create the events stream when it is missing (the engines may have created it already)."""
     try:
         await js.stream_info(name)
     except NotFoundError:
         try:
-            await js.add_stream(name=name, subjects=[subject], duplicate_window=DUPLICATE_WINDOW_S)
+            await js.add_stream(
+                name=name, subjects=[subject], duplicate_window=DUPLICATE_WINDOW_S, num_replicas=replicas
+            )
             log.info("events_stream_created", stream=name, subjects=subject)
         except Exception:  # an engine won the race: it exists now
             await js.stream_info(name)

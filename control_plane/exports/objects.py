@@ -35,11 +35,13 @@ class ObjectCorrupt(Exception):
     """An object's chunks do not match its metadata (missing chunk or digest mismatch)."""
 
 
-async def open_store(js: JetStreamContext, bucket: str) -> ObjectStore:
+async def open_store(js: JetStreamContext, bucket: str, replicas: int = 1) -> ObjectStore:
     try:
         return await js.object_store(bucket)
     except (BucketNotFoundError, NotFoundError):
-        return await js.create_object_store(bucket, config=api.ObjectStoreConfig(description="vlb exports"))
+        return await js.create_object_store(
+            bucket, config=api.ObjectStoreConfig(description="vlb exports", replicas=replicas)
+        )
 
 
 def chunk_subject(bucket: str, nuid: str) -> str:

@@ -304,7 +304,7 @@ class ExportWorker:
     async def _ensure_store(self) -> tuple[JetStreamContext, ObjectStore]:
         if self._nc is None or self._nc.is_closed:
             self._nc = await connect_nats(
-                self.settings.nats_url,
+                self.settings.nats_servers,
                 name="vlb-control-plane-exports",
                 timeout_s=self.connect_timeout_s,
                 error_cb=_nats_error,
@@ -313,7 +313,9 @@ class ExportWorker:
             self._store = None
         if self._store is None:
             assert self._js is not None
-            self._store = await objects.open_store(self._js, self.settings.exports_bucket)
+            self._store = await objects.open_store(
+                self._js, self.settings.exports_bucket, self.settings.nats_replicas
+            )
         assert self._js is not None
         return self._js, self._store
 

@@ -299,7 +299,7 @@ class LiveHub:
                 continue
             try:
                 self.nc = await connect_nats(
-                    self.settings.nats_url,
+                    self.settings.nats_servers,
                     name="vlb-control-plane-live",
                     timeout_s=CONNECT_TIMEOUT_S,
                     error_cb=_nats_error,

@@ -374,7 +374,7 @@ class SnapshotPublisher:
             return self._kv
         await self._drop_connection()
         nc = await connect_nats(
-            self.settings.nats_url,
+            self.settings.nats_servers,
             name="vlb-control-plane-snapshots",
             timeout_s=self.connect_timeout_s,
             error_cb=_nats_error,
@@ -385,7 +385,9 @@ class SnapshotPublisher:
             self._kv = await js.key_value(self.settings.config_bucket)
         except BucketNotFoundError:
             log.info("snapshot_bucket_created", bucket=self.settings.config_bucket)
-            self._kv = await js.create_key_value(bucket=self.settings.config_bucket, history=1)
+            self._kv = await js.create_key_value(
+                bucket=self.settings.config_bucket, history=1, replicas=self.settings.nats_replicas
+            )
         return self._kv
 
     async def _drop_connection(self) -> None:
