@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import socket
 import time
@@ -234,10 +235,11 @@ class ExportWorker:
         js, _ = await self._ensure_store()
         bucket = self.settings.exports_bucket
         for earlier in range(1, job.attempts):  # what an attempt that died half-way left behind
-            await objects.purge_chunks(js, bucket, _nuid(job.id, earlier))
+            await objects.purge_chunks(js, bucket, chunk_token(job.id, job.created_at, earlier))
         query = await self._query(job)
-        name = f"t{job.tenant_id}/{job.id}/{file_name(job)}"
-        writer = objects.ObjectWriter(js, bucket, name, _nuid(job.id, job.attempts))
+        stamp = int(job.created_at.timestamp() * 1_000_000)  # unique across databases, as chunk_token
+        name = f"t{job.tenant_id}/{job.id}-{stamp}/{file_name(job)}"
+        writer = objects.ObjectWriter(js, bucket, name, chunk_token(job.id, job.created_at, job.attempts))
         gz = zlib.compressobj(self.settings.exports_gzip_level, zlib.DEFLATED, 31)  # 31: gzip container
         # The job's own pool: busy streaming exports never make a job wait (and fail) for a connection.
         stream = ExportStream(await self.engine.connect(), query)
@@ -266,7 +268,7 @@ class ExportWorker:
                 ttl_s=self.settings.exports_ttl_s,
             )
         if not finished:  # the lease went to another worker meanwhile: its file is the one kept
-            await objects.purge_chunks(js, bucket, _nuid(job.id, job.attempts))
+            await objects.purge_chunks(js, bucket, chunk_token(job.id, job.created_at, job.attempts))
             raise LeaseLost
         return stream.rows, writer.size
 
@@ -327,9 +329,11 @@ class ExportWorker:
                 await nc.close()
 
 
-def _nuid(job_id: int, attempt: int) -> str:
-    """The chunk subject token of one attempt at a job (so a later attempt can purge it)."""
-    return f"export{job_id}a{attempt}"
+def chunk_token(job_id: int, created_at: datetime.datetime, attempt: int) -> str:
+    """The chunk subject token of one attempt at a job (so a later attempt can purge it). The job's
+    creation instant makes it unique among databases sharing the bucket (a restored database, a second
+    deployment, test runs), whose job ids repeat: their chunks would otherwise mix under one subject."""
+    return f"export{job_id}c{int(created_at.timestamp() * 1_000_000)}a{attempt}"
 
 
 async def _nats_error(exc: Any) -> None:
@@ -354,4 +358,4 @@ def exports_lifespan(
     return lifespan
 
 
-__all__ = ["ExportWorker", "LeaseLost", "exports_lifespan"]
+__all__ = ["ExportWorker", "LeaseLost", "chunk_token", "exports_lifespan"]

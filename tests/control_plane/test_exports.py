@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from control_plane.analytics import aggregates
 from control_plane.exports import objects
-from control_plane.exports.worker import ExportWorker
+from control_plane.exports.worker import ExportWorker, chunk_token
 from control_plane.settings import ControlPlaneSettings
 from loadtests.export_rows import CALL_RECORDS_SQL, CDRS_SQL, seed_params
 from tests.conftest import NATS_URL
@@ -287,7 +287,7 @@ async def test_async_export_of_200k_rows_is_downloaded_from_the_object_store(
     nc = await nats.connect(NATS_URL)
     try:
         store = await nc.jetstream().object_store(cp_settings.exports_bucket)
-        infos = [i for i in await store.list() if i.name.startswith(f"t{account.tenant_id}/{job['id']}/")]
+        infos = [i for i in await store.list() if i.name.startswith(f"t{account.tenant_id}/{job['id']}-")]
         assert len(infos) == 1
         assert (await store.get(infos[0].name)).data == response.content
     finally:
@@ -371,9 +371,13 @@ async def test_job_left_running_by_a_dead_worker_is_run_again(
             " expires_at = NULL, finished_at = NULL WHERE id = %s",
             (job_id,),
         )
+    with psycopg.connect(conninfo(database_url), autocommit=True) as conn:
+        created = conn.execute("SELECT created_at FROM export_jobs WHERE id = %s", (job_id,)).fetchone()
+    assert created is not None
+    dead_attempt = chunk_token(job_id, created[0], 1)
     js, _ = await worker.object_store()
     for _n in range(3):  # the dead attempt's chunks
-        await js.publish(objects.chunk_subject(cp_settings.exports_bucket, f"export{job_id}a1"), b"x" * 1000)
+        await js.publish(objects.chunk_subject(cp_settings.exports_bucket, dead_attempt), b"x" * 1000)
     # Whichever worker claims it (the app's or this one), it is run again as attempt 2.
     while await worker.run_next():
         pass
@@ -388,7 +392,7 @@ async def test_job_left_running_by_a_dead_worker_is_run_again(
         await js.get_msg(
             f"OBJ_{cp_settings.exports_bucket}",
             seq=1,
-            subject=objects.chunk_subject(cp_settings.exports_bucket, f"export{job_id}a1"),
+            subject=objects.chunk_subject(cp_settings.exports_bucket, dead_attempt),
             next=True,
             direct=True,
         )
