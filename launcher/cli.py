@@ -245,12 +245,13 @@ def cmd_purge(settings: LauncherSettings, tenant_id: int | None = None, dry_run:
     return asyncio.run(run())
 
 
-def simulate_argv(settings: LauncherSettings, extra: Sequence[str]) -> list[str]:
-    """``vlb simulate`` defaults: the local engine and the demo domain and key saved by ``vlb run``."""
+def demo_argv(settings: LauncherSettings, extra: Sequence[str], url_flag: str) -> list[str]:
+    """``extra`` with the defaults a traffic command lacks: the local engine (as ``url_flag``) and the
+    demo domain and key saved by ``vlb run``."""
     argv = list(extra)
     demo_login = demo.read_saved(settings.data_path) or {}
     defaults = {
-        "--url": f"http://{settings.engine_host}:{settings.engine_port}",
+        url_flag: f"http://{settings.engine_host}:{settings.engine_port}",
         "--domain": demo_login.get("domain"),
         "--key": demo_login.get("webhook_key"),
     }
@@ -258,6 +259,11 @@ def simulate_argv(settings: LauncherSettings, extra: Sequence[str]) -> list[str]
         if value and not any(a == flag or a.startswith(flag + "=") for a in argv):
             argv += [flag, value]
     return argv
+
+
+def simulate_argv(settings: LauncherSettings, extra: Sequence[str]) -> list[str]:
+    """``vlb simulate`` defaults: the local engine and the demo domain and key saved by ``vlb run``."""
+    return demo_argv(settings, extra, "--url")
 
 
 def cmd_simulate(settings: LauncherSettings, extra: Sequence[str] = ()) -> int:
@@ -273,18 +279,8 @@ def cmd_import_original(settings: LauncherSettings, extra: Sequence[str] = ()) -
 
 
 def loadgen_argv(settings: LauncherSettings, extra: Sequence[str]) -> list[str]:
-    """``vlb loadgen`` defaults: the local engine and control plane, and the demo saved by ``vlb run``."""
-    argv = list(extra)
-    demo_login = demo.read_saved(settings.data_path) or {}
-    defaults = {
-        "--engine": f"http://{settings.engine_host}:{settings.engine_port}",
-        "--domain": demo_login.get("domain"),
-        "--key": demo_login.get("webhook_key"),
-    }
-    for flag, value in defaults.items():
-        if value and not any(a == flag or a.startswith(flag + "=") for a in argv):
-            argv += [flag, value]
-    return argv
+    """``vlb loadgen`` defaults: the local engine and the demo saved by ``vlb run``."""
+    return demo_argv(settings, extra, "--engine")
 
 
 def cmd_loadgen(settings: LauncherSettings, extra: Sequence[str] = ()) -> int:
