@@ -377,8 +377,14 @@ class EngineApp:
     # --- entry points (RSGI, ASGI) and the router ---
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        """granian calls this in each worker before it serves (the loop is not running yet)."""
+        """granian calls this in each worker before it serves (the loop is not running yet). A worker
+        waits (bounded) for its first snapshot load, so one that granian respawns under traffic does
+        not take webhooks it cannot route yet; without NATS it serves after the wait (answers 503
+        until the load)."""
         loop.run_until_complete(self.startup())
+        loaded = loop.run_until_complete(self.store.wait_loaded(self.settings.startup_load_wait_s))
+        if not loaded:
+            log.warning("snapshots_not_loaded_at_start", waited_s=self.settings.startup_load_wait_s)
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(self.shutdown())
@@ -614,6 +620,16 @@ class EngineApp:
     ) -> tuple[CompiledTenant, CompiledDomain] | None:
         """The checks every webhook passes (domain, key, networks, rate); None when refused (answered)."""
         found = self.store.state.find_domain(domain_name)
+        if found is None and not self.store.loaded:
+            # A worker just started: the bucket has not been read yet, so "unknown" means "not yet".
+            if await self.store.wait_loaded(self.settings.unloaded_request_wait_s):
+                found = self.store.state.find_domain(domain_name)
+            else:
+                metrics.inc(metrics.REQUESTS, path_kind, "not_loaded")
+                await ex.reply(
+                    503, b"routing configuration not loaded yet\n", [*TEXT_HEADERS, ("retry-after", "1")]
+                )
+                return None
         if found is None:
             await self._refuse(ex, path_kind, 404, "unknown domain", "unknown_domain")
             return None

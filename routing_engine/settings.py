@@ -31,6 +31,11 @@ class EngineSettings(CommonSettings, kw_only=True, frozen=True):
     # Script calls a tenant may have out at once while coalescing (pipelined on one connection): a
     # decision goes at once while fewer are out, else waits for the next call with the others.
     balancer_in_flight: int = 2
+    # A worker (a first start or one granian respawned) waits this long for its first snapshot load
+    # before it serves, and a webhook that still arrives before that load waits for it this long, then
+    # gets 503 with Retry-After (never a 404 "unknown domain" for a domain the bucket holds).
+    startup_load_wait_s: float = 10.0
+    unloaded_request_wait_s: float = 2.0
 
 
 @lru_cache(maxsize=1)

@@ -118,6 +118,18 @@ class SnapshotStore:
         async with self._applied:
             self._applied.notify_all()
 
+    async def wait_loaded(self, within_s: float) -> bool:
+        """Wait until the whole bucket was read once (a worker's first load); False when it was not
+        within ``within_s``."""
+        if self.loaded:
+            return True
+        async with self._applied:
+            try:
+                await asyncio.wait_for(self._applied.wait_for(lambda: self.loaded), within_s)
+            except TimeoutError:
+                return False
+        return True
+
     async def wait_for(self, tenant_id: int, version: int | None, within_s: float = 5.0) -> bool:
         """Wait until ``tenant_id`` is applied at ``version`` or newer (None: until it is gone)."""
 

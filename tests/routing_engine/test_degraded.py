@@ -8,6 +8,7 @@ import asyncio
 import xml.etree.ElementTree as ET
 
 import httpx
+import msgspec
 import nats
 
 from routing_engine.app import EngineApp
@@ -22,6 +23,7 @@ from tests.routing_engine.harness import (
     new_session,
     open_bucket,
     publish,
+    put_snapshot,
     running_engine,
 )
 
@@ -97,16 +99,39 @@ async def test_nats_lost_keeps_serving_and_buffers_events(private_nats: PrivateS
 
 
 async def test_nats_down_at_start_is_not_ready(private_nats: PrivateServer) -> None:
+    """Not ready, and a webhook before the first load is a 503 with Retry-After (Cloudonix retries it),
+    never a 404 "unknown domain" for a domain the bucket holds; one that arrives while the load
+    happens waits for it and is routed."""
+    config = demo_tenant()
+    nc = await nats.connect(private_nats.url)
+    try:
+        await publish_only(nc, config)
+    finally:
+        await nc.close()
     private_nats.stop()
-    settings = engine_settings(nats_url=private_nats.url)
+    settings = engine_settings(nats_url=private_nats.url, unloaded_request_wait_s="0.2")
     async with running_engine(settings, wait_loaded=False) as app, asgi_client(app) as c:
         r = await c.get("/ready")
         assert r.status_code == 503
         assert r.json()["status"] == "not_ready"
         assert (await c.get("/health")).status_code == 200
+        body = dict(INBOUND, Session=new_session(), Domain=config.domain)
+        url = f"/api/voice/application/{config.domain}"
+        r = await c.post(url, json=body, headers=config.auth)
+        assert (r.status_code, r.headers.get("retry-after")) == (503, "1"), r.text
+
+        app.settings = msgspec.structs.replace(app.settings, unloaded_request_wait_s=10.0)
+        waiting = asyncio.ensure_future(c.post(url, json=body, headers=config.auth))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
         private_nats.start()
-        for _ in range(200):
-            if app.store.loaded:
-                break
-            await asyncio.sleep(0.05)
+        r = await waiting
+        assert r.status_code == 200
+        assert ET.fromstring(r.content).find("Dial") is not None
+        assert app.store.loaded
         assert (await c.get("/ready")).status_code == 200
+
+
+async def publish_only(nc: nats.NATS, config: TenantConfig) -> None:
+    kv = await open_bucket(nc, engine_settings().config_bucket)
+    await put_snapshot(kv, config.snapshot)
