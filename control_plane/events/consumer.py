@@ -19,6 +19,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import msgspec
+import psycopg
 import structlog
 from litestar import Litestar
 from nats.aio.client import Client as NATS
@@ -49,8 +50,18 @@ EVENTS_PER_TRANSACTION = 2000
 # Transactions written at once (each on a connection of its own): while PostgreSQL works on one, the
 # consumer's Python prepares the next.
 PARALLEL_TRANSACTIONS = 2
-# Database errors that say "try again later" rather than "this data is bad".
-TRANSIENT_DB = (OperationalError, InterfaceError, DisconnectionError, OSError, TimeoutError)
+# Database errors that say "try again later" rather than "this data is bad": SQLAlchemy's wrappers and
+# psycopg's own (the writer talks to psycopg directly), whose OperationalError covers a full disk
+# (53100), too many connections, a deadlock, a cancelled statement and a server shutting down.
+TRANSIENT_DB = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
 
 
 class EventConsumer:
