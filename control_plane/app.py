@@ -33,6 +33,7 @@ from control_plane.settings import ControlPlaneSettings, get_settings
 from control_plane.snapshots.publisher import snapshot_lifespan
 from shared.client_address import TrustedProxies
 from shared.logging import configure_logging
+from shared.metrics_files import forget_dead_workers
 from shared.redis_client import redis_from_settings
 
 
@@ -46,6 +47,7 @@ def create_app(settings: ControlPlaneSettings | None = None) -> Litestar:
         # A single Redis or a Redis Cluster (VLB_REDIS_CLUSTER_NODES): shared/redis_client.py.
         app.state.redis = redis_from_settings(settings)
         app.state.settings = settings
+        forget_dead_workers()  # a respawned worker: its predecessor's live gauges stop counting
         app.state.proxies = proxies
         try:
             yield

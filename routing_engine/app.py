@@ -48,6 +48,7 @@ from shared.client_address import TrustedProxies, parse_address
 from shared.enums import EventKind
 from shared.events import CallEvent
 from shared.logging import HotLog, configure_logging, flush_logs
+from shared.metrics_files import forget_dead_workers
 from shared.ops_access import OPS_REALM, ops_allowed
 from shared.redis_client import RedisClient, cluster_nodes, redis_from_settings
 
@@ -288,6 +289,7 @@ class EngineApp:
         if self._started:
             return
         self._started = True
+        forget_dead_workers()  # a respawned worker: its predecessor's live gauges stop counting
         loop = asyncio.get_running_loop()
         self._connector = loop.create_task(self._connect_nats(), name="vlb-nats")
         if isinstance(self.scripts, ClusterScriptClient):

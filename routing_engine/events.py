@@ -44,12 +44,13 @@ PUBLISH_TIMEOUT_S = 2.0
 class _Message:
     """Events of one subject published together; ``msg_id`` stays the same across retries."""
 
-    __slots__ = ("events", "msg_id", "subject")
+    __slots__ = ("events", "msg_id", "payload", "subject")
 
     def __init__(self, msg_id: str, subject: str) -> None:
         self.msg_id = msg_id
         self.subject = subject
         self.events: list[CallEvent] = []
+        self.payload: bytes | None = None  # the encoded events, once encoded (None after a change)
 
 
 class EventPublisher:
@@ -99,6 +100,7 @@ class EventPublisher:
         if self._outbox:
             first = self._outbox[0]
             first.events.pop(0)
+            first.payload = None
             if not first.events:
                 self._outbox.popleft()
         else:
@@ -174,6 +176,37 @@ class EventPublisher:
                 await asyncio.sleep(RETRY_DELAY_S)
             metrics.EVENTS_BUFFERED.set(self._count)
 
+    def _encodable(self, message: _Message) -> bool:
+        """Encode ``message`` once (kept for its retries). An event msgpack cannot carry (a value out
+        of its range in a payload) is dropped, logged and counted, rather than holding every later
+        event back behind a message that can never be sent; False when none of its events is left."""
+        if message.payload is not None:
+            return True
+        try:
+            message.payload = encode_events(message.events)
+            return True
+        except (TypeError, ValueError, OverflowError):
+            pass
+        kept: list[CallEvent] = []
+        for event in message.events:
+            try:
+                encode_events([event])
+            except (TypeError, ValueError, OverflowError) as exc:
+                self._count -= 1
+                self.dropped += 1
+                metrics.EVENTS_UNENCODABLE.inc()
+                metrics.EVENTS_DROPPED.inc()
+                log.error("event_unencodable", event_id=event.event_id[:120], error=str(exc)[:200])
+            else:
+                kept.append(event)
+        message.events = kept
+        if not kept:
+            with contextlib.suppress(ValueError):
+                self._outbox.remove(message)
+            return False
+        message.payload = encode_events(kept)
+        return True
+
     def _form_messages(self) -> None:
         """Move buffered events into messages, one subject each, up to 64 events per message."""
         open_by_subject: dict[str, _Message] = {}
@@ -194,7 +227,7 @@ class EventPublisher:
             self._js, self._js_conn = self._nc.jetstream(), self._nc
         js = self._js
         self._form_messages()
-        round_ = list(self._outbox)[:MESSAGES_PER_ROUND]
+        round_ = [m for m in list(self._outbox)[:MESSAGES_PER_ROUND] if self._encodable(m)]
         # publish_async writes every message first and collects the acks after: one shared reply
         # subscription instead of a request (and its timer) per message.
         futures: list[asyncio.Future[PubAck]] = []
@@ -203,7 +236,8 @@ class EventPublisher:
                 futures.append(
                     await js.publish_async(
                         message.subject,
-                        encode_events(message.events),
+                        # (None again when _drop_oldest took one of its events meanwhile)
+                        message.payload or encode_events(message.events),
                         headers={"Nats-Msg-Id": message.msg_id},
                     )
                 )

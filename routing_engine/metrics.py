@@ -75,6 +75,9 @@ SLOT_RELEASES = Counter(
 HEARTBEATS = Counter("vlb_engine_heartbeats_total", "Engine heartbeats published on core NATS")
 EVENTS_PUBLISHED = Counter("vlb_engine_events_published_total", "Call events stored in JetStream")
 EVENTS_DROPPED = Counter("vlb_engine_events_dropped_total", "Call events dropped (buffer full); must stay 0")
+EVENTS_UNENCODABLE = Counter(
+    "vlb_engine_events_unencodable_total", "Call events msgpack could not encode, dropped; must stay 0"
+)
 SNAPSHOTS_REJECTED = Counter(
     "vlb_engine_snapshots_rejected_total", "Snapshot values ignored, by reason", ["reason"]
 )

@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 
+import msgspec
 from nats.aio.client import Client as NATS
 
 from routing_engine.events import EventPublisher
@@ -50,3 +51,36 @@ async def test_stop_returns_wherever_the_cancellation_lands(nats_client: NATS) -
         started = time.perf_counter()
         await asyncio.wait_for(publisher.stop(flush_timeout_s=0), 3)
         assert time.perf_counter() - started < 1.5, f"stop after {steps} steps did not end the task"
+
+
+async def test_an_event_msgpack_cannot_carry_is_dropped_and_counted_not_blocking_the_rest(
+    nats_client: NATS,
+) -> None:
+    """A payload value out of msgpack's range (an int past 2**64) used to fail the whole message on
+    every retry, holding every later event behind it; it is dropped, counted, and the rest flows."""
+    stream = os.environ["VLB_EVENTS_STREAM"]
+    prefix = os.environ["VLB_EVENTS_SUBJECT_PREFIX"]
+    publisher = EventPublisher(stream=stream, subject_prefix=prefix, linger_s=0.01)
+    publisher.start(nats_client)
+    try:
+        good = [event() for _ in range(3)]
+        bad = msgspec.structs.replace(event(), payload={"huge": 2**70})
+        publisher.publish(good[0])
+        publisher.publish(bad)
+        publisher.publish(good[1])
+        publisher.publish(good[2])
+        for _ in range(200):
+            if publisher.pending == 0:
+                break
+            await asyncio.sleep(0.025)
+        assert publisher.pending == 0
+        assert (publisher.published, publisher.dropped) == (3, 1)
+        # and the publisher goes on with later events
+        publisher.publish(event())
+        for _ in range(200):
+            if publisher.published == 4:
+                break
+            await asyncio.sleep(0.025)
+        assert publisher.published == 4
+    finally:
+        await publisher.stop(flush_timeout_s=1)
