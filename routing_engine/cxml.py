@@ -74,27 +74,57 @@ def _credential_attrs(creds: Credentials) -> str:
     return attrs
 
 
+# Stands for an agent's credential attributes in the answers the balancer keeps in Redis (a repeated
+# webhook is answered from there for a day): "\x01<agent id>\x01". Redis never holds a credential;
+# the engine puts them back (fill_secrets) from the snapshot it holds, after the script call.
+SECRET_MARK = "\x01"  # noqa: S105 (a marker, not a password)
+
+
 class AgentFragment(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """How one agent is dialled. ``in_dial`` fragments go inside ``<Dial>``; the others (a stream)
-    are a verb of their own."""
+    are a verb of their own. ``secret``: the credential attributes the xml holds a mark for."""
 
     in_dial: bool
     xml: str
+    secret: str = ""
 
 
-def agent_fragment(provider: str, service_value: str, creds: Credentials) -> AgentFragment:
-    """The CXML that reaches one agent, per the provider catalogue's ``cxml`` kind."""
+def agent_fragment(
+    provider: str, service_value: str, creds: Credentials, agent_id: int | None = None
+) -> AgentFragment:
+    """The CXML that reaches one agent, per the provider catalogue's ``cxml`` kind. With ``agent_id``
+    the credentials are held out of the xml (a SECRET_MARK in their place, the attributes in
+    ``secret``)."""
     info = PROVIDERS.get(provider)
     kind = info.cxml if info is not None else "service"
     value = escape(service_value.strip())
+    attrs = _credential_attrs(creds)
+    secret = ""
+    if attrs and agent_id is not None:
+        secret, attrs = attrs, f"{SECRET_MARK}{agent_id}{SECRET_MARK}"
     if kind == "sip":
-        return AgentFragment(in_dial=True, xml=f"<Sip{_credential_attrs(creds)}>{value}</Sip>")
+        return AgentFragment(in_dial=True, xml=f"<Sip{attrs}>{value}</Sip>", secret=secret)
     if kind == "stream":
         return AgentFragment(in_dial=False, xml=f'<Connect><Stream url="{value}"/></Connect>')
     return AgentFragment(
         in_dial=True,
-        xml=f'<Service provider="{escape(provider)}"{_credential_attrs(creds)}>{value}</Service>',
+        xml=f'<Service provider="{escape(provider)}"{attrs}>{value}</Service>',
+        secret=secret,
     )
+
+
+def fill_secrets(text: str, secrets: dict[str, str]) -> str:
+    """Put the credential attributes back where ``agent_fragment`` left marks (an agent whose
+    credentials are gone from the snapshot since: none)."""
+    start = text.find(SECRET_MARK)
+    while start >= 0:
+        end = text.find(SECRET_MARK, start + 1)
+        if end < 0:
+            break
+        attrs = secrets.get(text[start + 1 : end], "")
+        text = text[:start] + attrs + text[end + 1 :]
+        start = text.find(SECRET_MARK, start + len(attrs))
+    return text
 
 
 def agent_answer_parts(fragment: AgentFragment, action_url: str, ring_timeout_s: int) -> tuple[str, str]:

@@ -108,8 +108,11 @@ class Decider:
                 failed_agent=failed_agent,
             )
         )
+        text = result.cxml
+        if cxml.SECRET_MARK in text:  # an agent with credentials: Redis kept a mark for them
+            text = cxml.fill_secrets(text, tenant.secrets)
         return Decision(
-            cxml=result.cxml,
+            cxml=text,
             outcome="routed" if result.agent_id is not None else "no_agent",
             strategy=target.strategy,
             stage=stage,

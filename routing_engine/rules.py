@@ -96,6 +96,8 @@ class CompiledTenant:
     no_agent: str
     fallback: str
     problems: tuple[str, ...] = ()
+    # Credential attributes per agent id (as a string), for cxml.fill_secrets.
+    secrets: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,7 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
     tenant_no_agent = cxml.no_agent_answer(settings.no_agent_action, settings.no_agent_message)
 
     fragments: dict[int, cxml.AgentFragment] = {}
+    secrets: dict[str, str] = {}
     for agent in snap.agents:
         if not agent.enabled:
             continue
@@ -148,7 +151,9 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
         except cxml.CredentialsError as exc:
             problems.append(f"agent {agent.id}: {exc}; left out of routing")
             continue
-        fragments[agent.id] = cxml.agent_fragment(agent.provider, agent.service_value, creds)
+        fragments[agent.id] = cxml.agent_fragment(agent.provider, agent.service_value, creds, agent.id)
+        if fragments[agent.id].secret:
+            secrets[str(agent.id)] = fragments[agent.id].secret
 
     groups: dict[int, CompiledTarget] = {}
     for group in snap.groups:
@@ -255,6 +260,7 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
         no_agent=tenant_no_agent,
         fallback=cxml.fallback_answer(settings.fallback_cxml),
         problems=tuple(problems),
+        secrets=secrets,
     )
 
 

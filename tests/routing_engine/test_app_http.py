@@ -6,13 +6,16 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import httpx
+import redis.asyncio as aioredis
 from nats.js.kv import KeyValue
 
 from routing_engine.app import EngineApp
 from routing_engine.decide import Decider, Decision
 from routing_engine.rules import CompiledDomain, CompiledTenant
 from routing_engine.webhooks import VoiceRequest
+from shared.redis_keys import TenantKeys
 from shared.snapshot import TenantSettings
+from tests.conftest import REDIS_URL
 from tests.routing_engine.harness import (
     TenantConfig,
     demo_tenant,
@@ -169,3 +172,34 @@ async def test_unexpected_error_answers_tenant_fallback(
     assert ET.fromstring(r.content)[0].get("reason") == "busy"
     assert r2.status_code == 200
     assert [e.tag for e in ET.fromstring(r2.content)] == ["Say", "Hangup"]
+
+
+async def test_agent_credentials_never_reach_redis_and_replays_still_carry_them(
+    client: httpx.AsyncClient, kv: KeyValue, engine: EngineApp
+) -> None:
+    """The decision a repeated webhook is answered from lives in Redis for a day: it holds a mark where
+    the agent's credentials go, and the engine fills them in from its snapshot, on the first answer
+    and on the replay alike."""
+    config = demo_tenant(capacities=(1, 0, 0))  # the first call takes agent 1; the next: synthflow
+    await publish(kv, engine, config)
+    first = await client.post(url(config), json=body(config), headers=config.auth)
+    assert first.status_code == 200
+    session = new_session()
+    answers = [
+        await client.post(url(config), json=body(config, session), headers=config.auth) for _ in range(2)
+    ]
+    for r in answers:
+        service = ET.fromstring(r.content).find("Dial/Service")
+        assert service is not None, r.text
+        assert (service.get("username"), service.get("password")) == ("sf-user", 'p&ss"<w>')
+    assert answers[0].text == answers[1].text
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        held = await redis.hgetall(TenantKeys(engine.settings.redis_prefix, config.tenant_id).call(session))
+    finally:
+        await redis.aclose()
+    stored = b"".join(held.values())
+    assert b"d:app" in held
+    assert b"<Service" in stored
+    assert b"sf-user" not in stored
+    assert b"p&amp;ss" not in stored
