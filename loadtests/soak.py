@@ -342,6 +342,7 @@ def run(args: argparse.Namespace) -> SoakResult:
     redis_proc: subprocess.Popen[bytes] | None = None
     redis_cluster: Any = None
     cluster = NatsCluster(tmp / "nats")
+    passed = False  # logs are kept when the run failed, whatever --keep-logs says
     key = Fernet.generate_key().decode()
     try:
         cluster.start_all()
@@ -414,6 +415,7 @@ def run(args: argparse.Namespace) -> SoakResult:
             sampler.join()
         wall = time.monotonic() - started
         db = database_checks(db_url, summary.to_number)
+        passed = soak_ok(summary, db)
         dead = [c.name for c in children if not c.running()]
         settings = {
             "rate": args.rate,
@@ -441,7 +443,7 @@ def run(args: argparse.Namespace) -> SoakResult:
         cluster.stop()
         with contextlib.suppress(Exception):
             drop_database(admin_url, db_name)
-        if args.keep_logs:
+        if args.keep_logs or not passed:
             print(f"logs kept in {logs}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -463,6 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def soak_ok(s: Summary, db: dict[str, int]) -> bool:
+    return (
+        not s.errors
+        and s.capacity_violations == 0
+        and s.lost_records == 0
+        and db["records"] == db["distinct_sessions"] == s.calls_sent
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A SIGTERM (timeout, Ctrl-C from a supervisor) unwinds like an exception: everything started is stopped.
@@ -471,13 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     print(result.render())
     if args.json:
         args.json.write_text(json.dumps(result.as_dict(), indent=2))
-    s = result.summary
-    ok = (
-        not s.errors
-        and s.capacity_violations == 0
-        and s.lost_records == 0
-        and result.db["records"] == result.db["distinct_sessions"] == s.calls_sent
-    )
+    ok = soak_ok(result.summary, result.db)
     print("\nSOAK " + ("PASSED" if ok else "FAILED"))
     return 0 if ok else 1
 

@@ -39,6 +39,9 @@ log = structlog.get_logger("routing_engine.events")
 MESSAGES_PER_ROUND = 32
 RETRY_DELAY_S = 0.5
 PUBLISH_TIMEOUT_S = 2.0
+# Failed publish rounds in a row (none of their messages acked) after which the JetStream context is
+# made anew.
+CONTEXT_RESET_AFTER = 3
 
 
 class _Message:
@@ -83,6 +86,7 @@ class EventPublisher:
         self._stream_ready = False
         self._js: JetStreamContext | None = None
         self._js_conn: NATS | None = None
+        self._failed_rounds = 0
         self.published = 0
         self.dropped = 0
 
@@ -267,6 +271,17 @@ class EventPublisher:
         self.published += sent
         metrics.EVENTS_PUBLISHED.inc(sent)
         if failure is not None:
+            self._failed_rounds = 0 if sent else self._failed_rounds + 1
+            if self._failed_rounds >= CONTEXT_RESET_AFTER:
+                # Rounds in a row with not one ack while connected: the JetStream context's reply
+                # subscription may be gone for good (nats-py sets its reply prefix before it
+                # subscribes, so a subscribe that failed once is never tried again). A new context
+                # subscribes afresh; the stream is checked again too.
+                log.warning("event_publish_context_reset", failed_rounds=self._failed_rounds)
+                self._js = self._js_conn = None
+                self._stream_ready = False
+                self._failed_rounds = 0
             raise failure
+        self._failed_rounds = 0
         if not self._count:
             self._flush_now = False

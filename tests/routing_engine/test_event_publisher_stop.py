@@ -84,3 +84,41 @@ async def test_an_event_msgpack_cannot_carry_is_dropped_and_counted_not_blocking
         assert publisher.published == 4
     finally:
         await publisher.stop(flush_timeout_s=1)
+
+
+async def test_a_jetstream_context_that_gets_no_acks_is_made_anew(nats_client: NATS) -> None:
+    """nats-py's JetStream context sets its reply prefix before it subscribes to the acks, so a reply
+    subscription lost once is never made again and every publish times out (suspected in a 30-minute
+    soak where one engine published nothing). Here the subscription is taken away on purpose: after
+    CONTEXT_RESET_AFTER rounds without an ack the publisher makes a new context and the events flow."""
+    from nats.aio.client import Client
+
+    nc = Client()
+    await nc.connect(nats_client.connected_url.geturl() if nats_client.connected_url else "")
+    stream = os.environ["VLB_EVENTS_STREAM"]
+    prefix = os.environ["VLB_EVENTS_SUBJECT_PREFIX"]
+    publisher = EventPublisher(stream=stream, subject_prefix=prefix, linger_s=0.01)
+    publisher.start(nc)
+    try:
+        publisher.publish(event())
+        for _ in range(200):
+            if publisher.published == 1:
+                break
+            await asyncio.sleep(0.025)
+        assert publisher.published == 1
+        js = publisher._js
+        assert js is not None
+        reply_prefix = bytes(js._async_reply_prefix or b"").decode()
+        for sub in list(nc._subs.values()):
+            if sub.subject.startswith(reply_prefix):
+                await sub.unsubscribe()
+        publisher.publish(event())
+        for _ in range(600):
+            if publisher.published == 2:
+                break
+            await asyncio.sleep(0.025)
+        assert publisher.published == 2
+        assert publisher._js is not js
+    finally:
+        await publisher.stop(flush_timeout_s=1)
+        await nc.close()
