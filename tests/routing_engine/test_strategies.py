@@ -376,7 +376,7 @@ async def test_sticky_falls_back_when_agent_cannot_take_the_call(
     }
     caller = "+15550000001"
     keys = TenantKeys(os.environ["VLB_REDIS_PREFIX"], tenant)
-    key = f"{keys.base}st:7:{caller}"
+    key = keys.sticky(7, caller)
     await redis_client.set(key, "1")
     first = await balancer.decide(make_request(spec, "sf1", caller=caller))
     assert first.agent_id == 1
