@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import sys
 import time
 from asyncio.subprocess import PIPE
@@ -17,11 +18,24 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
+from nats.js.kv import KeyValue
 
+from routing_engine.app import EngineApp
 from routing_engine.balancer import Balancer, Candidate, DecideRequest, LocalView
+from shared.enums import Strategy
 from shared.redis_keys import TenantKeys
+from shared.snapshot import GroupSettings
+from tests.routing_engine.harness import (
+    demo_tenant,
+    granian_engine,
+    load_fixture,
+    new_session,
+    publish,
+    put_snapshot,
+)
 
 REDIS_URL = os.environ.get("VLB_REDIS_URL", "redis://127.0.0.1:6379/0")
 REPO = Path(__file__).resolve().parents[2]
@@ -443,3 +457,75 @@ def test_random_strategies_spread_without_seed() -> None:
     assert len(seeds) == 20
     plain = {**spec, "strategy": "load_balanced"}
     assert len({encode_batch([make_request(plain, "same")]) for _ in range(5)}) == 1
+
+
+# ---- through the webhooks -------------------------------------------------------------------------
+
+INBOUND = load_fixture("application-inbound.json")
+_AGENT = re.compile(r"agent=(\d+)")
+
+
+def routed_agent(answer: str) -> int | None:
+    found = _AGENT.search(answer)
+    return int(found.group(1)) if found else None
+
+
+async def test_sticky_caller_through_the_voice_webhook(
+    kv: KeyValue, engine: EngineApp, client: httpx.AsyncClient
+) -> None:
+    """The webhook's From (normalised: spaces, dashes, parentheses) picks the caller's agent again,
+    even when least_active would choose another."""
+    config = demo_tenant(
+        strategy=Strategy.LEAST_ACTIVE,
+        group_settings=GroupSettings(sticky_hours=1),
+    )
+    await publish(kv, engine, config)
+    url = f"/api/voice/application/{config.domain}"
+
+    async def call(caller: str) -> int | None:
+        body = dict(INBOUND, Session=new_session(), From=caller)
+        r = await client.post(url, json=body, headers=config.auth)
+        assert r.status_code == 200, r.text
+        return routed_agent(r.text)
+
+    first = await call("+1 (415) 555-0101")
+    other = await call("+14155550102")
+    assert first is not None
+    assert other not in (None, first)
+    # the third agent is the least active now; the caller still gets its own
+    assert await call("+1-415-555-0101") == first
+    keys = TenantKeys(os.environ["VLB_REDIS_PREFIX"], config.tenant_id)
+    assert int(await engine.redis.get(keys.sticky(config.tenant_id * 10 + 1, "+14155550101"))) == first
+
+
+async def test_sticky_hit_rate_two_granian_workers(kv: KeyValue) -> None:
+    """The engine as production runs it, two granian worker processes: 30 callers calling 4 times
+    each (concurrently across callers) reach the same agent every time; without stickiness the
+    weighted choice would spread them."""
+    config = demo_tenant(strategy=Strategy.WEIGHTED, group_settings=GroupSettings(sticky_hours=24))
+    await put_snapshot(kv, config.snapshot)
+    url = f"/api/voice/application/{config.domain}"
+    with granian_engine(workers=2) as engine_url:
+        limits = httpx.Limits(max_connections=16)
+        async with httpx.AsyncClient(base_url=engine_url, limits=limits, timeout=10) as http:
+            ok = 0
+            for _ in range(200):  # both workers have the snapshot
+                r = await http.post(url, json=dict(INBOUND, Session=new_session()), headers=config.auth)
+                ok = ok + 1 if r.status_code == 200 and "<Dial" in r.text else 0
+                if ok >= 10:
+                    break
+                await asyncio.sleep(0.05)
+            assert ok >= 10
+
+            async def call(c: int) -> int | None:
+                body = dict(INBOUND, Session=new_session(), From=f"+1646555{c:04d}")
+                r = await http.post(url, json=body, headers=config.auth)
+                assert r.status_code == 200, r.text
+                return routed_agent(r.text)
+
+            rounds = [await asyncio.gather(*(call(c) for c in range(30))) for _ in range(4)]
+    firsts = rounds[0]
+    assert None not in firsts
+    assert len(set(firsts)) >= 2  # the first calls spread by weight
+    hits = sum(1 for later in rounds[1:] for c, agent in enumerate(later) if agent == firsts[c])
+    assert hits == 3 * 30
