@@ -350,7 +350,7 @@ local function pick_weighted(e, n, tried, opts)
     end
   end
   if #eligible == 0 then return -1 end
-  if #eligible == 1 then return eligible[1] end
+  if #eligible == 1 or total < 1 then return eligible[1] end
   seed(opts)
   local x = math.random(total)
   for k = 1, #eligible do

@@ -267,9 +267,10 @@ def choose(
         return best
     if strategy == "weighted":
         eligible = [i for i, c in enumerate(candidates) if free(c)]
-        if len(eligible) <= 1:
+        weights = [candidates[i].weight for i in eligible]
+        if len(eligible) <= 1 or sum(weights) < 1:
             return eligible[0] if eligible else -1
-        return (rng or random).choices(eligible, weights=[candidates[i].weight for i in eligible])[0]
+        return (rng or random).choices(eligible, weights=weights)[0]
     first = next((i for i, c in enumerate(candidates) if free(c)), -1)
     if first < 0 or strategy != "priority" or not rotate or level_last is None:
         return first
