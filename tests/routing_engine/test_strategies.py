@@ -354,7 +354,9 @@ async def test_sticky_callers_hit_rate_two_engines() -> None:
     five equal agents, about one in five."""
     members = [[a, 1, 0, 100] for a in (1, 2, 3, 4, 5)]
     base = {"strategy": "weighted", "members": members, "callers": 40}
-    sticky = await two_engines({**base, "tenant": next(_tenants), "sticky_s": 3600, "tag": "st"}, rounds=5)
+    sticky = await two_engines(
+        {**base, "tenant": next(_tenants), "sticky_s": 3600, "tag": "st"}, rounds=5, gap_s=1.2
+    )
     plain = await two_engines({**base, "tenant": next(_tenants), "tag": "ns"}, rounds=5)
 
     def hit_rate(rows: list[list[Any]]) -> float:
