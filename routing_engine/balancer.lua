@@ -6,11 +6,20 @@
 --
 -- decide  ARGV[2] idempotency TTL (s), ARGV[3] active-slot TTL (ms), ARGV[4] the batch, one flat
 --         msgpack array built by encode_batch in balancer.py:
---           {k, target_1, ..., target_k, session, stage, target, failed, caller, session, ...}
+--           {k, target_1, ..., target_k, session, stage, target, failed, caller, from, fstatus, session, ...}
 --         target = {strategy, group, window_hours, max_attempts, fallback, n,
---                   agent, priority, capacity (n times, agent a string), head, tail (n times), no_agent}
+--                   agent, priority, capacity, weight (n times, agent a string), head, tail (n times),
+--                   no_agent, opts}
+--         opts (always the target's LAST element, read as e[#e]): a map, keys only when they apply:
+--           sticky_s  caller stickiness (s): the agent a caller last reached in this group, kept in
+--                     `st:<group>:<from>` for that long, is chosen again when it can take the call
+--           rotate    false: the priority strategy keeps equal priorities in id order (default: it
+--                     rotates among them, the last chosen per level in the hash `pr:<group>`)
+--           seed      weighted / least_active: seeds math.random (once per script call)
 --         per request: `target` its 1-based index, `failed` the failed dial's agent ('' for none),
---         `caller` what goes between a chosen head and tail (a tail '' means head alone).
+--         `caller` what goes between a chosen head and tail (a tail '' means head alone), `from`
+--         the caller's normalised number ('' unless the target is sticky), `fstatus` the failed
+--         dial's status ('' for none).
 --         Decides each in turn and returns a flat array of
 --         index, agent (0 = none), attempt, cxml, replay (0/1) per request. The decision of a
 --         (session, stage) is kept in the call's hash (field d:<stage>) for as long as the hash
@@ -267,18 +276,138 @@ local function windows_for(wh)
   return per
 end
 
--- Candidate i (1-based) of target e: agent at e[4 + 3i], priority, capacity after it.
+-- Candidate i (1-based) of target e: agent at e[3 + 4i], priority, capacity, weight after it.
 local function available(agent, cap, tried)
   if tried ~= ',' and find(tried, ',' .. agent .. ',', 1, true) then return false end
   return cap == 0 or active_of(agent) < cap
 end
 
-local function pick_priority(e, n, tried)
+-- The lowest priority with a free member; among several members of that priority, the next (by id)
+-- after the one last chosen at that level (hash `pr:<group>`, field = priority), unless `rotate` is
+-- false. A level of one member reads and writes nothing. -> index, and whether the level rotates
+-- (then the caller records the choice).
+local function pick_priority(e, n, tried, rotate, prkey)
   for i = 1, n do
-    local o = 4 + 3 * i
-    if available(e[o], e[o + 2], tried) then return i end
+    local o = 3 + 4 * i
+    if available(e[o], e[o + 2], tried) then
+      local p = e[o + 1]
+      if not rotate then return i, false end
+      -- the level's members: e is in (priority, id) order, so they surround i
+      local first, last = i, i
+      while first > 1 and e[3 + 4 * (first - 1) + 1] == p do first = first - 1 end
+      while last < n and e[3 + 4 * (last + 1) + 1] == p do last = last + 1 end
+      if first == last then return i, false end
+      local prev = call('HGET', prkey, p)
+      if not prev then return i, true end
+      prev = tonumber(prev)
+      local start = first
+      for j = first, last do
+        if tonumber(e[3 + 4 * j]) > prev then start = j; break end
+      end
+      local size = last - first + 1
+      for k = 0, size - 1 do
+        local j = first + (start - first + k) % size
+        local oj = 3 + 4 * j
+        if j == i or available(e[oj], e[oj + 2], tried) then return j, true end
+      end
+      return i, true
+    end
+  end
+  return -1, false
+end
+
+-- Stickiness: the agent `skey` names (the one this caller last reached in the group), when it is
+-- still a member and can take the call; else -1.
+local function pick_sticky(e, n, tried, skey)
+  local agent = call('GET', skey)
+  if not agent then return -1 end
+  for i = 1, n do
+    local o = 3 + 4 * i
+    if e[o] == agent then
+      if available(agent, e[o + 2], tried) then return i end
+      return -1
+    end
   end
   return -1
+end
+
+local seeded = false
+local function seed(opts)
+  if not seeded then
+    seeded = true
+    if opts.seed then math.randomseed(opts.seed) end
+  end
+end
+
+-- Random among the free members in proportion to their weight.
+local function pick_weighted(e, n, tried, opts)
+  local eligible, total = {}, 0
+  for i = 1, n do
+    local o = 3 + 4 * i
+    if available(e[o], e[o + 2], tried) then
+      eligible[#eligible + 1] = i
+      total = total + e[o + 3]
+    end
+  end
+  if #eligible == 0 then return -1 end
+  if #eligible == 1 or total < 1 then return eligible[1] end
+  seed(opts)
+  local x = math.random(total)
+  for k = 1, #eligible do
+    local i = eligible[k]
+    x = x - e[3 + 4 * i + 3]
+    if x <= 0 then return i end
+  end
+  return eligible[#eligible]
+end
+
+-- The fewest active calls relative to capacity (an unlimited member counts as large as the largest
+-- finite capacity; relative only when capacities differ); among equals, two random choices: the one
+-- with more free slots, else the first drawn.
+local function pick_least_active(e, n, tried, opts)
+  local differ = false
+  local maxcap = 0
+  local cap1 = e[9]
+  for i = 1, n do
+    local cap = e[5 + 4 * i]
+    if cap > maxcap then maxcap = cap end
+    if cap ~= cap1 then differ = true end
+  end
+  if maxcap == 0 then maxcap = 1 end
+  local ties, best_act, best_cap = {}, 0, 1
+  for i = 1, n do
+    local o = 3 + 4 * i
+    local agent = e[o]
+    if available(agent, e[o + 2], tried) then
+      local act = active_of(agent)
+      local cap = 1
+      if differ then
+        cap = e[o + 2]
+        if cap == 0 then cap = maxcap end
+      end
+      if #ties == 0 or act * best_cap < best_act * cap then
+        ties = {i}
+        best_act, best_cap = act, cap
+      elseif act * best_cap == best_act * cap then
+        ties[#ties + 1] = i
+      end
+    end
+  end
+  local m = #ties
+  if m == 0 then return -1 end
+  if m == 1 then return ties[1] end
+  seed(opts)
+  local a = math.random(m)
+  local b = math.random(m - 1)
+  if b >= a then b = b + 1 end
+  local ia, ib = ties[a], ties[b]
+  local function room(i)
+    local cap = e[5 + 4 * i]
+    if cap == 0 then return math.huge end
+    return cap - active_of(e[3 + 4 * i])
+  end
+  if room(ib) > room(ia) then return ib end
+  return ia
 end
 
 local function pick_round_robin(e, n, tried, rrkey)
@@ -292,7 +421,7 @@ local function pick_round_robin(e, n, tried, rrkey)
       -- the first member after (lp, la) in (priority, id) order; wraps to the first
       start = n + 1
       for i = 1, n do
-        local o = 4 + 3 * i
+        local o = 3 + 4 * i
         local p = e[o + 1]
         if p > lp or (p == lp and tonumber(e[o]) > la) then
           start = i
@@ -304,7 +433,7 @@ local function pick_round_robin(e, n, tried, rrkey)
   end
   for k = 0, n - 1 do
     local i = (start - 1 + k) % n + 1
-    local o = 4 + 3 * i
+    local o = 3 + 4 * i
     if available(e[o], e[o + 2], tried) then return i end
   end
   return -1
@@ -317,7 +446,7 @@ local function pick_load_balanced(e, n, tried, wh)
   local maxcap = 0
   local cap1 = e[9]
   for i = 1, n do
-    local cap = e[6 + 3 * i]
+    local cap = e[5 + 4 * i]
     if cap > maxcap then maxcap = cap end
     if cap ~= cap1 then differ = true end
   end
@@ -325,7 +454,7 @@ local function pick_load_balanced(e, n, tried, wh)
   local windows = windows_for(wh)
   local eligible, missing = {}, {}
   for i = 1, n do
-    local o = 4 + 3 * i
+    local o = 3 + 4 * i
     local agent = e[o]
     if available(agent, e[o + 2], tried) then
       eligible[#eligible + 1] = i
@@ -336,7 +465,7 @@ local function pick_load_balanced(e, n, tried, wh)
   local best, best_calls, best_cap = -1, 0, 1
   for k = 1, #eligible do
     local i = eligible[k]
-    local o = 4 + 3 * i
+    local o = 3 + 4 * i
     local calls = windows[e[o]]
     local cap = 1
     if differ then
@@ -364,8 +493,9 @@ local pos = batch[1] + 2
 local r = 0
 while batch[pos] do
   local session, stage, failed, caller = batch[pos], batch[pos + 1], batch[pos + 3], batch[pos + 4]
+  local from = batch[pos + 5]
   local e = batch[1 + batch[pos + 2]]
-  pos = pos + 5
+  pos = pos + 7
   r = r + 1
   local strategy, group, wh, max_attempts, fallback, n = e[1], e[2], e[3], e[4], e[5], e[6]
   local ck = base .. 'call:' .. session
@@ -390,19 +520,34 @@ while batch[pos] do
       cur = ''
     end
     local idx = -1
+    local opts = e[#e]
+    local skey, sticky_s, by_strategy, level = nil, opts.sticky_s, true, false
     if not ended and attempt <= max_attempts and not (is_dial and not fallback) and n > 0 then
-      if strategy == 'load_balanced' then
+      if sticky_s and from ~= '' then
+        skey = base .. 'st:' .. group .. ':' .. from
+        idx = pick_sticky(e, n, tried, skey)
+        by_strategy = idx < 0
+      end
+      if idx > 0 then
+        -- the caller's agent again
+      elseif strategy == 'load_balanced' then
         idx = pick_load_balanced(e, n, tried, wh)
       elseif strategy == 'round_robin' then
         idx = pick_round_robin(e, n, tried, base .. 'rr:' .. group)
-      else -- priority, single (one candidate)
-        idx = pick_priority(e, n, tried)
+      elseif strategy == 'weighted' then
+        idx = pick_weighted(e, n, tried, opts)
+      elseif strategy == 'least_active' then
+        idx = pick_least_active(e, n, tried, opts)
+      elseif strategy == 'priority' then
+        idx, level = pick_priority(e, n, tried, opts.rotate ~= false, base .. 'pr:' .. group)
+      else -- single (one candidate)
+        idx = pick_priority(e, n, tried, false, nil)
       end
     end
     local agent = '0'
     local cxml
     if idx > 0 then
-      local o = 4 + 3 * idx
+      local o = 3 + 4 * idx
       agent = e[o]
       local ak = base .. 'active:' .. agent
       -- Slots past their expiry are not counted (ZCOUNT from now); removing them is housekeeping,
@@ -418,19 +563,24 @@ while batch[pos] do
       end
       call('HSET', base .. 'last', agent, now_ms_s)
       call('EXPIRE', base .. 'last', LAST_TTL)
-      if strategy == 'round_robin' then
-        call('SET', base .. 'rr:' .. group, e[o + 1] .. ':' .. agent)
+      if by_strategy then
+        if strategy == 'round_robin' then
+          call('SET', base .. 'rr:' .. group, e[o + 1] .. ':' .. agent)
+        elseif level then
+          call('HSET', base .. 'pr:' .. group, e[o + 1], agent)
+        end
       end
+      if skey then call('SET', skey, agent, 'EX', sticky_s) end
       -- A call holds one slot at most: a dial-status that did not name the failed agent (no or a
       -- stale `agent` in its URL) still ends the dial that held `cur`, so free it before moving on.
       if cur ~= '' and cur ~= agent then free_slot(cur, session) end
       cur = agent
       tried = tried .. agent .. ','
-      local a = 5 + 3 * n + 2 * idx
+      local a = 5 + 4 * n + 2 * idx
       local head, tail = e[a], e[a + 1]
       if tail == '' then cxml = head else cxml = head .. caller .. tail end
     else
-      cxml = e[7 + 5 * n]
+      cxml = e[7 + 6 * n]
     end
     local zidx = idx - 1
     if idx < 0 then zidx = -1 end

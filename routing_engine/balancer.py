@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -72,7 +73,8 @@ class DecideRequest(msgspec.Struct, frozen=True, gc=False):
     tenant_id: int
     session: str  # Cloudonix session token
     stage: str  # "app" (first request) or "dial-<n>" (dial-status after attempt n)
-    strategy: str  # "load_balanced" | "priority" | "round_robin" | "single" (agent target)
+    # "load_balanced" | "priority" | "round_robin" | "weighted" | "least_active" | "single" (agent target)
+    strategy: str
     group_id: int  # 0 for single-agent targets
     window_hours: int
     max_attempts: int
@@ -82,6 +84,12 @@ class DecideRequest(msgspec.Struct, frozen=True, gc=False):
     no_agent: str  # the answer when no candidate can take the call
     caller: str = ""  # what goes between head and tail (the escaped callerId attribute), or nothing
     failed_agent: int | None = None  # dial-status failure: the agent whose slot to free first
+    # The caller's normalised number, only when the group is sticky (sticky_s > 0): the agent this
+    # caller last reached in the group within sticky_s seconds is chosen again when it can take the call.
+    from_number: str = ""
+    sticky_s: int = 0
+    # priority: rotate among members of equal priority (False: stable order by id)
+    rotate: bool = True
 
     def answer(self, index: int) -> str:
         """The answer for candidate ``index`` (-1: the no-agent answer)."""
@@ -109,15 +117,24 @@ class AgentCounters(msgspec.Struct, frozen=True, gc=False):
 _ENCODE = msgspec.msgpack.Encoder().encode
 
 
-def encode_batch(requests: Sequence[DecideRequest]) -> bytes:
+# Strategies that draw random numbers in the script: their targets carry a seed (Redis 6 seeds a
+# script's math.random identically on every call).
+RANDOM_STRATEGIES = frozenset({"weighted", "least_active"})
+_seeds = random.Random()
+
+
+def encode_batch(requests: Sequence[DecideRequest], rng: random.Random | None = None) -> bytes:
     """The ``decide`` payload of balancer.lua: one flat msgpack array (Lua builds a table per array,
     and tables are what its unpacking costs), the routing targets of the batch once each:
 
-        [k, target_1, ..., target_k, session, stage, target, failed, caller, session, ...]
+        [k, target_1, ..., target_k, session, stage, target, failed, caller, from, fstatus, session, ...]
 
-    target = [strategy, group, window_hours, max_attempts, fallback, n, agent, priority, capacity
-    (n times; agent as a string, as the keys use it), head, tail (n times), no_agent]; per request
-    ``target`` is its 1-based index and ``failed`` the failed agent as a string ("" for none)."""
+    target = [strategy, group, window_hours, max_attempts, fallback, n, agent, priority, capacity,
+    weight (n times; agent as a string, as the keys use it), head, tail (n times), no_agent, opts];
+    opts (always last) a map with only the keys that apply: ``sticky_s``, ``rotate`` (False only),
+    ``seed`` (random strategies; from ``rng``). Per request ``target`` is its 1-based index,
+    ``failed`` the failed agent as a string ("" for none), ``from`` the caller's number for a sticky
+    group ("" otherwise), ``fstatus`` the failed dial's status ("" for none)."""
     targets: dict[tuple[Any, ...], int] = {}
     out: list[Any] = [0]
     rows: list[Any] = []
@@ -127,6 +144,8 @@ def encode_batch(requests: Sequence[DecideRequest]) -> bytes:
         key = (
             req.strategy,
             req.group_id,
+            req.sticky_s,
+            req.rotate,
             req.window_hours,
             req.max_attempts,
             req.fallback_enabled,
@@ -146,13 +165,28 @@ def encode_batch(requests: Sequence[DecideRequest]) -> bytes:
                 len(req.candidates),
             ]
             for c in req.candidates:
-                target += (str(c.agent_id), c.priority, c.capacity)
+                target += (str(c.agent_id), c.priority, c.capacity, c.weight)
             for head, tail in req.answers:
                 target += (head, tail)
-            target.append(req.no_agent)
+            opts: dict[str, Any] = {}
+            if req.sticky_s:
+                opts["sticky_s"] = req.sticky_s
+            if not req.rotate and req.strategy == "priority":
+                opts["rotate"] = False
+            if req.strategy in RANDOM_STRATEGIES:
+                opts["seed"] = (rng or _seeds).getrandbits(31)
+            target += (req.no_agent, opts)
             out.append(target)
         failed = req.failed_agent
-        rows += (req.session, req.stage, index, "" if failed is None else str(failed), req.caller)
+        rows += (
+            req.session,
+            req.stage,
+            index,
+            "" if failed is None else str(failed),
+            req.caller,
+            req.from_number,
+            "",
+        )
     out[0] = len(targets)
     out += rows
     return _ENCODE(out)
@@ -184,8 +218,13 @@ def choose(
     active: Callable[[int], int],
     window: Callable[[int], int],
     rr_last: tuple[int, int] | None,
+    *,
+    rng: random.Random | None = None,
+    level_last: Callable[[int], int | None] | None = None,
+    rotate: bool = True,
 ) -> int:
-    """The strategy rules of balancer.lua, for the local view: the chosen index or -1."""
+    """The strategy rules of balancer.lua, for the local view: the chosen index or -1.
+    ``level_last(priority)``: the agent last chosen at that priority (priority rotation)."""
 
     def free(c: Candidate) -> bool:
         return not tried(c.agent_id) and (c.capacity == 0 or active(c.agent_id) < c.capacity)
@@ -200,20 +239,52 @@ def choose(
             if free(candidates[i]):
                 return i
         return -1
-    if strategy == "load_balanced":
+    if strategy in ("load_balanced", "least_active"):
         caps = {c.capacity for c in candidates}
         differ = len(caps) > 1
         maxcap = max(caps, default=0) or 1
+        count = window if strategy == "load_balanced" else active
         best, best_calls, best_cap = -1, 0, 1
+        ties: list[int] = []
         for i, c in enumerate(candidates):
             if not free(c):
                 continue
-            calls = window(c.agent_id)
+            calls = count(c.agent_id)
             cap = (c.capacity or maxcap) if differ else 1
             if best == -1 or calls * best_cap < best_calls * cap:
                 best, best_calls, best_cap = i, calls, cap
+                ties = [i]
+            elif calls * best_cap == best_calls * cap:
+                ties.append(i)
+        if strategy == "least_active" and len(ties) > 1:
+            a, b = (rng or random).sample(ties, 2)
+
+            def room(i: int) -> float:
+                c = candidates[i]
+                return c.capacity - active(c.agent_id) if c.capacity else float("inf")
+
+            return b if room(b) > room(a) else a
         return best
-    return next((i for i, c in enumerate(candidates) if free(c)), -1)
+    if strategy == "weighted":
+        eligible = [i for i, c in enumerate(candidates) if free(c)]
+        weights = [candidates[i].weight for i in eligible]
+        if len(eligible) <= 1 or sum(weights) < 1:
+            return eligible[0] if eligible else -1
+        return (rng or random).choices(eligible, weights=weights)[0]
+    first = next((i for i, c in enumerate(candidates) if free(c)), -1)
+    if first < 0 or strategy != "priority" or not rotate or level_last is None:
+        return first
+    level = candidates[first].priority
+    members = [i for i, c in enumerate(candidates) if c.priority == level]
+    prev = level_last(level)
+    if len(members) < 2 or prev is None:
+        return first
+    start = next((k for k, i in enumerate(members) if candidates[i].agent_id > prev), 0)
+    for k in range(len(members)):
+        i = members[(start + k) % len(members)]
+        if free(candidates[i]):
+            return i
+    return first
 
 
 class _LocalCall:
@@ -233,6 +304,11 @@ class LocalView:
         self.active: dict[tuple[int, int], dict[str, float]] = {}
         self.chosen: dict[tuple[int, int], int] = {}
         self.rr: dict[tuple[int, int], tuple[int, int]] = {}
+        # (tenant, group, priority) -> agent last chosen at that level (priority rotation)
+        self.levels: dict[tuple[int, int, int], int] = {}
+        # (tenant, group, caller) -> (agent, until monotonic): stickiness, bounded
+        self.sticky: OrderedDict[tuple[int, int, str], tuple[int, float]] = OrderedDict()
+        self.rng = random.Random()
         self.calls: OrderedDict[tuple[int, str], _LocalCall] = OrderedDict()
         self.answers: OrderedDict[tuple[int, str, str], DecideResult] = OrderedDict()
 
@@ -260,23 +336,40 @@ class LocalView:
         if req.failed_agent is not None and call.cur == req.failed_agent:
             self._free(t, req.session, call)
         index = -1
+        sticky_key = (t, req.group_id, req.from_number) if req.sticky_s and req.from_number else None
+        by_strategy = True
         if attempt <= req.max_attempts and (req.stage == "app" or req.fallback_enabled):
-            index = choose(
-                req.strategy,
-                req.candidates,
-                call.tried.__contains__,
-                lambda a: self._active_count(t, a),
-                lambda a: self.chosen.get((t, a), 0),
-                self.rr.get((t, req.group_id)),
-            )
+            if sticky_key is not None:
+                index = self._sticky(t, req, sticky_key, call)
+                by_strategy = index < 0
+            if index < 0:
+                g = req.group_id
+                index = choose(
+                    req.strategy,
+                    req.candidates,
+                    call.tried.__contains__,
+                    lambda a: self._active_count(t, a),
+                    lambda a: self.chosen.get((t, a), 0),
+                    self.rr.get((t, g)),
+                    rng=self.rng,
+                    level_last=lambda p: self.levels.get((t, g, p)),
+                    rotate=req.rotate,
+                )
         agent_id: int | None = None
         if index >= 0:
             c = req.candidates[index]
             agent_id = c.agent_id
             self.active.setdefault((t, agent_id), {})[req.session] = time.monotonic() + self._slot_ttl
             self.chosen[(t, agent_id)] = self.chosen.get((t, agent_id), 0) + 1
-            if req.strategy == "round_robin":
+            if by_strategy and req.strategy == "round_robin":
                 self.rr[(t, req.group_id)] = (c.priority, agent_id)
+            elif by_strategy and req.strategy == "priority" and req.rotate:
+                self.levels[(t, req.group_id, c.priority)] = agent_id
+            if sticky_key is not None:
+                self.sticky.pop(sticky_key, None)
+                self.sticky[sticky_key] = (agent_id, time.monotonic() + req.sticky_s)
+                if len(self.sticky) > LOCAL_CALLS_LIMIT:
+                    self.sticky.popitem(last=False)
             call.cur = agent_id
             call.tried.add(agent_id)
         result = DecideResult(
@@ -291,6 +384,17 @@ class LocalView:
         if len(self.answers) > LOCAL_CALLS_LIMIT:
             self.answers.popitem(last=False)
         return result
+
+    def _sticky(self, tenant_id: int, req: DecideRequest, key: tuple[int, int, str], call: _LocalCall) -> int:
+        """The index of the agent this caller last reached in the group, when it can take the call."""
+        held = self.sticky.get(key)
+        if held is None or held[1] <= time.monotonic():
+            return -1
+        for i, c in enumerate(req.candidates):
+            if c.agent_id == held[0]:
+                free = c.capacity == 0 or self._active_count(tenant_id, c.agent_id) < c.capacity
+                return i if free and c.agent_id not in call.tried else -1
+        return -1
 
     def _free(self, tenant_id: int, session: str, call: _LocalCall) -> bool:
         if call.cur is None:
@@ -331,8 +435,11 @@ class Balancer:
         max_batch: int = MAX_BATCH,
         redis_retry_s: float = REDIS_RETRY_S,
         timeout_s: float = DECIDE_TIMEOUT_S,
+        seed: int | None = None,
     ) -> None:
         self._redis = redis
+        # Seeds of the random strategies' script calls (a fixed ``seed``: reproducible, for tests).
+        self._rng = random.Random(seed) if seed is not None else None
         # The script calls go through the lean client when there is one (the engine), else redis-py.
         self._scripts = scripts
         self._prefix = prefix
@@ -351,6 +458,8 @@ class Balancer:
         self._flushes: set[asyncio.Task[None]] = set()
         self._redis_down_until = 0.0
         self.local = LocalView(active_slot_ttl_s)
+        if seed is not None:
+            self.local.rng.seed(seed)
         # How long a CDR's "this call is over" mark lives for a call Redis never routed: as long as a
         # replica's degraded decision for it could still be adopted.
         self._end_mark_ttl = str(active_slot_ttl_s + 60)
@@ -491,7 +600,12 @@ class Balancer:
             if self._pending:  # back from an outage: merge what was decided meanwhile first
                 await self._reconcile(tenant_id)
             reply = await self._script(
-                tenant_id, "decide", self._idem_ttl, self._slot_ttl_ms, encode_batch(requests), BUCKET_TTL
+                tenant_id,
+                "decide",
+                self._idem_ttl,
+                self._slot_ttl_ms,
+                encode_batch(requests, self._rng),
+                BUCKET_TTL,
             )
         except UNAVAILABLE as exc:
             self._redis_failed(exc, error=False)
@@ -699,6 +813,7 @@ class Balancer:
 
 
 __all__ = [
+    "RANDOM_STRATEGIES",
     "AgentCounters",
     "Balancer",
     "Candidate",

@@ -12,6 +12,7 @@ from routing_engine import cxml
 from routing_engine.balancer import Balancer, DecideRequest
 from routing_engine.rules import CompiledDomain, CompiledTarget, CompiledTenant, OutboundRoute
 from routing_engine.webhooks import VoiceRequest
+from shared.routing import normalize_number
 from shared.snapshot import InboundRuleSnap
 
 DIAL_ENDED = frozenset({"completed", "answered"})
@@ -50,6 +51,15 @@ def _outbound(tenant: CompiledTenant, req: VoiceRequest) -> Decision:
         route.caller_id_override or req.from_number, route.trunks, route.dial_number(req.to_number)
     )
     return Decision(cxml=answer, outcome="outbound", strategy="outbound", rule_id=route.rule_id)
+
+
+# The longest caller number a stickiness key holds (longer ones are cut: still one key per caller).
+STICKY_CALLER_MAX = 64
+
+
+def sticky_caller(from_number: str) -> str:
+    """The caller as a stickiness key part: the normalised number (SPEC §2.4), at most 64 chars."""
+    return normalize_number(from_number)[:STICKY_CALLER_MAX] if from_number else ""
 
 
 # Distinct (domain, base URL, attempt) renderings kept per target; more only when requests name many
@@ -106,6 +116,9 @@ class Decider:
                 no_agent=target.no_agent,
                 caller=cxml.caller_attr(cxml.escape(req.from_number)),
                 failed_agent=failed_agent,
+                from_number=sticky_caller(req.from_number) if target.sticky_s else "",
+                sticky_s=target.sticky_s,
+                rotate=target.rotate,
             )
         )
         text = result.cxml

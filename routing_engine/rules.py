@@ -56,6 +56,8 @@ class CompiledTarget:
     candidates: tuple[Candidate, ...]
     fragments: tuple[cxml.AgentFragment, ...]  # parallel to candidates
     no_agent: str  # full CXML
+    sticky_s: int = 0  # caller stickiness (s), 0 = off
+    rotate: bool = True  # priority: rotate among equal priorities
     # (dial-status path, base URL, attempt) -> each candidate's answer split around the caller id
     # (cxml.agent_answer_parts): what stays the same from call to call is rendered once.
     answer_parts: dict[tuple[str, str, int], tuple[tuple[str, str], ...]] = field(
@@ -180,6 +182,8 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
             ),
             fragments=tuple(fragments[m.agent_id] for m in members),
             no_agent=cxml.no_agent_answer(gs.no_agent_action, message),
+            sticky_s=gs.sticky_hours * 3600,
+            rotate=gs.rotate_same_priority,
         )
 
     def agent_target(agent_id: int) -> CompiledTarget | None:

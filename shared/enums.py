@@ -14,6 +14,8 @@ class Strategy(StrEnum):
     LOAD_BALANCED = "load_balanced"
     PRIORITY = "priority"
     ROUND_ROBIN = "round_robin"
+    WEIGHTED = "weighted"
+    LEAST_ACTIVE = "least_active"
 
 
 class TargetType(StrEnum):

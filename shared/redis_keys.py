@@ -67,6 +67,15 @@ class TenantKeys:
         """The last member chosen for a round-robin group, as ``<priority>:<agent_id>``."""
         return f"{self.base}rr:{group_id}"
 
+    def priority_levels(self, group_id: int) -> str:
+        """Hash of a priority group's rotation among equal priorities: field = priority, value = the
+        agent last chosen at that level."""
+        return f"{self.base}pr:{group_id}"
+
+    def sticky(self, group_id: int, caller: str) -> str:
+        """The agent ``caller`` (normalised From) last reached in the group; lives ``sticky_hours``."""
+        return f"{self.base}st:{group_id}:{caller}"
+
     def call(self, session: str) -> str:
         """Hash of one call's routing state: ``cur`` (agent holding a slot), ``tried`` (``,1,5,``),
         ``att`` (last attempt number), ``end`` (the call is over), and per decided stage ``d:<stage>``

@@ -45,6 +45,11 @@ class GroupSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     ring_timeout_s: Annotated[int, Meta(ge=5, le=120)] = 30
     no_agent_action: NoAgentAction = NoAgentAction.SAY_AND_HANGUP
     no_agent_message: Annotated[str, Meta(max_length=500)] | None = None
+    # Caller stickiness: a caller who reached an agent of the group within this many hours gets it
+    # again when it can take the call (0 = off).
+    sticky_hours: Annotated[int, Meta(ge=0, le=720)] = 0
+    # priority strategy: rotate among members of equal priority (False: stable order by id).
+    rotate_same_priority: bool = True
 
 
 class DomainSnap(msgspec.Struct, kw_only=True, frozen=True):

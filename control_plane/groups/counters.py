@@ -102,7 +102,7 @@ async def reset_group_counters(
     redis: RedisClient, keys: TenantKeys, group_id: int, agent_ids: Sequence[int]
 ) -> int:
     """Clear the members' window counts (their fields of every bucket and cached window sum) and the
-    group's round-robin pointer; active slots stay (they are real calls). Window counts are per agent,
+    group's round-robin and priority-rotation pointers; active slots stay (they are real calls). Window counts are per agent,
     so other groups sharing an agent see it too. Answers how many counters existed and were removed."""
     seconds, _micros = await redis.time()
     now_min = int(seconds) // 60
@@ -111,7 +111,7 @@ async def reset_group_counters(
     fields = [str(agent_id) for agent_id in agent_ids]
     async with redis.pipeline(transaction=False) as pipe:
         # As a plain command: a cluster pipeline's own unlink() is a coroutine, not a queued command.
-        pipe.execute_command("UNLINK", keys.round_robin(group_id))
+        pipe.execute_command("UNLINK", keys.round_robin(group_id), keys.priority_levels(group_id))
         for name in names:
             pipe.hdel(name, *fields)
         removed = await pipe.execute()

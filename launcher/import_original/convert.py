@@ -112,7 +112,6 @@ def convert_group(group: dict[str, Any], members: list[dict[str, Any]]) -> Conve
     fallback = settings_in.get("failover_enabled", settings_in.get("fallback_enabled"))
     if fallback is not None:
         settings["fallback_enabled"] = bool(fallback)
-    rotate_same_priority = True
     if strategy == "load_balanced":
         window = settings_in.get("window_hours")
         if isinstance(window, int) and 1 <= window <= 168:
@@ -124,7 +123,14 @@ def convert_group(group: dict[str, Any], members: list[dict[str, Any]]) -> Conve
             )
         out.notes.append("load_balanced ties: random there, by priority then id here")
     elif strategy == "priority":
-        rotate_same_priority = bool(settings_in.get("round_robin_same_priority", True))
+        if "round_robin_same_priority" in settings_in:
+            rotate = bool(settings_in["round_robin_same_priority"])
+            settings["rotate_same_priority"] = rotate
+            if not rotate:
+                out.notes.append(
+                    "round_robin_same_priority=false -> rotate_same_priority=false (equal priorities in "
+                    "agent-id order here; there in membership-creation order)"
+                )
         if "failover_enabled" in settings_in:
             out.notes.append(
                 "failover_enabled -> fallback_enabled (there it only widened the candidate list; here a "
@@ -142,7 +148,7 @@ def convert_group(group: dict[str, Any], members: list[dict[str, Any]]) -> Conve
         strategy = "load_balanced"
     if group.get("description"):
         out.notes.append("description dropped (groups here have none)")
-    converted_members, member_notes = convert_members(members, rotate_same_priority)
+    converted_members, member_notes = convert_members(members)
     out.notes += member_notes
     out.body = {
         "name": str(group.get("name") or f"group {group.get('id')}")[:255],
@@ -154,25 +160,22 @@ def convert_group(group: dict[str, Any], members: list[dict[str, Any]]) -> Conve
     return out
 
 
-def convert_members(
-    members: list[dict[str, Any]], rotate_same_priority: bool = True
-) -> tuple[list[dict[str, Any]], list[str]]:
+def convert_members(members: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """Member priorities 1..100, highest first (default 50) become ours, lowest first: 101 - p.
-    Equal priorities stay equal (both systems rotate among them) unless the original group turned
-    ``round_robin_same_priority`` off: then its stable order (membership creation) becomes distinct
-    priorities. Capacity there weighted only the weighted round robin; here it caps concurrent calls,
-    so every member is imported unlimited (0) and the old capacity kept as the weight."""
+    Equal priorities stay equal (both systems rotate among them; the group's
+    ``round_robin_same_priority`` becomes ``settings.rotate_same_priority``). Capacity there weighted
+    only the weighted round robin; here it caps concurrent calls, so every member is imported
+    unlimited (0) and the old capacity kept as the weight."""
     notes: list[str] = []
     ordered = list(members)  # already in the original's order
     out: list[dict[str, Any]] = []
-    ties = len({_member_priority(m) for m in ordered}) < len(ordered)
-    for rank, member in enumerate(ordered):
+    for member in ordered:
         priority = ORIGINAL_MEMBER_PRIORITY_MAX + 1 - _member_priority(member)
         capacity = member.get("capacity")
         out.append(
             {
                 "agent_id": int(member.get("voice_agent_id") or member["agent_id"]),
-                "priority": rank + 1 if (ties and not rotate_same_priority) else priority,
+                "priority": priority,
                 "capacity": 0,
                 "weight": max(1, min(int(capacity), 1000)) if isinstance(capacity, int) else 1,
             }
@@ -183,10 +186,6 @@ def convert_members(
             notes.append(
                 "member capacity was a rotation weight there: kept as weight, capacity set to 0 (unlimited)"
             )
-    if ties and not rotate_same_priority:
-        notes.append(
-            "round_robin_same_priority=false: equal priorities given distinct ranks in the original's order"
-        )
     return out, notes
 
 

@@ -18,6 +18,8 @@ DEFAULT_SETTINGS = {
     "ring_timeout_s": 30,
     "no_agent_action": "say_and_hangup",
     "no_agent_message": None,
+    "sticky_hours": 0,
+    "rotate_same_priority": True,
 }
 
 
@@ -97,6 +99,10 @@ async def test_create_with_strategy_and_settings(account: Account) -> None:
         ({"settings": {"ring_timeout_s": 4}}, "settings.ring_timeout_s"),
         ({"settings": {"no_agent_action": "explode"}}, "settings.no_agent_action"),
         ({"strategy": "random"}, "strategy"),
+        ({"settings": {"sticky_hours": -1}}, "settings.sticky_hours"),
+        ({"settings": {"sticky_hours": 721}}, "settings.sticky_hours"),
+        ({"settings": {"sticky_hours": "2"}}, "settings.sticky_hours"),
+        ({"settings": {"rotate_same_priority": "no"}}, "settings.rotate_same_priority"),
         ({"name": ""}, "name"),
     ],
 )
@@ -116,6 +122,24 @@ async def test_unknown_setting_is_refused(account: Account) -> None:
     update = await account.put(f"/api/agent-groups/{group['id']}", json={"settings": {"colour": "red"}})
     assert update.status_code == 422
     assert fields(update) == {"settings.colour"}
+
+
+@pytest.mark.parametrize("strategy", ["weighted", "least_active"])
+async def test_strategies_beyond_the_original(account: Account, strategy: str) -> None:
+    """SPEC §5: weighted and least_active, stickiness and the priority rotation switch round-trip."""
+    group = await make_group(
+        account, strategy=strategy, settings={"sticky_hours": 720, "rotate_same_priority": False}
+    )
+    assert group["strategy"] == strategy
+    assert group["settings"]["sticky_hours"] == 720
+    assert group["settings"]["rotate_same_priority"] is False
+    listed = (await account.get("/api/agent-groups", params={"strategy": strategy})).json()
+    assert [g["id"] for g in listed["data"]] == [group["id"]]
+    url = f"/api/agent-groups/{group['id']}"
+    off = await account.patch(url, json={"settings": {"sticky_hours": 0}, "strategy": "priority"})
+    assert off.status_code == 200, off.text
+    assert off.json()["settings"]["sticky_hours"] == 0
+    assert off.json()["settings"]["rotate_same_priority"] is False
 
 
 async def test_unique_name_per_tenant(account: Account, other_account: Account) -> None:

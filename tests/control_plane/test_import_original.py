@@ -407,8 +407,10 @@ async def test_import_converts_the_original_and_routes_numbers_as_it_did(
     # 101 - p keeps the original's order (highest first there, lowest first here), ties stay ties.
     assert members["Support"] == [("Dasha", 51, 0, 1), ("Vapi A", 21, 0, 1), ("Vapi B", 21, 0, 3)]
     assert members["Sales"] == [("Synth", 61, 0, 1), ("Vapi B", 51, 0, 2)]
-    # round_robin_same_priority off: the original's stable order as distinct priorities.
-    assert members["Stable"] == [("Dasha", 1, 0, 1), ("Vapi A", 2, 0, 1)]
+    # round_robin_same_priority maps to rotate_same_priority; equal priorities stay equal.
+    assert members["Stable"] == [("Dasha", 51, 0, 1), ("Vapi A", 51, 0, 1)]
+    assert groups["Stable"]["settings"]["rotate_same_priority"] is False
+    assert groups["Support"]["settings"]["rotate_same_priority"] is True
     assert groups["Support"]["settings"]["fallback_enabled"] is True
     assert groups["Stable"]["settings"]["fallback_enabled"] is False
     assert groups["Sales"]["strategy"] == "load_balanced"

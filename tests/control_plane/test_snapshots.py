@@ -187,6 +187,28 @@ async def test_api_change_reaches_the_bucket(account: Account, kv: KeyValue, db:
     assert unpublished(db, account.tenant_id) == []
 
 
+async def test_strategy_settings_reach_the_bucket(account: Account, kv: KeyValue, db: Engine) -> None:
+    """weighted / least_active, member weights, sticky_hours and rotate_same_priority travel to the
+    engines in the snapshot."""
+    made = await build_config(account)
+    url = f"/api/agent-groups/{made['group']['id']}"
+    r = await account.patch(
+        url, json={"strategy": "weighted", "settings": {"sticky_hours": 48, "rotate_same_priority": False}}
+    )
+    assert r.status_code == 200, r.text
+    r = await account.patch(f"{url}/members/{made['plain']['id']}", json={"weight": 250})
+    assert r.status_code == 200, r.text
+    snap = await wait_version(kv, account.tenant_id, config_version(db, account.tenant_id))
+    group = snap.groups[0]
+    assert group.strategy == "weighted"
+    assert group.settings.sticky_hours == 48
+    assert group.settings.rotate_same_priority is False
+    assert group.members[0].weight == 250
+    r = await account.patch(url, json={"strategy": "least_active"})
+    snap = await wait_version(kv, account.tenant_id, config_version(db, account.tenant_id))
+    assert snap.groups[0].strategy == "least_active"
+
+
 async def test_credentials_are_sealed_with_the_snapshot_key(
     account: Account, kv: KeyValue, db: Engine
 ) -> None:

@@ -8,6 +8,8 @@ export const STRATEGIES = [
   { value: "load_balanced", label: "Load balanced (fewest recent calls)" },
   { value: "priority", label: "Priority (lowest number first)" },
   { value: "round_robin", label: "Round robin" },
+  { value: "weighted", label: "Weighted random (by member weight)" },
+  { value: "least_active", label: "Least active (fewest active calls)" },
 ];
 const NO_AGENT = [
   { value: "say_and_hangup", label: "Say a message and hang up" },
@@ -33,6 +35,8 @@ function settingsForm(group, navigate) {
       { name: "settings.window_hours", label: "Window (hours)", type: "number", min: 1, max: 168, value: s.window_hours ?? 24, help: "How far back load balancing counts calls." },
       { name: "settings.max_attempts", label: "Max attempts per call", type: "number", min: 1, max: 10, value: s.max_attempts ?? 3 },
       { name: "settings.ring_timeout_s", label: "Ring timeout (s)", type: "number", min: 5, max: 120, value: s.ring_timeout_s ?? 30 },
+      { name: "settings.sticky_hours", label: "Caller stickiness (hours)", type: "number", min: 0, max: 720, value: s.sticky_hours ?? 0, help: "A caller who reached an agent within this many hours gets it again when it is free; 0 = off." },
+      { name: "settings.rotate_same_priority", label: "Priority: rotate among members of equal priority", type: "checkbox", value: s.rotate_same_priority ?? true, help: "Off: the lowest agent id of the level is always tried first." },
       { name: "settings.fallback_enabled", label: "Try the next agent when one is busy or does not answer", type: "checkbox", value: s.fallback_enabled ?? true },
       { name: "settings.no_agent_action", label: "When no agent is free", type: "select", value: s.no_agent_action || "say_and_hangup", options: NO_AGENT },
       { name: "settings.no_agent_message", label: "Message when no agent is free", type: "textarea", rows: 2, value: s.no_agent_message ?? "", empty: null, wide: true, help: "Empty: the tenant's message." },
