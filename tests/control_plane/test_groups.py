@@ -18,6 +18,7 @@ DEFAULT_SETTINGS = {
     "ring_timeout_s": 30,
     "no_agent_action": "say_and_hangup",
     "no_agent_message": None,
+    "outlier": None,
 }
 
 
