@@ -25,11 +25,16 @@ from shared.redis_keys import TenantKeys
 from shared.snapshot import GroupSettings, GroupSnap, MemberSnap, OutlierSettings
 from tests.conftest import REDIS_URL
 from tests.routing_engine.harness import (
+    PrivateServer,
     TenantConfig,
+    asgi_client,
     demo_tenant,
+    engine_settings,
     granian_engine,
     new_session,
+    publish,
     put_snapshot,
+    running_engine,
 )
 
 AGENT = re.compile(r"agent=(\d+)")
@@ -413,3 +418,31 @@ async def test_failure_rate_over_window(clients: list[httpx.AsyncClient], kv: Ke
     await calls.cdr(session, 1)
     ejected = await ejected_soon(redis, config, a1)
     assert ejected[2] == "failure_rate:short_call"
+
+
+async def test_degraded_mode_ignores_ejections(private_redis: PrivateServer, kv: KeyValue) -> None:
+    """Redis down: a group with outlier settings is still routed (the local view ignores ejection),
+    failed dials move on to the next agent, and nothing crashes; Redis back: ejection works again."""
+    server = private_redis
+    settings = engine_settings(redis_url=server.url)
+    config = outlier_tenant(
+        OutlierSettings(consecutive_failures=1, base_ejection_s=60, max_ejected_percent=100)
+    )
+    a1, a2 = config.tenant_id * 100 + 1, config.tenant_id * 100 + 2
+    async with running_engine(settings) as app, asgi_client(app) as c:
+        await publish(kv, app, config)
+        calls = Calls([c], config)
+        server.stop()
+        for _ in range(3):
+            session, agent = await calls.start()
+            assert agent == a1  # every member is eligible: no ejection without Redis
+            assert await calls.dial_status(session, 1, a1, "busy") == a2
+        assert app.balancer.degraded_total >= 6
+        server.start()
+        await asyncio.sleep(1.1)  # the balancer retries Redis after its pause
+        session, agent = await calls.start()
+        assert agent == a1
+        assert await calls.dial_status(session, 1, a1, "busy") == a2
+        assert app.balancer.degraded_total < app.balancer.decisions_total
+        _, agent = await calls.start()
+        assert agent == a2  # ejected by the failure Redis saw
