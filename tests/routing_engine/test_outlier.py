@@ -20,6 +20,8 @@ from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 from redis.asyncio import Redis
 
+from routing_engine.balancer import Balancer, Candidate, DecideRequest, OutlierNote
+from routing_engine.rules import outlier_opts
 from shared.events import decode_events
 from shared.redis_keys import TenantKeys
 from shared.snapshot import GroupSettings, GroupSnap, MemberSnap, OutlierSettings
@@ -446,3 +448,49 @@ async def test_degraded_mode_ignores_ejections(private_redis: PrivateServer, kv:
         assert app.balancer.degraded_total < app.balancer.decisions_total
         _, agent = await calls.start()
         assert agent == a2  # ejected by the failure Redis saw
+
+
+async def test_an_ejection_inside_a_coalesced_batch_holds_for_the_rest_of_it(redis: Redis) -> None:
+    """Many calls decided in one script call: the failure that ejects an agent is seen by the
+    decisions after it in the same batch (the per-script ejection cache), and a group without outlier
+    settings sharing the agent still chooses it."""
+    balancer = Balancer(redis, prefix=os.environ["VLB_REDIS_PREFIX"], in_flight=1)
+    notes: list[OutlierNote] = []
+    balancer.outlier_sink = lambda _t, _s, note: notes.append(note)
+    tenant = 990_000 + int(time.time()) % 10_000
+    cands = (Candidate(agent_id=1, priority=1, capacity=0), Candidate(agent_id=2, priority=2, capacity=0))
+    opts = outlier_opts(
+        OutlierSettings(consecutive_failures=1, base_ejection_s=60, max_ejected_percent=100), 2
+    )
+
+    def req(session: str, stage: str = "app", failed: int | None = None, group: int = 1) -> DecideRequest:
+        return DecideRequest(
+            tenant_id=tenant,
+            session=session,
+            stage=stage,
+            strategy="priority",
+            group_id=group,
+            window_hours=24,
+            max_attempts=3,
+            fallback_enabled=True,
+            candidates=cands,
+            answers=(("<a1/>", ""), ("<a2/>", "")),
+            no_agent="<none/>",
+            failed_agent=failed,
+            fail_status="busy" if failed else "",
+            opts=opts if group == 1 else {},
+        )
+
+    first = await balancer.decide(req("s" * 32))
+    assert first.agent_id == 1
+    # one batch: the failed dial (ejects 1, moves on to 2), then new calls of group 1 and group 2
+    batch = [req("s" * 32, "dial-1", 1)] + [req(f"n{i:031d}") for i in range(5)] + [req("g" * 32, group=2)]
+    results = await balancer._decide_batch(tenant, batch)
+    assert [r.agent_id for r in results] == [2, 2, 2, 2, 2, 2, 1]
+    assert [(n.kind, n.agent_id, n.reason, n.ejections) for n in notes] == [
+        ("ejected", 1, "consecutive:busy", 1)
+    ]
+    # a replay of the failed dial's stage answers the same and notes nothing again
+    again = await balancer._decide_batch(tenant, [req("s" * 32, "dial-1", 1)])
+    assert (again[0].agent_id, again[0].replay) == (2, True)
+    assert len(notes) == 1
