@@ -19,9 +19,11 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from routing_engine.balancer import Balancer, Candidate, DecideRequest
+from routing_engine.balancer import NO_OPTS, Balancer, Candidate, DecideRequest
+from routing_engine.rules import outlier_opts
 from routing_engine.script_client import ScriptClient
 from shared.redis_keys import TenantKeys
+from shared.snapshot import OutlierSettings
 
 PREFIX = "vlbbench"
 AGENTS = 10
@@ -42,7 +44,13 @@ ANSWERS = tuple(
 )
 
 
-def make_request(tenant: int, strategy: str, window_hours: int = 24) -> DecideRequest:
+# settings.outlier of a group (defaults), as the engine's compiled target carries it.
+OUTLIER_OPTS = outlier_opts(OutlierSettings(), AGENTS)
+
+
+def make_request(
+    tenant: int, strategy: str, window_hours: int = 24, *, outlier: bool = False
+) -> DecideRequest:
     sticky = strategy.endswith("+sticky")
     return DecideRequest(
         tenant_id=tenant,
@@ -60,6 +68,7 @@ def make_request(tenant: int, strategy: str, window_hours: int = 24) -> DecideRe
         # a sticky group: one caller in 50 calls again (the rest are new callers: a GET and a SET each)
         from_number=f"+1212555{next(_sessions) % 5000:04d}" if sticky else "",
         sticky_s=3600 if sticky else 0,
+        opts=OUTLIER_OPTS if outlier else NO_OPTS,
     )
 
 
@@ -106,28 +115,32 @@ def pct(values: list[float], q: float) -> float:
 
 async def script_latency(client: aioredis.Redis, n: int, *, own: bool) -> None:
     print(f"sequential decide() round trip, {AGENTS} candidates, 24 h window filled (µs):")
-    for strategy in (
-        "priority",
-        "round_robin",
-        "load_balanced",
-        "weighted",
-        "least_active",
-        "load_balanced+sticky",
-    ):
-        tenant = 100 + len(strategy)
+    for strategy, outlier in [
+        (s, False)
+        for s in (
+            "priority",
+            "round_robin",
+            "load_balanced",
+            "weighted",
+            "least_active",
+            "load_balanced+sticky",
+        )
+    ] + [("priority", True), ("load_balanced", True)]:
+        tenant = 100 + len(strategy) + (50 if outlier else 0)
         await fill_window(client, tenant)
         balancer = Balancer(client, prefix=PREFIX, coalesce=False, scripts=_scripts.get("client"))
-        await balancer.decide(make_request(tenant, strategy))
+        await balancer.decide(make_request(tenant, strategy, outlier=outlier))
         if own:
             await client.config_resetstat()
         samples = []
         for _ in range(n):
-            req = make_request(tenant, strategy)
+            req = make_request(tenant, strategy, outlier=outlier)
             t0 = time.perf_counter()
             await balancer.decide(req)
             samples.append((time.perf_counter() - t0) * 1e6)
+        label = strategy + ("+outlier" if outlier else "")
         print(
-            f"  {strategy:14s} p50 {statistics.median(samples):7.0f}  p99 {pct(samples, 0.99):7.0f}"
+            f"  {label:22s} p50 {statistics.median(samples):7.0f}  p99 {pct(samples, 0.99):7.0f}"
             f"  mean {statistics.fmean(samples):7.0f}" + (await server_script_time(client) if own else "")
         )
 
@@ -184,6 +197,8 @@ async def main() -> None:
         try:
             own = proc is not None
             await script_latency(client, args.samples, own=own)
+            if args.sequential_only:
+                return
             print(f"round_robin under load, {args.seconds:.0f} s each, one process:")
             for clients in () if args.sequential_only else (1, 8, 32, 128):
                 for coalesce in (False, True):

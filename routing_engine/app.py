@@ -32,7 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from routing_engine import metrics
-from routing_engine.balancer import Balancer
+from routing_engine.balancer import Balancer, OutlierNote
 from routing_engine.cxml import DEFAULT_FALLBACK, escape
 from routing_engine.decide import Decider, Decision
 from routing_engine.events import EventPublisher
@@ -256,6 +256,7 @@ class EngineApp:
             coalesce=settings.balancer_coalesce,
             in_flight=settings.balancer_in_flight,
         )
+        self.balancer.outlier_sink = self._outlier_note
         self.decider = Decider(self.balancer)
         self.ingestor = Ingestor(
             self.redis,
@@ -282,6 +283,48 @@ class EngineApp:
         self._started = False
         self._redis_errors_seen = 0
         self._cluster_seen: dict[str, int] = {}
+
+    def _outlier_note(self, tenant_id: int, session: str, note: OutlierNote) -> None:
+        """An agent ejected from (or back in) a group's selection: counted, and told to the control
+        plane as an event of the call whose failure (or success) did it (its timeline, the live feed)."""
+        if note.kind == "ejected":
+            trigger, _, failure = note.reason.partition(":")
+            metrics.inc(metrics.OUTLIER_EJECTIONS, trigger, failure)
+            metrics.outlier_ejected(tenant_id, note.group_id, note.agent_id, note.until_ms / 1000)
+        else:
+            metrics.inc(metrics.OUTLIER_RETURNS)
+            metrics.outlier_ejected(tenant_id, note.group_id, note.agent_id, None)
+        log.info(
+            "agent_" + note.kind,
+            tenant_id=tenant_id,
+            session=session,
+            group_id=note.group_id,
+            agent_id=note.agent_id,
+            reason=note.reason,
+            ejections=note.ejections,
+            backoff_s=note.backoff_s,
+        )
+        self.events.publish(
+            CallEvent(
+                event_id=f"{tenant_id}:{session}:outlier:{note.kind}:{note.group_id}:{note.agent_id}:{note.ejections}",
+                kind=EventKind.OUTLIER,
+                tenant_id=tenant_id,
+                domain="",
+                session_token=session,
+                occurred_at=time.time(),
+                engine_id=self.engine_id,
+                group_id=note.group_id,
+                agent_id=note.agent_id,
+                outcome=note.kind,
+                status=note.reason,
+                payload={
+                    "until_ms": note.until_ms,
+                    "ejections": note.ejections,
+                    "backoff_s": note.backoff_s,
+                    "reason": note.reason,
+                },
+            )
+        )
 
     # --- lifespan ---
 

@@ -16,12 +16,15 @@
 --           rotate    false: the priority strategy keeps equal priorities in id order (default: it
 --                     rotates among them, the last chosen per level in the hash `pr:<group>`)
 --           seed      weighted / least_active: seeds math.random (once per script call)
+--           ol_*, ol_cfg  settings.outlier (ol_cfg: the same as one string, kept in the call's hash
+--                     for release)
 --         per request: `target` its 1-based index, `failed` the failed dial's agent ('' for none),
 --         `caller` what goes between a chosen head and tail (a tail '' means head alone), `from`
 --         the caller's normalised number ('' unless the target is sticky), `fstatus` the failed
---         dial's status ('' for none).
+--         dial's reason when it counts against the agent ('busy' | 'failed' | 'no_answer'; ''
+--         otherwise).
 --         Decides each in turn and returns a flat array of
---         index, agent (0 = none), attempt, cxml, replay (0/1) per request. The decision of a
+--         index, agent (0 = none), attempt, cxml, replay (0/1), outlier note ('' for none) per request. The decision of a
 --         (session, stage) is kept in the call's hash (field d:<stage>) for as long as the hash
 --         lives (at least the idempotency TTL): a repeat returns it and moves nothing.
 --         ARGV[5] how long a new window bucket lives (s): the longest window and a margin.
@@ -29,6 +32,9 @@
 --         no later decide takes a slot for it; ARGV[4] (with '1') how long (s) to keep that mark
 --         for a call Redis never routed (decided in degraded mode by some replica that has not
 --         reconciled yet) -> 1 when the call's slot was freed, else 0.
+--         ARGV[5] (optional, then ARGV[3] is '1' or '0') the outlier outcome to judge for the call's
+--         group when it has settings.outlier: 'f:<reason>:<agent>' a failed dial (agent '' = the
+--         call's last), 'a:<talk ms>' the call ended answered (-1 = unknown) -> {freed, note}.
 -- adopt   ARGV[2] idempotency TTL (s), ARGV[3] active-slot TTL (ms), ARGV[4] window bucket TTL (s),
 --         ARGV[5] a flat msgpack array {session, agent, slot_ms, tried, ended, session, ...}: what
 --         one engine decided and freed while Redis was unreachable (its local view), merged in:
@@ -43,6 +49,14 @@
 -- (calls routed per epoch minute and hour), `wb:<window_hours>` (the window's completed minutes,
 -- summed once a minute, as "<minute>:<sum>") and `last` (when each agent was last chosen, epoch ms).
 -- Buckets live as long as the longest window (decide's ARGV[5]), whichever group counted in them.
+--
+-- Outlier ejection (groups with settings.outlier): `olx:<group>` hash, field = agent, value
+-- "<until ms>|<ejections in a row>|<reason>|<at ms>|<session>": the agent is out of the group's
+-- selection until then, and on probation after (a failure re-ejects with the next back-off, a success
+-- removes the field). `ol:<group>` hash: `s:<agent>` consecutive failures, `w:<agent>`
+-- "<window start ms>:<failures>:<calls>" (a tumbling window of window_s, only with failure_rate).
+-- Per call (its hash): `olg` group, `ola` the agent last chosen, `olo` the group's ol_cfg, `olf`
+-- agents whose failure was counted (',a,b,'), `olj` the call's end was judged.
 
 local base = KEYS[1]
 local mode = ARGV[1]
@@ -144,10 +158,120 @@ local function bump(key, agent, ttl)
   if call('HINCRBY', key, agent, 1) == 1 then call('EXPIRE', key, ttl) end
 end
 
+-- Outlier ejection (see the header). A group's ejections, agent -> until (ms), read once per script.
+local OL_TTL = 7 * 86400
+local ej_cache = {}
+local function ej_of(group)
+  local m = ej_cache[group]
+  if m == nil then
+    m = {}
+    local flat = call('HGETALL', base .. 'olx:' .. group)
+    for i = 1, #flat, 2 do m[flat[i]] = tonumber(string.match(flat[i + 1], '^(%d+)')) end
+    ej_cache[group] = m
+  end
+  return m
+end
+
+-- ol_cfg "n|rate|window_s|min_calls|base_s|max_s|pct|short_s|allow_all|members" as a table.
+local function parse_cfg(s)
+  local v = {}
+  for x in string.gmatch(s, '[^|]+') do v[#v + 1] = tonumber(x) end
+  return {n = v[1], rate = v[2], win = v[3], min = v[4], base = v[5], max = v[6], pct = v[7],
+    short = v[8], all = v[9], members = v[10]}
+end
+
+-- Count one judged call of `agent` in its failure-rate window -> failures, calls in the window.
+local function ol_window(sk, agent, c, failed)
+  if c.rate <= 0 then return 0, 0 end
+  local f = 'w:' .. agent
+  local w = call('HGET', sk, f)
+  local start, fails, total = now_ms, 0, 0
+  if w then
+    local a, b, d = string.match(w, '^(%d+):(%d+):(%d+)$')
+    a = tonumber(a)
+    if a and now_ms - a < c.win * 1000 then start, fails, total = a, tonumber(b), tonumber(d) end
+  end
+  total = total + 1
+  if failed then fails = fails + 1 end
+  call('HSET', sk, f, string.format('%d:%d:%d', start, fails, total))
+  return fails, total
+end
+
+-- A failure (`kind`: busy | failed | no_answer | short_call) of `agent` in `group` during `session`:
+-- counts it, and ejects the agent when its streak, its failure rate or its probation says so and the
+-- guards allow -> the note 'e|group|agent|until|k|reason|backoff_s', or ''.
+local function ol_fail(group, c, agent, kind, session, ej)
+  local sk = base .. 'ol:' .. group
+  local xk = base .. 'olx:' .. group
+  local streak = call('HINCRBY', sk, 's:' .. agent, 1)
+  local fails, total = ol_window(sk, agent, c, true)
+  call('EXPIRE', sk, OL_TTL)
+  local rec = call('HGET', xk, agent)
+  local k = 0
+  local trigger
+  if rec then
+    local u, kk = string.match(rec, '^(%d+)|(%d+)|')
+    if tonumber(u) > now_ms then return '' end -- already out (dialled before it was ejected)
+    k = tonumber(kk)
+    trigger = 'probation'
+  elseif streak >= c.n then
+    trigger = 'consecutive'
+  elseif c.rate > 0 and total >= c.min and fails > c.rate * total then
+    trigger = 'failure_rate'
+  else
+    return ''
+  end
+  -- never more than pct % of the group out, never its last agent unless allowed
+  local out_now = 0
+  for a, u in pairs(ej) do
+    if u > now_ms and a ~= agent then out_now = out_now + 1 end
+  end
+  if (c.all ~= 1 and out_now + 1 >= c.members) or (out_now + 1) * 100 > c.pct * c.members then
+    return ''
+  end
+  k = k + 1
+  local backoff = c.max
+  if k <= 30 then backoff = math.min(c.base * 2 ^ (k - 1), c.max) end
+  local until_ms = now_ms + backoff * 1000
+  local reason = trigger .. ':' .. kind
+  call('HSET', xk, agent, string.format('%d|%d|%s|%d|%s', until_ms, k, reason, now_ms, session))
+  call('EXPIRE', xk, OL_TTL)
+  call('HDEL', sk, 's:' .. agent, 'w:' .. agent)
+  ej[agent] = until_ms
+  return string.format('e|%s|%s|%d|%d|%s|%d', group, agent, until_ms, k, reason, backoff)
+end
+
+-- A success of `agent` in `group`: resets its streak; ends its probation -> note 'r|...' or ''.
+local function ol_success(group, c, agent)
+  local sk = base .. 'ol:' .. group
+  call('HDEL', sk, 's:' .. agent)
+  if c.rate > 0 then
+    ol_window(sk, agent, c, false)
+    call('EXPIRE', sk, OL_TTL)
+  end
+  local xk = base .. 'olx:' .. group
+  local rec = call('HGET', xk, agent)
+  if rec then
+    local u, kk = string.match(rec, '^(%d+)|(%d+)|')
+    if tonumber(u) <= now_ms then
+      call('HDEL', xk, agent)
+      return string.format('r|%s|%s|0|%s|probation_passed|0', group, agent, kk)
+    end
+  end
+  return ''
+end
+
 if mode == 'release' then
   local session = ARGV[2]
   local ck = base .. 'call:' .. session
-  local cur = call('HGET', ck, 'cur')
+  local outcome = ARGV[5]
+  local cur, olg, ola, olo, olj, olf, tried
+  if outcome then
+    local st = call('HMGET', ck, 'cur', 'olg', 'ola', 'olo', 'olj', 'olf', 'tried')
+    cur, olg, ola, olo, olj, olf, tried = st[1], st[2], st[3], st[4], st[5], st[6], st[7]
+  else
+    cur = call('HGET', ck, 'cur')
+  end
   -- A dial-status delivered after the call's end (out of order) must not take a slot that nothing
   -- would free before the safety TTL. Only a call routed here has a hash (and its TTL) to mark.
   if ARGV[3] == '1' then
@@ -159,9 +283,40 @@ if mode == 'release' then
       call('EXPIRE', ck, tonumber(ARGV[4]))
     end
   end
-  if not cur or cur == '' then return 0 end
-  call('HSET', ck, 'cur', '')
-  return call('ZREM', base .. 'active:' .. cur, session)
+  local note = ''
+  if olg and olo then
+    local c = parse_cfg(olo)
+    local kind, rest = string.match(outcome, '^(%a):(.*)$')
+    olf = olf or ','
+    if kind == 'f' then
+      local reason, agent = string.match(rest, '^([%w_]+):(%d*)$')
+      if agent == '' then agent = ola end
+      if reason and agent and agent ~= '' and string.find(tried or ',', ',' .. agent .. ',', 1, true)
+        and not string.find(olf, ',' .. agent .. ',', 1, true) then
+        call('HSET', ck, 'olf', olf .. agent .. ',')
+        note = ol_fail(olg, c, agent, reason, session, ej_of(olg))
+      end
+    elseif kind == 'a' and ARGV[3] == '1' and not olj and ola and ola ~= ''
+      and not string.find(olf, ',' .. ola .. ',', 1, true) then
+      -- the call ended answered by its last agent (whose dial did not fail): judge it once
+      local talk = tonumber(rest) or -1
+      if c.short <= 0 or talk >= 0 then
+        call('HSET', ck, 'olj', '1')
+        if c.short > 0 and talk < c.short * 1000 then
+          note = ol_fail(olg, c, ola, 'short_call', session, ej_of(olg))
+        else
+          note = ol_success(olg, c, ola)
+        end
+      end
+    end
+  end
+  local freed = 0
+  if cur and cur ~= '' then
+    call('HSET', ck, 'cur', '')
+    freed = call('ZREM', base .. 'active:' .. cur, session)
+  end
+  if outcome then return {freed, note} end
+  return freed
 end
 
 if mode == 'stats' then
@@ -276,9 +431,16 @@ local function windows_for(wh)
   return per
 end
 
+-- The ejections of the group being decided (ej_of), nil when it has no settings.outlier.
+local cur_ej = nil
+
 -- Candidate i (1-based) of target e: agent at e[3 + 4i], priority, capacity, weight after it.
 local function available(agent, cap, tried)
   if tried ~= ',' and find(tried, ',' .. agent .. ',', 1, true) then return false end
+  if cur_ej then
+    local u = cur_ej[agent]
+    if u and u > now_ms then return false end
+  end
   return cap == 0 or active_of(agent) < cap
 end
 
@@ -493,7 +655,7 @@ local pos = batch[1] + 2
 local r = 0
 while batch[pos] do
   local session, stage, failed, caller = batch[pos], batch[pos + 1], batch[pos + 3], batch[pos + 4]
-  local from = batch[pos + 5]
+  local from, fstatus = batch[pos + 5], batch[pos + 6]
   local e = batch[1 + batch[pos + 2]]
   pos = pos + 7
   r = r + 1
@@ -509,18 +671,37 @@ while batch[pos] do
     out[#out + 1] = tonumber(st)
     out[#out + 1] = string.sub(stored, rest)
     out[#out + 1] = 1
+    out[#out + 1] = ''
   else
     local attempt = 1
     local is_dial = stage ~= 'app'
     if is_dial then attempt = tonumber(string.match(stage, '^dial%-(%d+)$')) + 1 end
     local cur, tried, ended = state[1] or '', state[2] or ',', state[3]
+    local opts = e[#e]
+    local olc = nil -- the group's outlier settings, when it has them
+    local note = ''
+    cur_ej = nil
+    if opts.ol_cfg then
+      olc = opts.olc
+      if olc == nil then
+        olc = parse_cfg(opts.ol_cfg)
+        opts.olc = olc
+      end
+      cur_ej = ej_of(group)
+      if fstatus ~= '' and failed ~= '' and find(tried, ',' .. failed .. ',', 1, true) then
+        local olf = call('HGET', ck, 'olf') or ','
+        if not find(olf, ',' .. failed .. ',', 1, true) then
+          call('HSET', ck, 'olf', olf .. failed .. ',')
+          note = ol_fail(group, olc, failed, fstatus, session, cur_ej)
+        end
+      end
+    end
     if failed ~= '' and cur == failed then
       -- free the failed dial's slot exactly once: `cur` is cleared with it
       free_slot(cur, session)
       cur = ''
     end
     local idx = -1
-    local opts = e[#e]
     local skey, sticky_s, by_strategy, level = nil, opts.sticky_s, true, false
     if not ended and attempt <= max_attempts and not (is_dial and not fallback) and n > 0 then
       if sticky_s and from ~= '' then
@@ -585,14 +766,21 @@ while batch[pos] do
     local zidx = idx - 1
     if idx < 0 then zidx = -1 end
     -- The decision stays in the call's hash (field d:<stage>) for replays, as long as the hash.
-    call('HSET', ck, 'cur', cur, 'tried', tried, 'att', attempt, dfield,
-      zidx .. '|' .. agent .. '|' .. attempt .. '|' .. cxml)
+    if olc and idx > 0 then
+      -- what a release needs to judge this call's end for the group's outlier settings
+      call('HSET', ck, 'cur', cur, 'tried', tried, 'att', attempt, dfield,
+        zidx .. '|' .. agent .. '|' .. attempt .. '|' .. cxml, 'olg', group, 'ola', agent, 'olo', opts.ol_cfg)
+    else
+      call('HSET', ck, 'cur', cur, 'tried', tried, 'att', attempt, dfield,
+        zidx .. '|' .. agent .. '|' .. attempt .. '|' .. cxml)
+    end
     call('EXPIRE', ck, call_ttl)
     out[#out + 1] = zidx
     out[#out + 1] = agent
     out[#out + 1] = attempt
     out[#out + 1] = cxml
     out[#out + 1] = 0
+    out[#out + 1] = note
   end
 end
 return out

@@ -50,8 +50,19 @@ REDIS_RETRY_S = 1.0
 LOCAL_CALLS_LIMIT = 100_000
 # How long a new window bucket lives (the script's decide ARGV[5]).
 BUCKET_TTL = str(WINDOW_BUCKET_TTL_S)
-# Replies of the decide script: index, agent (0 = none), attempt, cxml, replay.
-REPLY_FIELDS = 5
+# Replies of the decide script: index, agent (0 = none), attempt, cxml, replay, outlier note.
+REPLY_FIELDS = 6
+# Options of a target that has none.
+NO_OPTS: dict[str, Any] = {}
+# A dial-status that counts as the agent's failure (settings.outlier) -> the reason it is noted as;
+# "canceled" is not the agent's doing (the caller hung up), "unknown" is taken as failed (SPEC §3).
+AGENT_FAILURES = {
+    "busy": "busy",
+    "failed": "failed",
+    "unknown": "failed",
+    "no-answer": "no_answer",
+    "noanswer": "no_answer",
+}
 # Calls merged into Redis per ``adopt`` script call (bounds how long one holds Redis).
 ADOPT_BATCH = 500
 # What "Redis is unreachable" looks like (redis-py wraps most socket errors; OSError for the rest).
@@ -90,6 +101,8 @@ class DecideRequest(msgspec.Struct, frozen=True, gc=False):
     sticky_s: int = 0
     # priority: rotate among members of equal priority (False: stable order by id)
     rotate: bool = True
+    fail_status: str = ""  # the failed dial's reason when it counts against the agent (AGENT_FAILURES)
+    opts: dict[str, Any] = msgspec.field(default_factory=lambda: NO_OPTS)  # the target's outlier options
 
     def answer(self, index: int) -> str:
         """The answer for candidate ``index`` (-1: the no-agent answer)."""
@@ -106,6 +119,39 @@ class DecideResult(msgspec.Struct, frozen=True, gc=False):
     cxml: str
     replay: bool  # (tenant, session, stage) was decided before: nothing moved
     degraded: bool  # Redis was unreachable and the local view decided
+
+
+class OutlierNote(msgspec.Struct, frozen=True, gc=False):
+    """An agent ejected from a group's selection (``kind`` "ejected") or back in it after a success
+    on probation ("returned"), as balancer.lua reports it with the decision or release that did it."""
+
+    kind: str
+    group_id: int
+    agent_id: int
+    until_ms: int  # end of the ejection (epoch ms); 0 for "returned"
+    ejections: int  # ejections in a row, this one included (the back-off's exponent + 1)
+    reason: str  # "<trigger>:<failure>", e.g. "consecutive:busy", "failure_rate:short_call"
+    backoff_s: int
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> OutlierNote | None:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        if not text:
+            return None
+        kind, group, agent, until, k, reason, backoff = text.split("|", 6)
+        return cls(
+            kind="ejected" if kind == "e" else "returned",
+            group_id=int(group),
+            agent_id=int(agent),
+            until_ms=int(until),
+            ejections=int(k),
+            reason=reason,
+            backoff_s=int(backoff),
+        )
+
+
+# Called with (tenant_id, session, note) for each outlier note a script call returns.
+OutlierSink = Callable[[int, str, OutlierNote], None]
 
 
 class AgentCounters(msgspec.Struct, frozen=True, gc=False):
@@ -131,10 +177,11 @@ def encode_batch(requests: Sequence[DecideRequest], rng: random.Random | None = 
 
     target = [strategy, group, window_hours, max_attempts, fallback, n, agent, priority, capacity,
     weight (n times; agent as a string, as the keys use it), head, tail (n times), no_agent, opts];
-    opts (always last) a map with only the keys that apply: ``sticky_s``, ``rotate`` (False only),
-    ``seed`` (random strategies; from ``rng``). Per request ``target`` is its 1-based index,
-    ``failed`` the failed agent as a string ("" for none), ``from`` the caller's number for a sticky
-    group ("" otherwise), ``fstatus`` the failed dial's status ("" for none)."""
+    opts (always last, read as ``e[#e]``) a map with only the keys that apply: ``sticky_s``,
+    ``rotate`` (False only), ``seed`` (random strategies; from ``rng``) and the ``ol_*`` keys of
+    settings.outlier. Per request ``target`` is its 1-based index, ``failed`` the failed agent as a
+    string ("" for none), ``from`` the caller's number for a sticky group ("" otherwise), ``fstatus``
+    the failed dial's reason when it counts against the agent ("" otherwise)."""
     targets: dict[tuple[Any, ...], int] = {}
     out: list[Any] = [0]
     rows: list[Any] = []
@@ -152,6 +199,7 @@ def encode_batch(requests: Sequence[DecideRequest], rng: random.Random | None = 
             id(req.candidates),
             id(req.answers),
             id(req.no_agent),
+            id(req.opts),
         )
         index = targets.get(key)
         if index is None:
@@ -168,13 +216,19 @@ def encode_batch(requests: Sequence[DecideRequest], rng: random.Random | None = 
                 target += (str(c.agent_id), c.priority, c.capacity, c.weight)
             for head, tail in req.answers:
                 target += (head, tail)
-            opts: dict[str, Any] = {}
-            if req.sticky_s:
-                opts["sticky_s"] = req.sticky_s
-            if not req.rotate and req.strategy == "priority":
-                opts["rotate"] = False
-            if req.strategy in RANDOM_STRATEGIES:
-                opts["seed"] = (rng or _seeds).getrandbits(31)
+            opts: dict[str, Any] = req.opts
+            if (
+                req.sticky_s
+                or req.strategy in RANDOM_STRATEGIES
+                or (not req.rotate and req.strategy == "priority")
+            ):
+                opts = dict(opts)
+                if req.sticky_s:
+                    opts["sticky_s"] = req.sticky_s
+                if not req.rotate and req.strategy == "priority":
+                    opts["rotate"] = False
+                if req.strategy in RANDOM_STRATEGIES:
+                    opts["seed"] = (rng or _seeds).getrandbits(31)
             target += (req.no_agent, opts)
             out.append(target)
         failed = req.failed_agent
@@ -185,7 +239,7 @@ def encode_batch(requests: Sequence[DecideRequest], rng: random.Random | None = 
             "" if failed is None else str(failed),
             req.caller,
             req.from_number,
-            "",
+            req.fail_status,
         )
     out[0] = len(targets)
     out += rows
@@ -478,6 +532,8 @@ class Balancer:
         self.redis_errors_total = 0
         self.script_calls_total = 0
         self.script_reloads_total = 0
+        # Where outlier notes go (the app publishes them as events and counts them); None = dropped.
+        self.outlier_sink: OutlierSink | None = None
 
     def keys(self, tenant_id: int) -> TenantKeys:
         keys = self._keys.get(tenant_id)
@@ -618,6 +674,8 @@ class Balancer:
             logger.info("balancer_redis_recovered")
         results: list[DecideResult] = []
         for i in range(0, len(reply), REPLY_FIELDS):
+            if reply[i + 5]:
+                self._outlier_note(tenant_id, requests[i // REPLY_FIELDS].session, reply[i + 5])
             agent = int(reply[i + 1])
             replay = reply[i + 4] == 1
             if replay:
@@ -633,6 +691,18 @@ class Balancer:
                 )
             )
         return results
+
+    def _outlier_note(self, tenant_id: int, session: str, raw: bytes | str) -> None:
+        try:
+            note = OutlierNote.parse(raw)
+        except ValueError:
+            logger.error("balancer_bad_outlier_note", note=str(raw)[:200])
+            return
+        if note is not None and self.outlier_sink is not None:
+            try:
+                self.outlier_sink(tenant_id, session, note)
+            except Exception:  # a bug in the sink must not fail the call's answer
+                logger.exception("balancer_outlier_sink_failed")
 
     def _redis_failed(self, exc: BaseException, *, error: bool) -> None:
         self.redis_errors_total += 1
@@ -755,9 +825,14 @@ class Balancer:
 
     # -- slots and counters ------------------------------------------------------------------------
 
-    async def release(self, tenant_id: int, session: str, *, reason: str, ended: bool = False) -> bool:
+    async def release(
+        self, tenant_id: int, session: str, *, reason: str, ended: bool = False, outcome: str = ""
+    ) -> bool:
         """Free the call's current agent slot; True only for the call that actually freed it.
-        ``ended``: the call itself is over, so a dial-status arriving later takes no new slot."""
+        ``ended``: the call itself is over, so a dial-status arriving later takes no new slot.
+        ``outcome`` (settings.outlier, judged in the same script call when the call's group has it):
+        ``f:<reason>:<agent>`` a failed dial of that agent, ``a:<talk ms>`` the call was answered and
+        talked that long (-1 unknown); "" nothing to judge."""
         # A decision that timed out may have been made both locally and in Redis: free both.
         freed = self.local.release(tenant_id, session)
         if self._redis_down_until and time.monotonic() < self._redis_down_until:
@@ -766,8 +841,24 @@ class Balancer:
         try:
             if self._pending:
                 await self._reconcile(tenant_id)
-            args = ("release", session, "1", self._end_mark_ttl) if ended else ("release", session)
-            freed = bool(await self._script(tenant_id, *args)) or freed
+            if outcome:
+                args: tuple[str, ...] = (
+                    "release",
+                    session,
+                    "1" if ended else "0",
+                    self._end_mark_ttl,
+                    outcome,
+                )
+            elif ended:
+                args = ("release", session, "1", self._end_mark_ttl)
+            else:
+                args = ("release", session)
+            reply = await self._script(tenant_id, *args)
+            if outcome:
+                if reply[1]:
+                    self._outlier_note(tenant_id, session, reply[1])
+                reply = reply[0]
+            freed = bool(reply) or freed
         except UNAVAILABLE as exc:
             self._redis_failed(exc, error=False)
             self._note(tenant_id, session, ended=ended)
@@ -820,6 +911,7 @@ __all__ = [
     "DecideRequest",
     "DecideResult",
     "LocalView",
+    "OutlierNote",
     "attempt_of",
     "choose",
     "encode_batch",

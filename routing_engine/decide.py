@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from routing_engine import cxml
-from routing_engine.balancer import Balancer, DecideRequest
+from routing_engine.balancer import AGENT_FAILURES, Balancer, DecideRequest
 from routing_engine.rules import CompiledDomain, CompiledTarget, CompiledTenant, OutboundRoute
 from routing_engine.webhooks import VoiceRequest
 from shared.routing import normalize_number
@@ -100,6 +100,7 @@ class Decider:
         stage: str,
         attempt: int,
         failed_agent: int | None,
+        fail_status: str = "",
     ) -> Decision:
         result = await self.balancer.decide(
             DecideRequest(
@@ -119,6 +120,8 @@ class Decider:
                 from_number=sticky_caller(req.from_number) if target.sticky_s else "",
                 sticky_s=target.sticky_s,
                 rotate=target.rotate,
+                fail_status=fail_status,
+                opts=target.opts,
             )
         )
         text = result.cxml
@@ -187,9 +190,25 @@ class Decider:
             assert rule is not None
             assert target is not None
             return await self._choose(
-                tenant, domain, req, rule, target, base_url, stage, req.attempt + 1, req.agent_id
+                tenant,
+                domain,
+                req,
+                rule,
+                target,
+                base_url,
+                stage,
+                req.attempt + 1,
+                req.agent_id,
+                AGENT_FAILURES.get(status, ""),
             )
-        await self.balancer.release(tenant.tenant_id, req.session, reason=status or "unknown")
+        failure = AGENT_FAILURES.get(status)
+        # A failed dial that is not retried still counts against its agent (settings.outlier).
+        outcome = (
+            f"f:{failure}:{req.agent_id or ''}" if failure and target is not None and target.opts else ""
+        )
+        await self.balancer.release(
+            tenant.tenant_id, req.session, reason=status or "unknown", outcome=outcome
+        )
         return Decision(
             cxml=target.no_agent if target is not None else tenant.no_agent,
             outcome="no_agent",

@@ -455,6 +455,29 @@ def parse(kind: EventKind, content_type: str, body: bytes) -> SessionUpdate | Cd
     return parse_session_update(content_type, body)
 
 
+# Terminal session statuses that say the call was answered.
+ANSWERED_STATUSES = frozenset({"answer", "answered", "completed"})
+
+
+def answered_outcome(item: SessionUpdate | Cdr) -> str:
+    """The outlier outcome a call's end reports (balancer.release): ``a:<talk ms>`` when it was
+    answered (-1 when how long it talked is unknown), "" when it was not (its failed dials were
+    counted when their dial-status came)."""
+    talk: int | None = None
+    if isinstance(item, Cdr):
+        if item.disposition is not Disposition.ANSWER:
+            return ""
+        if item.billsec is not None:
+            talk = item.billsec * 1000
+    elif item.status not in ANSWERED_STATUSES and item.call_answer_ms is None:
+        return ""
+    elif item.call_answer_ms is None and item.status == "completed" and item.duration is not None:
+        talk = item.duration * 1000  # the original's short shape: Duration of a completed call
+    if talk is None and item.call_answer_ms is not None and item.call_end_ms is not None:
+        talk = max(0, item.call_end_ms - item.call_answer_ms)
+    return f"a:{-1 if talk is None else talk}"
+
+
 class Ingestor:
     """Applies parsed session updates and CDRs: dedupe, release, publish. Never raises for Redis."""
 
@@ -492,10 +515,10 @@ class Ingestor:
             log.warning("ingest_dedupe_unavailable", error=type(exc).__name__)
             return True
 
-    async def _release(self, tenant_id: int, token: str, source: str, reason: str) -> bool:
+    async def _release(self, tenant_id: int, token: str, source: str, reason: str, outcome: str = "") -> bool:
         try:
             # The call is over: a dial-status that Cloudonix delivers after this takes no new slot.
-            freed = await self._balancer.release(tenant_id, token, reason=reason, ended=True)
+            freed = await self._balancer.release(tenant_id, token, reason=reason, ended=True, outcome=outcome)
         except RedisError as exc:  # READONLY, OOM, ...: the slot expires after the safety TTL
             metrics.REDIS_ERRORS.inc()
             log.error("ingest_release_failed", session=token, tenant_id=tenant_id, error=type(exc).__name__)
@@ -514,11 +537,19 @@ class Ingestor:
         freed = False
         if isinstance(item, Cdr):
             freed = await self._release(
-                tenant_id, item.token, "cdr", f"cdr:{item.disposition.value if item.disposition else ''}"
+                tenant_id,
+                item.token,
+                "cdr",
+                f"cdr:{item.disposition.value if item.disposition else ''}",
+                answered_outcome(item),
             )
         elif item.terminal:
             freed = await self._release(
-                tenant_id, item.token, "session_update", f"session_update:{item.status}"
+                tenant_id,
+                item.token,
+                "session_update",
+                f"session_update:{item.status}",
+                answered_outcome(item),
             )
         outcome = "released" if freed else "recorded"
         is_cdr = isinstance(item, Cdr)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -96,6 +97,39 @@ SNAPSHOT_COMPILED_AT = Gauge(
 EVENTS_BUFFERED = Gauge(
     "vlb_engine_events_buffered", "Call events waiting for NATS", multiprocess_mode="livesum"
 )
+OUTLIER_EJECTIONS = Counter(
+    "vlb_engine_outlier_ejections_total",
+    "Agents ejected from a group's selection (settings.outlier), by trigger and by the failure that did it",
+    ["trigger", "failure"],
+)
+OUTLIER_RETURNS = Counter(
+    "vlb_engine_outlier_returns_total", "Ejected agents back in their group after a success on probation"
+)
+OUTLIER_EJECTED = Gauge(
+    "vlb_engine_outlier_ejected",
+    "Agents currently ejected by this engine's decisions (sum over engines; admin lifts are not seen)",
+    multiprocess_mode="livesum",
+)
+# (tenant, group, agent) -> end of the ejection (epoch s), the ones this process decided.
+_EJECTED: dict[tuple[int, int, int], float] = {}
+_EJECTED_SHOWN = [0]  # what the gauge says now
+
+
+def outlier_ejected(tenant_id: int, group_id: int, agent_id: int, until_s: float | None) -> None:
+    """Note an ejection this process decided (``until_s``) or its end (None), for the gauge."""
+    key = (tenant_id, group_id, agent_id)
+    if until_s is None:
+        _EJECTED.pop(key, None)
+    else:
+        _EJECTED[key] = until_s
+
+
+def _outlier_gauge() -> None:
+    now = time.time()
+    for key in [k for k, until in _EJECTED.items() if until <= now]:
+        del _EJECTED[key]
+    _EJECTED_SHOWN[0] = len(_EJECTED)
+    OUTLIER_EJECTED.set(len(_EJECTED))
 
 
 FLUSH_INTERVAL_S = 1.0
@@ -128,6 +162,8 @@ def observe_decision(seconds: float) -> None:
 
 def flush() -> None:
     """Fold the counts kept since the last flush into the prometheus metrics."""
+    if _EJECTED or _EJECTED_SHOWN[0]:
+        _outlier_gauge()
     if _COUNTS:
         counts = list(_COUNTS.items())
         _COUNTS.clear()

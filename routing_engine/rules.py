@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from cryptography.fernet import Fernet
@@ -19,6 +20,7 @@ from shared.snapshot import (
     GroupSettings,
     InboundRuleSnap,
     OutboundRuleSnap,
+    OutlierSettings,
     TenantSnapshot,
 )
 
@@ -28,6 +30,34 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # An agent rule target behaves like a one-member group with these settings.
 _SINGLE_AGENT_SETTINGS = GroupSettings(fallback_enabled=False, max_attempts=1)
+
+
+# The options of a target that has none (shared: encoded as an empty map).
+NO_OPTS: dict[str, Any] = {}
+
+
+def outlier_opts(o: OutlierSettings, members: int) -> dict[str, Any]:
+    """``settings.outlier`` as balancer.lua reads it: the ``ol_*`` keys, and ``ol_cfg``, the same in
+    one string the script keeps in the call's hash (so a release, which has no target, can judge the
+    call's end by the group's settings)."""
+    rate = o.failure_rate or 0.0
+    allow = 1 if o.allow_eject_all else 0
+    cfg = (
+        f"{o.consecutive_failures}|{rate}|{o.window_s}|{o.min_calls}|{o.base_ejection_s}|"
+        f"{o.max_ejection_s}|{o.max_ejected_percent}|{o.short_call_s}|{allow}|{members}"
+    )
+    return {
+        "ol_n": o.consecutive_failures,
+        "ol_rate": rate,
+        "ol_win": o.window_s,
+        "ol_min": o.min_calls,
+        "ol_base": o.base_ejection_s,
+        "ol_max": o.max_ejection_s,
+        "ol_pct": o.max_ejected_percent,
+        "ol_short": o.short_call_s,
+        "ol_all": allow,
+        "ol_cfg": cfg,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +88,9 @@ class CompiledTarget:
     no_agent: str  # full CXML
     sticky_s: int = 0  # caller stickiness (s), 0 = off
     rotate: bool = True  # priority: rotate among equal priorities
+    # The balancer's per-target options (balancer.lua reads them as the target's last element): the
+    # ``ol_*`` keys when the group has ``settings.outlier``; one shared empty map otherwise.
+    opts: dict[str, Any] = field(default_factory=lambda: NO_OPTS)
     # (dial-status path, base URL, attempt) -> each candidate's answer split around the caller id
     # (cxml.agent_answer_parts): what stays the same from call to call is rendered once.
     answer_parts: dict[tuple[str, str, int], tuple[tuple[str, str], ...]] = field(
@@ -184,6 +217,7 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
             no_agent=cxml.no_agent_answer(gs.no_agent_action, message),
             sticky_s=gs.sticky_hours * 3600,
             rotate=gs.rotate_same_priority,
+            opts=outlier_opts(gs.outlier, len(members)) if gs.outlier is not None else NO_OPTS,
         )
 
     def agent_target(agent_id: int) -> CompiledTarget | None:

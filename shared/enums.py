@@ -64,3 +64,5 @@ class EventKind(StrEnum):
     SESSION_UPDATE = "session_update"
     CDR = "cdr"
     REJECTED = "rejected"
+    # An agent ejected from / back in a group's selection (settings.outlier); not a webhook.
+    OUTLIER = "outlier"

@@ -76,6 +76,15 @@ class TenantKeys:
         """The agent ``caller`` (normalised From) last reached in the group; lives ``sticky_hours``."""
         return f"{self.base}st:{group_id}:{caller}"
 
+    def outlier_ejections(self, group_id: int) -> str:
+        """Hash: agent -> "<until ms>|<ejections in a row>|<reason>|<at ms>|<session>" (settings.outlier:
+        out of the group's selection until then, on probation after)."""
+        return f"{self.base}olx:{group_id}"
+
+    def outlier_state(self, group_id: int) -> str:
+        """Hash: ``s:<agent>`` consecutive failures, ``w:<agent>`` "<start ms>:<failures>:<calls>"."""
+        return f"{self.base}ol:{group_id}"
+
     def call(self, session: str) -> str:
         """Hash of one call's routing state: ``cur`` (agent holding a slot), ``tried`` (``,1,5,``),
         ``att`` (last attempt number), ``end`` (the call is over), and per decided stage ``d:<stage>``

@@ -36,6 +36,25 @@ class TenantSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     retention_days: RetentionDays = RetentionDays()
 
 
+class OutlierSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``settings.outlier`` (SPEC §5): agents whose dials keep failing (busy / failed / no-answer, or
+    answered calls shorter than ``short_call_s``) are left out of the group's selection for a back-off
+    of ``base_ejection_s * 2^(k-1)`` (capped at ``max_ejection_s``) on their k-th ejection in a row,
+    then let back on probation: one failure re-ejects, a success clears. Absent = off."""
+
+    consecutive_failures: Annotated[int, Meta(ge=1, le=100)] = 5
+    # Eject when failures / calls over the last ``window_s`` exceed this (with at least ``min_calls``).
+    failure_rate: Annotated[float, Meta(gt=0, le=1)] | None = None
+    window_s: Annotated[int, Meta(ge=10, le=86400)] = 60
+    min_calls: Annotated[int, Meta(ge=1, le=10000)] = 10
+    base_ejection_s: Annotated[int, Meta(ge=1, le=3600)] = 30
+    max_ejection_s: Annotated[int, Meta(ge=1, le=86400)] = 600
+    max_ejected_percent: Annotated[int, Meta(ge=0, le=100)] = 50
+    short_call_s: Annotated[int, Meta(ge=0, le=600)] = 0
+    # Whether the group's last available agent may be ejected too (then calls get the no-agent answer).
+    allow_eject_all: bool = False
+
+
 class GroupSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Agent-group settings (SPEC §2.3)."""
 
@@ -50,6 +69,7 @@ class GroupSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     sticky_hours: Annotated[int, Meta(ge=0, le=720)] = 0
     # priority strategy: rotate among members of equal priority (False: stable order by id).
     rotate_same_priority: bool = True
+    outlier: OutlierSettings | None = None
 
 
 class DomainSnap(msgspec.Struct, kw_only=True, frozen=True):

@@ -343,7 +343,10 @@ async def write_events(session: AsyncSession, events: Sequence[CallEvent]) -> Wr
                 session, EVENTS, rows, "ON CONFLICT (event_id) DO NOTHING", "event_id", created_at=now
             )
         )
-    audit = [_audit_row(e) for e in sorted(batch, key=lambda e: e.event_id)]
+    # The audit keeps webhooks; an outlier event (an agent ejected or back) is the engine's own word.
+    audit = [
+        _audit_row(e) for e in sorted(batch, key=lambda e: e.event_id) if e.kind is not EventKind.OUTLIER
+    ]
     audited = set(
         await _insert(session, AUDIT, audit, "ON CONFLICT (event_id) DO NOTHING", "event_id", created_at=now)
     )

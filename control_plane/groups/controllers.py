@@ -3,10 +3,13 @@ system's ``/memberships`` aliases, reorder and bulk-update)."""
 
 from __future__ import annotations
 
+import datetime
+import time
 from typing import Any
 
+import structlog
 from litestar import Controller, Request, delete, get, patch, post, put
-from litestar.exceptions import ServiceUnavailableException
+from litestar.exceptions import NotFoundException, ServiceUnavailableException
 from litestar.params import FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from redis.exceptions import RedisError
@@ -16,8 +19,14 @@ from control_plane.agents.service import agent_read
 from control_plane.auth.context import Auth
 from control_plane.db.models import AgentGroup
 from control_plane.groups import members, service
-from control_plane.groups.counters import group_counters, reset_group_counters
+from control_plane.groups.counters import (
+    group_counters,
+    group_outliers,
+    lift_ejection,
+    reset_group_counters,
+)
 from control_plane.groups.schemas import (
+    EjectionRead,
     GroupCreateIn,
     GroupRead,
     GroupStats,
@@ -36,12 +45,51 @@ from control_plane.groups.schemas import (
 from control_plane.pagination import Page, paginate
 from control_plane.params import Id, PageNumber, PerPage100, Search
 from control_plane.settings import get_settings
-from shared.enums import Strategy
+from shared.enums import EventKind, Strategy
+from shared.events import CallEvent, encode_events, event_subject
 from shared.redis_client import RedisClient
 from shared.redis_keys import TenantKeys
 from shared.snapshot import GroupSettings
 
 GROUP = "agent group"
+log = structlog.get_logger("control_plane.groups")
+
+
+def _ms(ms: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+
+
+async def announce_lift(
+    request: Request[Any, Any, Any], tenant_id: int, group_id: int, agent_id: int
+) -> None:
+    """An ``agent.lifted`` frame for the tenant's live feed: an outlier event on the events subject,
+    through the live hub's NATS connection (best effort: the lift itself is done)."""
+    hub = getattr(request.app.state, "live_hub", None)
+    nc = getattr(hub, "nc", None)
+    if nc is None or not nc.is_connected:
+        return
+    settings = get_settings()
+    now = time.time()
+    event = CallEvent(
+        event_id=f"{tenant_id}:lift:{group_id}:{agent_id}:{now:.6f}",
+        kind=EventKind.OUTLIER,
+        tenant_id=tenant_id,
+        domain="",
+        session_token="",
+        occurred_at=now,
+        engine_id="control-plane",
+        group_id=group_id,
+        agent_id=agent_id,
+        outcome="lifted",
+        status="admin",
+    )
+    try:
+        await nc.publish(
+            event_subject(settings.events_subject_prefix, tenant_id, EventKind.OUTLIER),
+            encode_events([event]),
+        )
+    except Exception as exc:  # the feed misses one frame; the stats show the truth
+        log.warning("ejection_lift_not_announced", error=str(exc) or type(exc).__name__)
 
 
 def _redis(request: Request[Any, Any, Any]) -> RedisClient:
@@ -126,8 +174,11 @@ class AgentGroupsController(Controller):
             counters, pointer = await group_counters(
                 _redis(request), keys, group.id, window_hours, [m.agent_id for m in listed]
             )
+            now_ms, ejections, streaks = await group_outliers(_redis(request), keys, group.id)
         except RedisError as exc:
             raise ServiceUnavailableException("Live counters are unavailable (RedisClient).") from exc
+        members_ids = {m.agent_id for m in listed}
+        out = {a: e for a, e in ejections.items() if e.until_ms > now_ms and a in members_ids}
         rows = [
             MemberStats(
                 agent_id=m.agent_id,
@@ -141,6 +192,11 @@ class AgentGroupsController(Controller):
                 active_calls=counters[m.agent_id].active_calls,
                 utilisation=counters[m.agent_id].active_calls / m.capacity if m.capacity else None,
                 last_chosen_at=counters[m.agent_id].last_chosen_at,
+                ejected_until=_ms(out[m.agent_id].until_ms) if m.agent_id in out else None,
+                ejection_reason=ejections[m.agent_id].reason if m.agent_id in ejections else None,
+                ejections=ejections[m.agent_id].ejections if m.agent_id in ejections else 0,
+                on_probation=m.agent_id in ejections and m.agent_id not in out,
+                consecutive_failures=streaks.get(m.agent_id, 0),
             )
             for m in listed
         ]
@@ -152,7 +208,44 @@ class AgentGroupsController(Controller):
             active_calls=sum(r.active_calls for r in rows),
             round_robin_last=RoundRobinPointer(priority=pointer[0], agent_id=pointer[1]) if pointer else None,
             members=rows,
+            ejected=[
+                EjectionRead(
+                    agent_id=agent_id,
+                    until=_ms(e.until_ms),
+                    since=_ms(e.at_ms),
+                    reason=e.reason,
+                    ejections=e.ejections,
+                    session_token=e.session_token,
+                )
+                for agent_id, e in sorted(out.items(), key=lambda item: (item[1].until_ms, item[0]))
+            ],
         )
+
+    @delete("/{group_id:int}/ejections/{agent_id:int}", status_code=HTTP_204_NO_CONTENT)
+    async def lift_ejection(
+        self, request: Request[Any, Any, Any], auth: Auth, group_id: Id, agent_id: Id
+    ) -> None:
+        """Let an ejected agent (settings.outlier) back into the group's selection now, with a clean
+        slate (no probation, failures forgotten); 404 when it is not a member or has no ejection."""
+        group = await auth.scope.get(AgentGroup, group_id, GROUP)
+        if agent_id not in {m.agent_id for m in await members.list_members(auth.scope, group)}:
+            raise NotFoundException(f"agent {agent_id} is not a member of agent group {group_id}")
+        keys = TenantKeys(get_settings().redis_prefix, auth.tenant_id)
+        try:
+            lifted = await lift_ejection(_redis(request), keys, group.id, agent_id)
+        except RedisError as exc:
+            raise ServiceUnavailableException("Live counters are unavailable (RedisClient).") from exc
+        if not lifted:
+            raise NotFoundException(f"agent {agent_id} is not ejected from agent group {group_id}")
+        log.info(
+            "admin_change",
+            action="ejection_lifted",
+            tenant_id=auth.tenant_id,
+            user_id=auth.user.id,
+            group_id=group.id,
+            agent_id=agent_id,
+        )
+        await announce_lift(request, auth.tenant_id, group.id, agent_id)
 
     @post("/{group_id:int}/reset-strategy", status_code=HTTP_200_OK)
     async def reset_strategy(self, request: Request[Any, Any, Any], auth: Auth, group_id: Id) -> ResetOut:

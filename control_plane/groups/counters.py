@@ -116,3 +116,53 @@ async def reset_group_counters(
             pipe.hdel(name, *fields)
         removed = await pipe.execute()
     return sum(int(n) for n in removed)
+
+
+@dataclass(frozen=True, slots=True)
+class Ejection:
+    until_ms: int
+    ejections: int
+    reason: str
+    at_ms: int
+    session_token: str
+
+
+async def group_outliers(
+    redis: RedisClient, keys: TenantKeys, group_id: int
+) -> tuple[int, dict[int, Ejection], dict[int, int]]:
+    """Redis's clock (ms), the group's ejection records (settings.outlier; current and on probation)
+    and its agents' consecutive failures."""
+    seconds, micros = await redis.time()
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.outlier_ejections(group_id))
+        pipe.hgetall(keys.outlier_state(group_id))
+        records, state = await pipe.execute()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    ejections: dict[int, Ejection] = {}
+    for agent, raw in records.items():
+        try:
+            until, k, reason, at, session = _text(raw).split("|", 4)
+            ejections[int(_text(agent))] = Ejection(int(until), int(k), reason, int(at), session)
+        except ValueError:
+            continue
+    streaks: dict[int, int] = {}
+    for field, value in state.items():
+        name = _text(field)
+        if name.startswith("s:") and name[2:].isdigit():
+            streaks[int(name[2:])] = int(value)
+    return now_ms, ejections, streaks
+
+
+async def lift_ejection(redis: RedisClient, keys: TenantKeys, group_id: int, agent_id: int) -> bool:
+    """Let the agent back into the group's selection now, with a clean slate (no probation, no
+    failures counted); False when it had no ejection record."""
+    agent = str(agent_id)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hdel(keys.outlier_ejections(group_id), agent)
+        pipe.hdel(keys.outlier_state(group_id), f"s:{agent}", f"w:{agent}")
+        removed, _ = await pipe.execute()
+    return bool(removed)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw

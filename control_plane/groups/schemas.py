@@ -125,6 +125,25 @@ class MemberStats(msgspec.Struct, kw_only=True):
     # active / capacity; None when the capacity is unlimited.
     utilisation: float | None
     last_chosen_at: datetime.datetime | None
+    # settings.outlier: out of the group's selection until then (null when in), why, and how many
+    # ejections in a row (the back-off doubles with each); on probation after its last ejection ended
+    # (one failure re-ejects it, a success clears it); failures in a row since its last success.
+    ejected_until: datetime.datetime | None = None
+    ejection_reason: str | None = None
+    ejections: int = 0
+    on_probation: bool = False
+    consecutive_failures: int = 0
+
+
+class EjectionRead(msgspec.Struct, kw_only=True):
+    """An agent out of the group's selection (settings.outlier)."""
+
+    agent_id: int
+    until: datetime.datetime
+    since: datetime.datetime
+    reason: str  # "<trigger>:<failure>": consecutive | failure_rate | probation, busy | failed | no_answer | short_call
+    ejections: int  # in a row, this one included
+    session_token: str  # the call whose failure ejected it
 
 
 class RoundRobinPointer(msgspec.Struct, kw_only=True):
@@ -140,6 +159,8 @@ class GroupStats(msgspec.Struct, kw_only=True):
     active_calls: int
     round_robin_last: RoundRobinPointer | None
     members: list[MemberStats]
+    # Who is out now (settings.outlier), soonest back first; empty when the group has no outlier settings.
+    ejected: list[EjectionRead] = []
 
 
 class ResetOut(msgspec.Struct, kw_only=True):

@@ -31,15 +31,21 @@ _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 def parse_settings(raw: dict[str, Any]) -> GroupSettings:
     """``raw`` as GroupSettings, or a 422 naming the offending ``settings.<key>``."""
     try:
-        return msgspec.convert(raw, GroupSettings)
+        settings = msgspec.convert(raw, GroupSettings)
     except msgspec.ValidationError as exc:
         message = str(exc)
         field = "settings"
         if "$." in message:
             field += "." + message.split("$.", 1)[1].rstrip("`")
-        elif unknown := _UNKNOWN_FIELD.search(message):
+        if unknown := _UNKNOWN_FIELD.search(message):
             field += "." + unknown.group(1)
         raise FieldError((field, message)) from exc
+    outlier = settings.outlier
+    if outlier is not None and outlier.max_ejection_s < outlier.base_ejection_s:
+        raise FieldError(
+            ("settings.outlier.max_ejection_s", "Expected `int` >= base_ejection_s (the first back-off)")
+        )
+    return settings
 
 
 def member_read(member: AgentGroupMember, agent: VoiceAgent) -> MemberRead:

@@ -51,6 +51,20 @@ class CallFrame(msgspec.Struct, kw_only=True, omit_defaults=False):
     billsec: int | None
 
 
+class AgentFrame(msgspec.Struct, kw_only=True, omit_defaults=False):
+    """An agent ejected from a group's selection (settings.outlier), back in it after a success on
+    probation, or lifted by an admin."""
+
+    type: str  # agent.ejected | agent.returned | agent.lifted
+    at: str
+    group_id: int | None
+    agent_id: int | None
+    until: str | None  # end of the ejection (UTC); null unless ejected
+    reason: str | None  # "<trigger>:<failure>" (consecutive | failure_rate | probation : busy | ...)
+    ejections: int | None  # ejections in a row (the back-off doubles with each)
+    session_token: str | None  # the call whose failure (or success) did it; null for a lift
+
+
 class AuthMessage(msgspec.Struct):
     """The first client message when the token is not in the URL."""
 
@@ -64,6 +78,7 @@ CALL_ROUTED = "call.routed"
 CALL_STATUS = "call.status"
 CALL_ENDED = "call.ended"
 CDR_RECEIVED = "cdr.received"
+AGENT_FRAMES = {"ejected": "agent.ejected", "returned": "agent.returned", "lifted": "agent.lifted"}
 
 
 def utc_iso(epoch_s: float) -> str:
@@ -86,8 +101,29 @@ def frame_type(event: CallEvent, status: str | None) -> str | None:
     return CALL_STATUS
 
 
-def call_frame(event: CallEvent) -> CallFrame | None:
+def agent_frame(event: CallEvent) -> AgentFrame | None:
+    kind = AGENT_FRAMES.get(event.outcome or "")
+    if kind is None:
+        return None
+    payload = event.payload or {}
+    until_ms = payload.get("until_ms")
+    ejections = payload.get("ejections")
+    return AgentFrame(
+        type=kind,
+        at=utc_iso(event.occurred_at),
+        group_id=event.group_id,
+        agent_id=event.agent_id,
+        until=utc_iso(until_ms / 1000) if isinstance(until_ms, int) and until_ms > 0 else None,
+        reason=event.status,
+        ejections=ejections if isinstance(ejections, int) else None,
+        session_token=event.session_token or None,
+    )
+
+
+def call_frame(event: CallEvent) -> CallFrame | AgentFrame | None:
     """The frame for one event, or None when the feed does not show it."""
+    if event.kind is EventKind.OUTLIER:
+        return agent_frame(event)
     status = event_status(
         LifecycleEvent(
             kind=event.kind,

@@ -20,6 +20,7 @@ DEFAULT_SETTINGS = {
     "no_agent_message": None,
     "sticky_hours": 0,
     "rotate_same_priority": True,
+    "outlier": None,
 }
 
 
