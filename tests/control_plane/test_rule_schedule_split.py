@@ -349,3 +349,90 @@ async def test_split_report_per_branch_from_call_records(account: Account, db: A
     r = await account.get("/api/analytics/splits")
     assert r.status_code == 422
     assert fields(r) == {"rule_id"}
+
+
+async def test_end_to_end_split_through_engine_consumer_and_report(account: Account) -> None:
+    """API rule (split 75/25, schedule open today) → snapshot → engine → events → consumer → records →
+    GET /api/analytics/splits; a closed schedule sends the next call to the later rule."""
+    import asyncio
+    import datetime
+    import xml.etree.ElementTree as ET
+
+    from tests.control_plane.test_e2e_engine import applied_within, engine_post, tenant_version
+    from tests.routing_engine.harness import running_engine
+
+    today = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[datetime.datetime.now(datetime.UTC).weekday()]
+    async with running_engine() as engine:
+        domain_name = f"split-{uuid.uuid4().hex[:8]}.cloudonix.net"
+        key = (await account.post("/api/domains", json={"domain": domain_name})).json()["webhook_key"]
+        groups = []
+        for n in (1, 2):
+            agent = await make_agent(account, f"Agent {n}")
+            await account.put(f"/api/voice-agents/{agent['id']}", json={"service_value": f"+1212555012{n}"})
+            group = await make_group(account, f"Provider {n}")
+            r = await account.post(f"/api/agent-groups/{group['id']}/members", json={"agent_id": agent["id"]})
+            assert r.status_code == 201, r.text
+            groups.append(group)
+        rule = await make_rule(
+            account,
+            pattern="*",
+            priority=10,
+            schedule={"timezone": "UTC", "days": [today]},
+            targets=[
+                {"target_type": "group", "target_id": groups[0]["id"], "percent": 75},
+                {"target_type": "group", "target_id": groups[1]["id"], "percent": 25},
+            ],
+        )
+        await applied_within(engine, account.tenant_id, await tenant_version(account))
+        sessions = [uuid.uuid4().hex for _ in range(20)]
+        dialled = []
+        for session in sessions:
+            body = {"Session": session, "CallSid": session, "From": "+14155550100", "To": "+15550001111"}
+            r = await engine_post(
+                engine, f"/api/voice/application/{domain_name}", dict(body, Direction="inbound"), key
+            )
+            dialled.append(ET.fromstring(r.content).findtext("./Dial/Service"))
+        assert dialled.count("+12125550121") == 15
+        assert dialled.count("+12125550122") == 5
+
+        report: dict[str, Any] = {}
+        for _ in range(200):
+            report = (await account.get("/api/analytics/splits", params={"rule_id": rule["id"]})).json()
+            if sum(row["calls"] for row in report["data"]) == 20:
+                break
+            await asyncio.sleep(0.05)
+        rows = {row["split_target"]: row for row in report["data"]}
+        assert rows[f"group:{groups[0]['id']}"]["calls"] == 15
+        assert rows[f"group:{groups[1]['id']}"]["calls"] == 5
+        assert rows[f"group:{groups[1]['id']}"]["percent"] == 25
+        detail = (await account.get(f"/api/calls/{sessions[0]}")).json()
+        assert detail["split_target"] in rows
+        assert detail["rule_id"] == rule["id"]
+
+        # Closed today: the later catch-all rule takes the call.
+        other_days = [d for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun") if d != today]
+        later = await make_rule(
+            account, pattern="*", priority=20, target_type="group", target_id=groups[1]["id"]
+        )
+        r = await account.put(
+            f"{RULES}/{rule['id']}", json={"schedule": {"timezone": "UTC", "days": other_days}}
+        )
+        assert r.status_code == 200, r.text
+        await applied_within(engine, account.tenant_id, await tenant_version(account))
+        session = uuid.uuid4().hex
+        body = {
+            "Session": session,
+            "CallSid": session,
+            "From": "+1415",
+            "To": "+1555",
+            "Direction": "inbound",
+        }
+        r = await engine_post(engine, f"/api/voice/application/{domain_name}", body, key)
+        assert ET.fromstring(r.content).findtext("./Dial/Service") == "+12125550122"
+        for _ in range(200):
+            got = await account.get(f"/api/calls/{session}")
+            if got.status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        assert got.json()["rule_id"] == later["id"]
+        assert got.json()["split_target"] is None
