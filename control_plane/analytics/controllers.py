@@ -11,7 +11,6 @@ from redis.asyncio import Redis
 
 from control_plane.analytics import schemas, service, splits
 from control_plane.auth.context import Auth
-from control_plane.errors import FieldError
 from control_plane.params import IdFilter, Text
 from control_plane.settings import ControlPlaneSettings
 
@@ -98,10 +97,9 @@ class AnalyticsController(Controller):
         start_date: Text = None,
         end_date: Text = None,
     ) -> schemas.SplitReport:
-        """Per branch of an inbound rule's traffic split (``rule_id``, required): the calls that took it,
-        answered, success rate, durations and talk time, its configured percent and actual share."""
-        if rule_id is None:
-            raise FieldError(("rule_id", "rule_id is required"))
+        """Per branch of an inbound rule's traffic split (``rule_id``; without it, every split rule's):
+        the calls that took it, answered, success rate, durations and talk time, its configured percent
+        and actual share."""
         r = await _range(request, auth, start_date, end_date)
         return await splits.splits(auth.scope, r, rule_id)
 

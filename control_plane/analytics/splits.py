@@ -16,15 +16,15 @@ from control_plane.tenancy import TenantScope
 
 _SUMS = ", ".join(f"sum(c.{name})" for name in COLUMNS)
 SPLIT_SQL = f"""
-    SELECT c.split_target, {_SUMS}
+    SELECT c.rule_id, c.split_target, {_SUMS}
     FROM (
-        SELECT r.split_target, {CONTRIBUTION_SQL}
+        SELECT r.rule_id, r.split_target, {CONTRIBUTION_SQL}
         FROM call_records r
-        WHERE r.tenant_id = :tenant AND r.rule_id = :rule AND r.split_target IS NOT NULL
+        WHERE r.tenant_id = :tenant AND {{rule}} AND r.split_target IS NOT NULL
           AND COALESCE(r.start_time, r.created_at) >= :since
           AND COALESCE(r.start_time, r.created_at) < :until
     ) c
-    GROUP BY c.split_target
+    GROUP BY c.rule_id, c.split_target
 """  # noqa: S608 (constants only)
 
 _ANY_SQL = (
@@ -38,42 +38,62 @@ def _parse_label(label: str) -> tuple[str, int | None]:
     return kind, int(ident) if ident.isdigit() else None
 
 
-async def splits(scope: TenantScope, r: Range, rule_id: int) -> schemas.SplitReport:
-    rule = await scope.find(InboundRoutingRule, rule_id)
-    params = {"tenant": scope.tenant_id, "rule": rule_id}
-    if rule is None and await scope.session.scalar(text(_ANY_SQL), params) is None:
-        raise FieldError(("rule_id", f"no inbound routing rule {rule_id} in this tenant"))
-    rows = (
-        await scope.session.execute(text(SPLIT_SQL), {**params, "since": r.since, "until": r.until})
-    ).all()
-    found: dict[str, Sums] = {}
-    for label, *values in rows:
-        sums = found[label] = Sums()
+async def splits(scope: TenantScope, r: Range, rule_id: int | None) -> schemas.SplitReport:
+    """One rule's branches (``rule_id``), or every split rule's of the tenant (rules that split now, then
+    rules whose records took a branch in the range)."""
+    params: dict[str, object] = {"tenant": scope.tenant_id, "since": r.since, "until": r.until}
+    name: str | None = None
+    if rule_id is not None:
+        rule = await scope.find(InboundRoutingRule, rule_id)
+        params["rule"] = rule_id
+        seen = {"tenant": scope.tenant_id, "rule": rule_id}
+        if rule is None and await scope.session.scalar(text(_ANY_SQL), seen) is None:
+            raise FieldError(("rule_id", f"no inbound routing rule {rule_id} in this tenant"))
+        rules = [rule] if rule is not None else []
+        name = rule.name if rule is not None else None
+        sql = SPLIT_SQL.replace("{rule}", "r.rule_id = :rule")
+    else:
+        stmt = scope.select(InboundRoutingRule).where(InboundRoutingRule.targets.is_not(None))
+        rules = list(
+            (
+                await scope.session.scalars(stmt.order_by(InboundRoutingRule.priority, InboundRoutingRule.id))
+            ).all()
+        )
+        sql = SPLIT_SQL.replace("{rule}", "r.rule_id IS NOT NULL")
+    found: dict[tuple[int, str], Sums] = {}
+    for found_rule, label, *values in (await scope.session.execute(text(sql), params)).all():
+        sums = found[(found_rule, label)] = Sums()
         sums.add(values)
-    # The rule's branches as configured now first (in their order), then branches it no longer has.
-    percents: dict[str, int] = {}
-    for branch in (rule.targets or []) if rule is not None else []:
-        percents[f"{branch['target_type']}:{branch['target_id']}"] = int(branch["percent"])
-    labels = list(percents) + sorted(label for label in found if label not in percents)
-    total_calls = sum(s.calls for s in found.values())
+    # Rules' branches as configured now first (in their order), then branches they no longer have.
+    percents: dict[tuple[int, str], int] = {}
+    for rule in rules:
+        for branch in rule.targets or []:
+            percents[(rule.id, f"{branch['target_type']}:{branch['target_id']}")] = int(branch["percent"])
+    keys = list(percents) + sorted(k for k in found if k not in percents)
+    rule_calls: dict[int, int] = {}
+    for (found_rule, _label), sums in found.items():
+        rule_calls[found_rule] = rule_calls.get(found_rule, 0) + sums.calls
     data = []
-    for label in labels:
+    for key in keys:
+        key_rule, label = key
         kind, ident = _parse_label(label)
-        name: str | None = None
+        target_name: str | None = None
         if ident is not None and kind == "agent":
             agent = await scope.find(VoiceAgent, ident)
-            name = agent.name if agent is not None else None
+            target_name = agent.name if agent is not None else None
         elif ident is not None:
             group = await scope.find(AgentGroup, ident)
-            name = group.name if group is not None else None
-        s = found.get(label, Sums())
+            target_name = group.name if group is not None else None
+        s = found.get(key, Sums())
+        total_calls = rule_calls.get(key_rule, 0)
         data.append(
             schemas.SplitBranchReport(
+                rule_id=key_rule,
                 split_target=label,
                 target_type=kind,
                 target_id=ident,
-                name=name,
-                percent=percents.get(label),
+                name=target_name,
+                percent=percents.get(key),
                 share=round(s.calls / total_calls, 4) if total_calls else 0.0,
                 calls=s.calls,
                 answered=s.completed,
@@ -84,6 +104,4 @@ async def splits(scope: TenantScope, r: Range, rule_id: int) -> schemas.SplitRep
                 total_talk_time=s.billsec_sum,
             )
         )
-    return schemas.SplitReport(
-        rule_id=rule_id, name=rule.name if rule is not None else None, data=data, window=r.window()
-    )
+    return schemas.SplitReport(rule_id=rule_id, name=name, data=data, window=r.window())

@@ -346,9 +346,15 @@ async def test_split_report_per_branch_from_call_records(account: Account, db: A
     assert rows[branch_b]["share"] == 0.5
     assert rows[branch_b]["avg_talk_time"] == 30.0
 
+    # Without rule_id: every split rule of the tenant.
     r = await account.get("/api/analytics/splits")
-    assert r.status_code == 422
-    assert fields(r) == {"rule_id"}
+    assert r.status_code == 200, r.text
+    every = r.json()
+    assert every["rule_id"] is None
+    assert [(row["rule_id"], row["split_target"], row["calls"]) for row in every["data"]] == [
+        (rule["id"], branch_a, 4),
+        (rule["id"], branch_b, 4),
+    ]
 
 
 async def test_end_to_end_split_through_engine_consumer_and_report(account: Account) -> None:
