@@ -652,6 +652,7 @@ class EngineApp:
                 group_id=decision.group_id if decision else None,
                 agent_id=decision.agent_id if decision else req.agent_id,
                 attempt=decision.attempt if decision else None,
+                split_target=decision.split_target if decision else None,
                 outcome=outcome,
                 status=req.dial_call_status,
                 snapshot_version=tenant.version,

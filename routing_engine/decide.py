@@ -32,6 +32,7 @@ class Decision(msgspec.Struct, kw_only=True, gc=False):
     attempt: int | None = None
     replay: bool = False
     degraded: bool = False
+    split_target: str | None = None  # the traffic-split branch taken ("group:<id>" | "agent:<id>")
 
 
 def _inbound_rule(
@@ -77,7 +78,7 @@ def _answer_parts(
     if parts is None:
         if len(cache) >= ANSWER_PARTS_KEPT:
             cache.clear()
-        action = f"{base_url}{domain.dial_status_path}?attempt={attempt}&amp;agent="
+        action = f"{base_url}{domain.dial_status_path}?attempt={attempt}&amp;{target.url_extra}agent="
         parts = cache[key] = tuple(
             cxml.agent_answer_parts(fragment, action + str(cand.agent_id), target.ring_timeout_s)
             for cand, fragment in zip(target.candidates, target.fragments, strict=True)
@@ -101,6 +102,7 @@ class Decider:
         attempt: int,
         failed_agent: int | None,
         fail_status: str = "",
+        split_target: str | None = None,
     ) -> Decision:
         result = await self.balancer.decide(
             DecideRequest(
@@ -138,6 +140,7 @@ class Decider:
             attempt=result.attempt,
             replay=result.replay,
             degraded=result.degraded,
+            split_target=split_target,
         )
 
     async def voice(
@@ -152,7 +155,14 @@ class Decider:
             if direction in INBOUND_CAPABLE:
                 return _outbound(tenant, req)
             return Decision(cxml=tenant.no_agent, outcome="no_route")
-        target = tenant.inbound_targets.get(rule.id)
+        split_target: str | None = None
+        if tenant.inbound_splits and rule.targets:
+            split = tenant.inbound_splits[rule.id]
+            branch = split.pick(req.session)
+            target = split.targets[branch]
+            split_target = split.labels[branch]
+        else:
+            target = tenant.inbound_targets.get(rule.id)
         if target is None or not target.candidates:
             no_agent = target.no_agent if target is not None else tenant.no_agent
             return Decision(
@@ -160,8 +170,11 @@ class Decider:
                 outcome="no_agent",
                 rule_id=rule.id,
                 strategy=target.strategy if target is not None else "",
+                split_target=split_target,
             )
-        return await self._choose(tenant, domain, req, rule, target, base_url, "app", 1, None)
+        return await self._choose(
+            tenant, domain, req, rule, target, base_url, "app", 1, None, split_target=split_target
+        )
 
     async def dial_status(
         self, tenant: CompiledTenant, domain: CompiledDomain, req: VoiceRequest, base_url: str
@@ -176,8 +189,25 @@ class Decider:
             return Decision(
                 cxml=cxml.HANGUP, outcome="ended", stage=stage, agent_id=req.agent_id, attempt=req.attempt
             )
-        rule = _inbound_rule(tenant, domain, req)
-        target = tenant.inbound_targets.get(rule.id) if rule is not None else None
+        rule: InboundRuleSnap | None = None
+        if req.rule_id is not None:
+            # The scheduled or split rule that took the call: its retries stay with it (and its branch)
+            # even when its schedule has closed since.
+            rule = tenant.pinned_rules.get(req.rule_id)
+        if rule is None:
+            rule = _inbound_rule(tenant, domain, req)
+        target: CompiledTarget | None = None
+        split_target: str | None = None
+        if rule is not None:
+            split = tenant.inbound_splits.get(rule.id) if rule.targets else None
+            if split is not None:
+                branch = req.branch
+                if branch is None or not 0 <= branch < len(split.targets):
+                    branch = split.pick(req.session)
+                target = split.targets[branch]
+                split_target = split.labels[branch]
+            else:
+                target = tenant.inbound_targets.get(rule.id)
         may_retry = (
             status in DIAL_FAILED
             and rule is not None
@@ -200,6 +230,7 @@ class Decider:
                 req.attempt + 1,
                 req.agent_id,
                 AGENT_FAILURES.get(status, ""),
+                split_target=split_target,
             )
         failure = AGENT_FAILURES.get(status)
         # A failed dial that is not retried still counts against its agent (settings.outlier).
@@ -217,4 +248,5 @@ class Decider:
             rule_id=rule.id if rule is not None else None,
             group_id=(target.group_id or None) if target is not None else None,
             attempt=req.attempt,
+            split_target=split_target,
         )

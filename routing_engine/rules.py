@@ -5,6 +5,7 @@ reference assignment."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import time
 from dataclasses import dataclass, field
@@ -91,11 +92,58 @@ class CompiledTarget:
     # The balancer's per-target options (balancer.lua reads them as the target's last element): the
     # ``ol_*`` keys when the group has ``settings.outlier``; one shared empty map otherwise.
     opts: dict[str, Any] = field(default_factory=lambda: NO_OPTS)
+    # What the dial-status URL carries besides attempt and agent ("rule=<id>&amp;branch=<i>&amp;" for
+    # the copies made per scheduled or split rule, so the call's retries stay with its rule and branch
+    # even when the schedule has closed meanwhile); "" for the shared per-group targets.
+    url_extra: str = ""
     # (dial-status path, base URL, attempt) -> each candidate's answer split around the caller id
     # (cxml.agent_answer_parts): what stays the same from call to call is rendered once.
     answer_parts: dict[tuple[str, str, int], tuple[tuple[str, str], ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
+
+
+# Sessions whose split branch each Split remembers (a repeated webhook of one call on this process keeps
+# its branch); the oldest is forgotten first.
+SPLIT_SESSIONS_KEPT = 4096
+
+
+@dataclass(slots=True, eq=False)
+class Split:
+    """An inbound rule's traffic split (SPEC §5 ``targets``): one branch per call, by smooth weighted
+    round-robin over the percents (nginx's algorithm): over any run of calls on one engine process each
+    branch's share is within one call of its percent, so N processes together are within N calls, far
+    inside 1 % of 10,000 (a random choice would drift by about 0.5 % of the calls, one standard
+    deviation, and often by more than 1 %). No Redis: the state is this process's.
+
+    A repeated first request of a call on this process gets its branch again (the balancer's script
+    answers the same CXML anyway, on any replica); dial-status requests carry the branch in their URL.
+    """
+
+    targets: tuple[CompiledTarget | None, ...]  # None: that branch's target is missing or disabled
+    labels: tuple[str, ...]  # "group:<id>" | "agent:<id>", as the call record's split_target column
+    weights: tuple[int, ...]
+    total: int
+    current: list[int]
+    recent: dict[str, int] = field(default_factory=dict)
+
+    def pick(self, session: str) -> int:
+        branch = self.recent.get(session)
+        if branch is not None:
+            return branch
+        current = self.current
+        weights = self.weights
+        best = 0
+        for i in range(len(weights)):
+            current[i] += weights[i]
+            if current[i] > current[best]:
+                best = i
+        current[best] -= self.total
+        recent = self.recent
+        if len(recent) >= SPLIT_SESSIONS_KEPT:
+            del recent[next(iter(recent))]
+        recent[session] = best
+        return best
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +172,10 @@ class CompiledTenant:
     outbound: RuleTable[OutboundRuleSnap]
     # Target per inbound rule id; None when the target is missing or disabled (→ no-agent answer).
     inbound_targets: dict[int, CompiledTarget | None]
+    # Traffic splits per inbound rule id (rules with ``targets``); empty when no rule splits.
+    inbound_splits: dict[int, Split]
+    # Rules a dial-status URL may name (those with a schedule or a split), by id.
+    pinned_rules: dict[int, InboundRuleSnap]
     outbound_routes: dict[int, OutboundRoute]
     default_route: OutboundRoute | None
     domains: tuple[CompiledDomain, ...]
@@ -239,12 +291,37 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
             no_agent=tenant_no_agent,
         )
 
+    def target_of(target_type: str, target_id: int) -> CompiledTarget | None:
+        if target_type == "agent":
+            return agent_target(target_id)
+        return groups.get(target_id)
+
+    def pinned(base: CompiledTarget | None, url_extra: str) -> CompiledTarget | None:
+        # A copy that renders its own dial-status URL (and so keeps its own rendering cache).
+        return None if base is None else dataclasses.replace(base, url_extra=url_extra, answer_parts={})
+
     inbound_targets: dict[int, CompiledTarget | None] = {}
+    inbound_splits: dict[int, Split] = {}
+    pinned_rules: dict[int, InboundRuleSnap] = {}
     for rule in snap.inbound_rules:
-        if rule.target_type.value == "agent":
-            inbound_targets[rule.id] = agent_target(rule.target_id)
-        else:
-            inbound_targets[rule.id] = groups.get(rule.target_id)
+        target = target_of(rule.target_type.value, rule.target_id)
+        if rule.schedule is not None or rule.targets:
+            pinned_rules[rule.id] = rule
+            target = pinned(target, f"rule={rule.id}&amp;")
+        inbound_targets[rule.id] = target
+        if rule.targets:
+            branches: list[CompiledTarget | None] = []
+            for i, branch in enumerate(rule.targets):
+                base = target_of(branch.target_type.value, branch.target_id)
+                branches.append(pinned(base, f"rule={rule.id}&amp;branch={i}&amp;"))
+            weights = tuple(b.percent for b in rule.targets)
+            inbound_splits[rule.id] = Split(
+                targets=tuple(branches),
+                labels=tuple(f"{b.target_type.value}:{b.target_id}" for b in rule.targets),
+                weights=weights,
+                total=sum(weights),
+                current=[0] * len(weights),
+            )
 
     trunk_names = {t.id: t.cloudonix_trunk for t in snap.trunks if t.enabled}
     defaults = sorted(
@@ -291,6 +368,8 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
         inbound=build_inbound_table(snap.inbound_rules),
         outbound=build_outbound_table(snap.outbound_rules),
         inbound_targets=inbound_targets,
+        inbound_splits=inbound_splits,
+        pinned_rules=pinned_rules,
         outbound_routes=outbound_routes,
         default_route=default_route,
         domains=domains,

@@ -35,6 +35,8 @@ class VoiceRequest(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     has_session_data: bool = False
     attempt: int = 1  # dial-status: the attempt whose outcome this is (from the action URL)
     agent_id: int | None = None  # dial-status: the agent that attempt dialled (from the action URL)
+    branch: int | None = None  # dial-status: the traffic-split branch the call took (from the action URL)
+    rule_id: int | None = None  # dial-status: the scheduled or split rule that took the call (action URL)
 
 
 class ParseError(msgspec.Struct, kw_only=True, frozen=True, gc=False):
@@ -213,6 +215,8 @@ def _finish(
             )
     attempt: int | None = None
     agent_id: int | None = None
+    branch: int | None = None
+    rule_id: int | None = None
     if query:
         parsed_attempt = _small_int(query.get("attempt"), "attempt", 1, 100)
         if isinstance(parsed_attempt, ParseError):
@@ -221,6 +225,16 @@ def _finish(
         if isinstance(parsed_agent, ParseError):
             return parsed_agent
         attempt, agent_id = parsed_attempt, parsed_agent
+        if "rule" in query:
+            parsed_rule = _small_int(query.get("rule"), "rule", 1, 2**62)
+            if isinstance(parsed_rule, ParseError):
+                return parsed_rule
+            rule_id = parsed_rule
+        if "branch" in query:
+            parsed_branch = _small_int(query.get("branch"), "branch", 0, 99)
+            if isinstance(parsed_branch, ParseError):
+                return parsed_branch
+            branch = parsed_branch
     return VoiceRequest(
         session=session,
         call_sid=call_sid,
@@ -235,6 +249,8 @@ def _finish(
         has_session_data=has_session_data,
         attempt=attempt or 1,
         agent_id=agent_id,
+        branch=branch,
+        rule_id=rule_id,
     )
 
 

@@ -30,6 +30,8 @@ class CallEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     group_id: int | None = None
     agent_id: int | None = None
     attempt: int | None = None
+    # The traffic-split branch the call took ("group:<id>" | "agent:<id>"); None when the rule splits not.
+    split_target: str | None = None
     outcome: str | None = None  # routed | no_agent | no_route | replay | fallback | error | ...
     status: str | None = None  # raw Cloudonix status (session update / dial status), lower-cased
     disposition: str | None = None

@@ -9,6 +9,7 @@ leading ``00`` becomes ``+``.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from re import _constants as sre_constants  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Generic, Protocol, TypeVar
 
+from shared.schedule import CompiledSchedule, compile_schedule
 from shared.snapshot import InboundRuleSnap, OutboundRuleSnap
 
 MAX_PATTERN_LENGTH = 255
@@ -191,6 +193,7 @@ class _Entry(Generic[R]):
     number: Pattern
     caller: Pattern
     domain_id: int | None
+    schedule: CompiledSchedule | None = None
 
 
 @dataclass(slots=True)
@@ -215,6 +218,7 @@ class RuleTable(Generic[R]):
         number_of: Callable[[R], str | None],
         caller_of: Callable[[R], str | None],
         domain_of: Callable[[R], int | None],
+        schedule_of: Callable[[R], CompiledSchedule | None] | None = None,
     ) -> RuleTable[R]:
         table: RuleTable[R] = cls()
         ordered = sorted((r for r in rules if r.enabled), key=lambda r: (r.priority, r.id))
@@ -222,7 +226,11 @@ class RuleTable(Generic[R]):
         for index, rule in enumerate(ordered):
             number = compile_pattern(number_of(rule))
             entry = _Entry(
-                rule=rule, number=number, caller=compile_pattern(caller_of(rule)), domain_id=domain_of(rule)
+                rule=rule,
+                number=number,
+                caller=compile_pattern(caller_of(rule)),
+                domain_id=domain_of(rule),
+                schedule=schedule_of(rule) if schedule_of is not None else None,
             )
             table.entries.append(entry)
             if number.kind == "literal":
@@ -235,8 +243,11 @@ class RuleTable(Generic[R]):
         table.prefix_lengths = sorted(lengths)
         return table
 
-    def first_match(self, number: str, caller: str = "", domain_id: int | None = None) -> R | None:
-        """The winning rule for a called ``number`` (raw or normalised) from ``caller``."""
+    def first_match(
+        self, number: str, caller: str = "", domain_id: int | None = None, now: float | None = None
+    ) -> R | None:
+        """The winning rule for a called ``number`` (raw or normalised) from ``caller``; a rule with a
+        schedule matches only while it is open at ``now`` (epoch seconds; the clock when None)."""
         to = normalize_number(number)
         frm = normalize_number(caller)
         candidates: list[int] = list(self.literal.get(to, ()))
@@ -257,6 +268,11 @@ class RuleTable(Generic[R]):
                 continue
             if entry.caller.kind != "any" and not entry.caller.matches(frm):
                 continue
+            if entry.schedule is not None:
+                if now is None:
+                    now = time.time()
+                if not entry.schedule.is_open(now):
+                    continue
             return entry.rule
         return None
 
@@ -269,8 +285,9 @@ class RuleTable(Generic[R]):
 
 def build_inbound_table(rules: Iterable[InboundRuleSnap]) -> RuleTable[InboundRuleSnap]:
     """The inbound first-match table, built the same way for the engine and the control plane's dry
-    run: ``pattern`` on the called number, ``caller_pattern`` on the caller, limited to ``domain_id``."""
-    return RuleTable.build(rules, _inbound_number, _inbound_caller, _inbound_domain)
+    run: ``pattern`` on the called number, ``caller_pattern`` on the caller, limited to ``domain_id``, and
+    only while its ``schedule`` (if any) is open."""
+    return RuleTable.build(rules, _inbound_number, _inbound_caller, _inbound_domain, _inbound_schedule)
 
 
 def build_outbound_table(rules: Iterable[OutboundRuleSnap]) -> RuleTable[OutboundRuleSnap]:
@@ -289,6 +306,10 @@ def _inbound_caller(rule: InboundRuleSnap) -> str | None:
 
 def _inbound_domain(rule: InboundRuleSnap) -> int | None:
     return rule.domain_id
+
+
+def _inbound_schedule(rule: InboundRuleSnap) -> CompiledSchedule | None:
+    return compile_schedule(rule.schedule) if rule.schedule is not None else None
 
 
 def _outbound_number(rule: OutboundRuleSnap) -> str | None:

@@ -108,6 +108,24 @@ class GroupSnap(msgspec.Struct, kw_only=True, frozen=True):
     members: list[MemberSnap] = []
 
 
+class RuleSchedule(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """When an inbound rule may match (SPEC §5; semantics in shared/schedule.py): outside it the rule
+    is skipped and a later rule takes the call."""
+
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
+    days: list[str] = []  # "mon" … "sun"; empty = every day
+    ranges: list[list[str]] = []  # [["09:00", "17:30"], …]; empty = all day; end < start crosses midnight
+    holidays: list[str] = []  # "YYYY-MM-DD" dates in the schedule's timezone: closed all day
+
+
+class SplitTarget(msgspec.Struct, kw_only=True, frozen=True):
+    """One branch of an inbound rule's traffic split."""
+
+    target_type: TargetType
+    target_id: int
+    percent: Annotated[int, Meta(ge=1, le=100)]
+
+
 class InboundRuleSnap(msgspec.Struct, kw_only=True, frozen=True):
     id: int
     name: str | None = None
@@ -118,6 +136,11 @@ class InboundRuleSnap(msgspec.Struct, kw_only=True, frozen=True):
     priority: int = 100
     enabled: bool = True
     domain_id: int | None = None
+    # None = always open.
+    schedule: RuleSchedule | None = None
+    # A traffic split (percents sum to 100); empty = the one target above. With a split,
+    # target_type/target_id repeat the first branch (so they stay meaningful to older readers).
+    targets: list[SplitTarget] = []
 
 
 class TrunkSnap(msgspec.Struct, kw_only=True, frozen=True):

@@ -165,8 +165,14 @@ async def rules_targeting(
     stmt = (
         scope.select(InboundRoutingRule)
         .where(
-            InboundRoutingRule.target_type == target_type.value,
-            InboundRoutingRule.target_id == target_id,
+            (
+                (InboundRoutingRule.target_type == target_type.value)
+                & (InboundRoutingRule.target_id == target_id)
+            )
+            # or a branch of a traffic split
+            | InboundRoutingRule.targets.contains(
+                [{"target_type": target_type.value, "target_id": target_id}]
+            )
         )
         .order_by(InboundRoutingRule.priority, InboundRoutingRule.id)
     )

@@ -9,7 +9,7 @@ from litestar import Controller, Request, get
 from litestar.params import QueryParameter
 from redis.asyncio import Redis
 
-from control_plane.analytics import schemas, service
+from control_plane.analytics import schemas, service, splits
 from control_plane.auth.context import Auth
 from control_plane.params import IdFilter, Text
 from control_plane.settings import ControlPlaneSettings
@@ -87,6 +87,21 @@ class AnalyticsController(Controller):
         calls now, capacity and utilisation."""
         r = await _range(request, auth, start_date, end_date)
         return await service.groups(auth.scope, _live(request), r)
+
+    @get("/splits")
+    async def splits(
+        self,
+        request: Request[Any, Any, Any],
+        auth: Auth,
+        rule_id: IdFilter = None,
+        start_date: Text = None,
+        end_date: Text = None,
+    ) -> schemas.SplitReport:
+        """Per branch of an inbound rule's traffic split (``rule_id``; without it, every split rule's):
+        the calls that took it, answered, success rate, durations and talk time, its configured percent
+        and actual share."""
+        r = await _range(request, auth, start_date, end_date)
+        return await splits.splits(auth.scope, r, rule_id)
 
     @get("/overview")
     async def overview(

@@ -171,3 +171,29 @@ class Realtime(msgspec.Struct, kw_only=True):
     minutes: int
     calls_last_minutes: int
     per_minute: list[MinuteCount]  # oldest first, one entry per minute, zeros included
+
+
+class SplitBranchReport(msgspec.Struct, kw_only=True):
+    """One branch of a traffic split: the calls that took it in the range, and how they ended."""
+
+    rule_id: int
+    split_target: str  # "group:<id>" | "agent:<id>", as the call records carry it
+    target_type: str
+    target_id: int | None
+    name: str | None  # the target's name now; null when it no longer exists
+    percent: int | None  # its share in the rule's split now; null when the rule no longer has it
+    share: float  # its calls over the rule's split calls in the range
+    calls: int
+    answered: int
+    finished: int
+    success_rate: float  # answered / finished
+    avg_duration: float  # mean duration of answered calls
+    avg_talk_time: float  # mean billsec of answered calls
+    total_talk_time: int
+
+
+class SplitReport(msgspec.Struct, kw_only=True):
+    rule_id: int | None  # the rule asked for; null: every split rule of the tenant
+    name: str | None  # that rule's name
+    data: list[SplitBranchReport]
+    window: Window

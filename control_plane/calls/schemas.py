@@ -19,6 +19,8 @@ class CallRecordRead(msgspec.Struct, kw_only=True):
     agent_id: int | None
     group_id: int | None
     rule_id: int | None
+    # The traffic-split branch the call took ("group:<id>" | "agent:<id>"); null when its rule splits not.
+    split_target: str | None = None
     status: str
     attempts: int
     start_time: datetime.datetime | None

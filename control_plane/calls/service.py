@@ -75,6 +75,7 @@ def record_read(r: CallRecord) -> CallRecordRead:
         agent_id=r.agent_id,
         group_id=r.group_id,
         rule_id=r.rule_id,
+        split_target=r.split_target,
         status=r.status,
         attempts=r.attempts,
         start_time=r.start_time,

@@ -189,6 +189,7 @@ RECORD_FIELDS = (
     "agent_id",
     "group_id",
     "rule_id",
+    "split_target",
     "status",
     "attempts",
     "start_time",
@@ -218,6 +219,7 @@ class RecordRow:
     agent_id: int | None = None
     group_id: int | None = None
     rule_id: int | None = None
+    split_target: str | None = None
     status: str = CallStatus.RECEIVED.value
     attempts: int = 0
     start_time: datetime.datetime | None = None
@@ -274,6 +276,7 @@ def apply_event(record: RecordRow, event: CallEvent) -> None:
     record.call_id = record.call_id or _cut(event.call_id, 255)
     record.rule_id = record.rule_id if record.rule_id is not None else event.rule_id
     record.group_id = record.group_id if record.group_id is not None else event.group_id
+    record.split_target = record.split_target or _cut(event.split_target, 40)
 
     seen = _ts(event.occurred_at)
     record.last_event_at = seen if record.last_event_at is None else max(record.last_event_at, seen)

@@ -3,6 +3,8 @@ tenant's, and the dry run through the very table the engine builds."""
 
 from __future__ import annotations
 
+import datetime
+
 import msgspec
 from msgspec import UnsetType
 from sqlalchemy import func
@@ -15,16 +17,69 @@ from control_plane.routing.schemas import (
     InboundRuleUpdateIn,
     RuleTestIn,
     RuleTestOut,
+    SplitBranchOut,
+    SplitTargetIn,
     TargetOut,
 )
 from control_plane.snapshots.compile import inbound_rule_snap
 from control_plane.tenancy import TenantScope
 from shared.enums import TargetType
 from shared.routing import PatternError, build_inbound_table, compile_pattern, normalize_number
+from shared.schedule import ScheduleError, compile_schedule
+from shared.snapshot import RuleSchedule, SplitTarget
 
 
 def rule_read(rule: InboundRoutingRule) -> InboundRuleRead:
-    return msgspec.convert(rule, InboundRuleRead, from_attributes=True)
+    return InboundRuleRead(
+        id=rule.id,
+        tenant_id=rule.tenant_id,
+        name=rule.name,
+        pattern=rule.pattern,
+        caller_pattern=rule.caller_pattern,
+        target_type=rule.target_type,
+        target_id=rule.target_id,
+        priority=rule.priority,
+        enabled=rule.enabled,
+        domain_id=rule.domain_id,
+        schedule=msgspec.convert(rule.schedule, RuleSchedule) if rule.schedule is not None else None,
+        targets=msgspec.convert(rule.targets, list[SplitTarget]) if rule.targets else [],
+        created_at=rule.created_at,
+        updated_at=rule.updated_at,
+    )
+
+
+def check_schedule(schedule: RuleSchedule | None) -> dict[str, object] | None:
+    """The schedule as stored, or a 422 naming the field under ``schedule`` (shared/schedule.py)."""
+    if schedule is None:
+        return None
+    try:
+        compile_schedule(schedule)
+    except ScheduleError as exc:
+        raise FieldError((exc.field, str(exc))) from exc
+    stored = msgspec.to_builtins(schedule)
+    assert isinstance(stored, dict)
+    # Day names as the engine compares them.
+    stored["days"] = [d.strip().lower() for d in schedule.days]
+    return stored
+
+
+async def check_targets(scope: TenantScope, targets: list[SplitTargetIn]) -> list[dict[str, object]]:
+    """A traffic split as stored: every branch the tenant's, none twice, percents summing to 100."""
+    seen: set[tuple[str, int]] = set()
+    for i, branch in enumerate(targets):
+        key = (branch.target_type.value, branch.target_id)
+        if key in seen:
+            raise FieldError((f"targets[{i}]", f"{key[0]} {key[1]} is already a branch of this split"))
+        seen.add(key)
+        if await target_name(scope, branch.target_type, branch.target_id) is None:
+            label = "voice agent" if branch.target_type == TargetType.AGENT else "agent group"
+            raise FieldError((f"targets[{i}].target_id", f"{label} {branch.target_id} does not exist"))
+    total = sum(b.percent for b in targets)
+    if total != 100:
+        raise FieldError(("targets", f"the percents of a split must sum to 100, not {total}"))
+    return [
+        {"target_type": b.target_type.value, "target_id": b.target_id, "percent": b.percent} for b in targets
+    ]
 
 
 def check_pattern(field: str, value: str | None, *, required: bool) -> str | None:
@@ -70,18 +125,35 @@ async def create_rule(scope: TenantScope, data: InboundRuleCreateIn) -> InboundR
     pattern = check_pattern("pattern", data.pattern, required=True)
     assert pattern is not None
     caller = check_pattern("caller_pattern", data.caller_pattern, required=False)
-    await _check_target(scope, data.target_type, data.target_id)
+    schedule = check_schedule(data.schedule)
+    targets: list[dict[str, object]] | None = None
+    if data.targets:
+        if data.target_type is not None or data.target_id is not None:
+            raise FieldError(
+                ("targets", "give either targets (a split) or target_type and target_id, not both")
+            )
+        targets = await check_targets(scope, data.targets)
+        target_type, target_id = data.targets[0].target_type.value, data.targets[0].target_id
+    else:
+        if data.target_type is None:
+            raise FieldError(("target_type", "target_type is required (or targets, for a split)"))
+        if data.target_id is None:
+            raise FieldError(("target_id", "target_id is required (or targets, for a split)"))
+        await _check_target(scope, data.target_type, data.target_id)
+        target_type, target_id = data.target_type.value, data.target_id
     await _check_domain(scope, data.domain_id)
     rule = scope.add(
         InboundRoutingRule(
             name=_clean_name(data.name),
             pattern=pattern,
             caller_pattern=caller,
-            target_type=data.target_type.value,
-            target_id=data.target_id,
+            target_type=target_type,
+            target_id=target_id,
             priority=data.priority,
             enabled=data.enabled,
             domain_id=data.domain_id,
+            schedule=schedule,
+            targets=targets,
         )
     )
     await scope.config_changed()
@@ -97,12 +169,32 @@ async def update_rule(
         rule.caller_pattern = check_pattern("caller_pattern", data.caller_pattern, required=False)
     if not isinstance(data.name, UnsetType):
         rule.name = _clean_name(data.name)
-    if not isinstance(data.target_type, UnsetType) or not isinstance(data.target_id, UnsetType):
-        target_type = rule.target_type if isinstance(data.target_type, UnsetType) else data.target_type.value
-        target_id = rule.target_id if isinstance(data.target_id, UnsetType) else data.target_id
-        await _check_target(scope, target_type, target_id)
-        rule.target_type = target_type
-        rule.target_id = target_id
+    if not isinstance(data.schedule, UnsetType):
+        rule.schedule = check_schedule(data.schedule)
+    one_target = not isinstance(data.target_type, UnsetType) or not isinstance(data.target_id, UnsetType)
+    if not isinstance(data.targets, UnsetType) and data.targets:
+        if one_target:
+            raise FieldError(
+                ("targets", "give either targets (a split) or target_type and target_id, not both")
+            )
+        rule.targets = await check_targets(scope, data.targets)
+        rule.target_type = data.targets[0].target_type.value
+        rule.target_id = data.targets[0].target_id
+    else:
+        if isinstance(data.targets, UnsetType) and rule.targets and one_target:
+            raise FieldError(
+                ("targets", "this rule splits traffic: set targets to null to send it to one target")
+            )
+        if not isinstance(data.targets, UnsetType):
+            rule.targets = None  # null or []: the split ends; the one target is target_type/target_id
+        if one_target:
+            target_type = (
+                rule.target_type if isinstance(data.target_type, UnsetType) else data.target_type.value
+            )
+            target_id = rule.target_id if isinstance(data.target_id, UnsetType) else data.target_id
+            await _check_target(scope, target_type, target_id)
+            rule.target_type = target_type
+            rule.target_id = target_id
     if not isinstance(data.domain_id, UnsetType):
         await _check_domain(scope, data.domain_id)
         rule.domain_id = data.domain_id
@@ -132,19 +224,34 @@ async def dry_run(scope: TenantScope, data: RuleTestIn) -> RuleTestOut:
     rules = list((await scope.session.scalars(scope.select(InboundRoutingRule))).all())
     table = build_inbound_table(inbound_rule_snap(r) for r in rules)
     caller = data.from_ or ""
-    hit = table.first_match(data.to, caller, domain_id)
+    at = data.at if data.at is not None else datetime.datetime.now(datetime.UTC)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=datetime.UTC)
+    hit = table.first_match(data.to, caller, domain_id, now=at.timestamp())
     normalized = RuleTestOut(
         matched=False,
         rule=None,
         target=None,
         normalized_to=normalize_number(data.to),
         normalized_from=normalize_number(caller),
+        at=at,
     )
     if hit is None:
         return normalized
     rule = next(r for r in rules if r.id == hit.id)
     normalized.matched = True
     normalized.rule = rule_read(rule)
+    if hit.targets:
+        normalized.split = [
+            SplitBranchOut(
+                type=b.target_type.value,
+                id=b.target_id,
+                name=await target_name(scope, b.target_type.value, b.target_id),
+                percent=b.percent,
+            )
+            for b in hit.targets
+        ]
+        return normalized
     normalized.target = TargetOut(
         type=rule.target_type,
         id=rule.target_id,

@@ -29,7 +29,7 @@ from control_plane.db.models import (
     VoiceAgent,
 )
 from control_plane.tenancy import TenantScope
-from shared.enums import Strategy
+from shared.enums import Strategy, TargetType
 from shared.snapshot import (
     AgentSnap,
     DomainSnap,
@@ -38,6 +38,8 @@ from shared.snapshot import (
     InboundRuleSnap,
     MemberSnap,
     OutboundRuleSnap,
+    RuleSchedule,
+    SplitTarget,
     TenantSettings,
     TenantSnapshot,
     TrunkSnap,
@@ -65,7 +67,19 @@ def _snapshot_fernet(key: str) -> Fernet:
 
 
 def inbound_rule_snap(rule: InboundRoutingRule) -> InboundRuleSnap:
-    return msgspec.convert(rule, InboundRuleSnap, from_attributes=True)
+    return InboundRuleSnap(
+        id=rule.id,
+        name=rule.name,
+        pattern=rule.pattern,
+        caller_pattern=rule.caller_pattern,
+        target_type=TargetType(rule.target_type),
+        target_id=rule.target_id,
+        priority=rule.priority,
+        enabled=rule.enabled,
+        domain_id=rule.domain_id,
+        schedule=msgspec.convert(rule.schedule, RuleSchedule) if rule.schedule is not None else None,
+        targets=msgspec.convert(rule.targets, list[SplitTarget]) if rule.targets else [],
+    )
 
 
 def outbound_rule_snap(rule: OutboundRoutingRule) -> OutboundRuleSnap:

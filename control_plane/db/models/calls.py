@@ -32,6 +32,14 @@ class CallRecord(IdMixin, TimestampMixin, TenantOwned, Base):
         Index("ix_call_records_tenant_agent_start", "tenant_id", "agent_id", "start_time"),
         Index("ix_call_records_tenant_group_start", "tenant_id", "group_id", "start_time"),
         Index("ix_call_records_live", "tenant_id", "start_time", postgresql_where=text(LIVE_STATUS_SQL)),
+        # The split report (GET /api/analytics/splits): only calls that took a split branch.
+        Index(
+            "ix_call_records_split",
+            "tenant_id",
+            "rule_id",
+            text("COALESCE(start_time, created_at)"),
+            postgresql_where=text("split_target IS NOT NULL"),
+        ),
         # The record list sorted by duration, longest first (its default NULLS LAST order), and its
         # min/max_duration counts.
         Index("ix_call_records_tenant_duration", "tenant_id", text("duration DESC NULLS LAST")),
@@ -60,6 +68,8 @@ class CallRecord(IdMixin, TimestampMixin, TenantOwned, Base):
     agent_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     group_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     rule_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The traffic-split branch the call took ("group:<id>" | "agent:<id>"); None when its rule splits not.
+    split_target: Mapped[str | None] = mapped_column(String(40), nullable=True)
     status: Mapped[str] = mapped_column(String(16))  # shared.enums.CallStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     start_time: Mapped[datetime.datetime | None] = _ts()

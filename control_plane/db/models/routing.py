@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -22,6 +24,11 @@ class InboundRoutingRule(IdMixin, TimestampMixin, TenantOwned, Base):
     domain_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("domains.id", ondelete="CASCADE"), nullable=True
     )
+    # shared.snapshot.RuleSchedule; None = always open.
+    schedule: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    # A traffic split, [shared.snapshot.SplitTarget]; None = the one target above. With a split,
+    # target_type/target_id hold the first branch's.
+    targets: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB, nullable=True)
 
 
 class Trunk(IdMixin, TimestampMixin, TenantOwned, Base):

@@ -3,8 +3,25 @@
 import { all, api } from "../api.js";
 import { badge, button, canWrite, confirmDialog, errorBox, form, h, pageHeader, section, table, toast } from "../ui.js";
 
+// Read-only summaries of a rule's schedule and traffic split (both are set through the API).
+const DAY_LABEL = { mon: "Mon", tue: "Tue", wed: "Wed", thu: "Thu", fri: "Fri", sat: "Sat", sun: "Sun" };
+export function scheduleText(schedule) {
+  if (!schedule) return "always";
+  const days = schedule.days.length ? schedule.days.map((d) => DAY_LABEL[d] || d).join(" ") : "every day";
+  const ranges = schedule.ranges.length ? schedule.ranges.map(([a, b]) => `${a}–${b}`).join(", ") : "all day";
+  const holidays = schedule.holidays.length ? `; closed ${schedule.holidays.length} holiday(s)` : "";
+  return `${days}, ${ranges} (${schedule.timezone})${holidays}`;
+}
+
+function splitText(rule, refs) {
+  return rule.targets
+    .map((t) => `${(t.target_type === "agent" ? refs.agents : refs.groups).find((x) => x.id === t.target_id)?.name || `#${t.target_id}`} ${t.percent}%`)
+    .join(" · ");
+}
+
 function ruleForm(rule, refs, done) {
   const editing = Boolean(rule);
+  const split = Boolean(rule?.targets?.length);
   const targetOptions = (type) =>
     (type === "agent" ? refs.agents : refs.groups).map((x) => ({ value: x.id, label: x.name }));
   const f = form({
@@ -30,6 +47,11 @@ function ruleForm(rule, refs, done) {
       { name: "enabled", label: "Enabled", type: "checkbox", value: rule ? rule.enabled : true },
     ],
     async onSubmit(values) {
+      if (split) {
+        // A split rule's target is its first branch: the split itself is edited through the API.
+        delete values.target_type;
+        delete values.target_id;
+      }
       if (editing) await api.put(`/api/inbound-routing-rules/${rule.id}`, values);
       else await api.post("/api/inbound-routing-rules", values);
       toast(editing ? "Rule saved." : "Rule created.");
@@ -37,6 +59,17 @@ function ruleForm(rule, refs, done) {
     },
   });
   f.el.classList.add("rule-form");
+  if (split || rule?.schedule) {
+    f.el.prepend(
+      h(
+        "div",
+        { class: "alert info rule-extras" },
+        split ? h("div", {}, h("strong", {}, "Traffic split: "), splitText(rule, refs), " (target fields below are ignored)") : "",
+        rule?.schedule ? h("div", {}, h("strong", {}, "Schedule: "), scheduleText(rule.schedule)) : "",
+        h("div", { class: "muted" }, "Schedules and splits are edited through the API (PUT /api/inbound-routing-rules/{id})."),
+      ),
+    );
+  }
   const type = f.input("target_type");
   type.addEventListener("change", () => {
     const select = f.input("target_id");
@@ -67,7 +100,11 @@ function dryRun(refs, highlight) {
               h("strong", {}, "Matched: "),
               `rule #${answer.rule.id}${answer.rule.name ? ` “${answer.rule.name}”` : ""} (pattern ${answer.rule.pattern}, priority ${answer.rule.priority})`,
               " → ",
-              answer.target ? `${answer.target.type} “${answer.target.name ?? answer.target.id}”` : "no target",
+              answer.target
+                ? `${answer.target.type} “${answer.target.name ?? answer.target.id}”`
+                : answer.split
+                  ? `split: ${answer.split.map((b) => `${b.type} “${b.name ?? b.id}” ${b.percent}%`).join(" · ")}`
+                  : "no target",
               h("div", { class: "muted" }, `Numbers as compared: to ${answer.normalized_to}, from ${answer.normalized_from || "—"}`),
             )
           : h("div", { class: "alert warn", role: "status" }, h("strong", {}, "No rule matches: "), "the call gets the tenant's no-agent answer.", h("div", { class: "muted" }, `Numbers as compared: to ${answer.normalized_to}, from ${answer.normalized_from || "—"}`)),
@@ -108,7 +145,8 @@ export async function render({ navigate }) {
       { label: "Name", render: (r) => r.name || "—" },
       { label: "Called", render: (r) => h("code", {}, r.pattern) },
       { label: "Caller", render: (r) => (r.caller_pattern ? h("code", {}, r.caller_pattern) : "any") },
-      { label: "Target", render: (r) => `${r.target_type}: ${nameOf(r)}` },
+      { label: "Target", render: (r) => (r.targets?.length ? `split: ${splitText(r, refs)}` : `${r.target_type}: ${nameOf(r)}`) },
+      { label: "Schedule", render: (r) => scheduleText(r.schedule) },
       { label: "Domain", render: (r) => (r.domain_id ? domainOf(r.domain_id) : "any") },
       { label: "Priority", key: "priority", className: "num" },
       { label: "State", render: (r) => (r.enabled ? badge("enabled", "ok") : badge("disabled", "muted")) },
