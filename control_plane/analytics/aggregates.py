@@ -18,7 +18,9 @@ flight and the writers wait for it, and its snapshot of the records is the one i
 
 from __future__ import annotations
 
+import bisect
 import datetime
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -29,6 +31,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.enums import TERMINAL_STATUSES, CallStatus
 
+# Records by duration (seconds), for the record list's exact ``min_duration`` / ``max_duration``
+# totals: bucket 0 counts durations below DURATION_EDGES[0], bucket i durations from
+# DURATION_EDGES[i - 1] up to (not including) DURATION_EDGES[i], the last one the rest; a record without
+# a duration (a live call) is in none. Finer where calls are (a threshold between two edges costs a
+# count of the records between it and the nearest edge, through the (tenant_id, duration) index).
+DURATION_EDGES = (10, 20, 30, 45, 60, 90, 120, 180, 240, 300, 360, 420, 480, 540, 600, 900, 1200, 1800, 3600)
+
+
+def _duration_columns() -> tuple[str, ...]:
+    e = DURATION_EDGES
+    return (
+        f"dur_lt_{e[0]}",
+        *(f"dur_{low}_{high}" for low, high in itertools.pairwise(e)),
+        f"dur_ge_{e[-1]}",
+    )
+
+
+DURATION_COLUMNS = _duration_columns()
 COLUMNS = (
     "calls",
     "finished",
@@ -41,6 +61,7 @@ COLUMNS = (
     "completed_duration_sum",
     "completed_duration_n",
     "billsec_sum",
+    *DURATION_COLUMNS,
 )
 KEY = ("tenant_id", "bucket", "agent_id", "group_id", "direction")
 TENANT_KEY = ("tenant_id", "bucket", "routed", "direction")
@@ -48,6 +69,18 @@ TENANT_KEY = ("tenant_id", "bucket", "routed", "direction")
 TENANT_KEY_SQL = "s.tenant_id, s.bucket, s.agent_id <> 0 AS routed, s.direction"
 
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
+
+
+def _duration_sql() -> str:
+    """The DURATION_COLUMNS of one record (alias r): 1 in its bucket's column, 0 in the others."""
+    e = DURATION_EDGES
+    tests = [
+        f"(r.duration < {e[0]})::int",
+        *(f"(r.duration >= {low} AND r.duration < {high})::int" for low, high in itertools.pairwise(e)),
+        f"(r.duration >= {e[-1]})::int",
+    ]
+    return ",\n    ".join(f"COALESCE({t}, 0) AS {c}" for t, c in zip(tests, DURATION_COLUMNS, strict=True))
+
 
 # What one call record (alias r) contributes, column by column, in COLUMNS order, and its key.
 CONTRIBUTION_SQL = f"""
@@ -66,7 +99,8 @@ CONTRIBUTION_SQL = f"""
     COALESCE(r.duration, 0) AS duration_sum,
     CASE WHEN r.status = 'completed' THEN COALESCE(r.duration, 0) ELSE 0 END AS completed_duration_sum,
     (r.status = 'completed' AND r.duration IS NOT NULL)::int AS completed_duration_n,
-    COALESCE(r.billsec, 0) AS billsec_sum
+    COALESCE(r.billsec, 0) AS billsec_sum,
+    {_duration_sql()}
 """
 
 
@@ -81,6 +115,18 @@ class StatKey(NamedTuple):
 def bucket_of(start_time: datetime.datetime | None, created_at: datetime.datetime) -> datetime.datetime:
     moment = (start_time or created_at).astimezone(datetime.UTC)
     return moment.replace(minute=0, second=0, microsecond=0)
+
+
+_NO_DURATION = (0,) * len(DURATION_COLUMNS)
+# The DURATION_COLUMNS values of a record in bucket i.
+_ONE_HOT = tuple(
+    tuple(int(i == j) for j in range(len(DURATION_COLUMNS))) for i in range(len(DURATION_COLUMNS))
+)
+
+
+def duration_bucket(duration: int) -> int:
+    """The DURATION_COLUMNS index that counts a record of this duration."""
+    return bisect.bisect_right(DURATION_EDGES, duration)
 
 
 def contribution(
@@ -110,6 +156,7 @@ def contribution(
         (duration or 0) if completed else 0,
         int(completed and duration is not None),
         billsec or 0,
+        *(_NO_DURATION if duration is None else _ONE_HOT[duration_bucket(duration)]),
     )
     return key, values
 
