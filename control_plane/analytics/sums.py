@@ -206,6 +206,8 @@ async def segment_sums(
         return {}
     where = where or StatFilter()
     rollup = where.per_tenant(by)
+    if not rollup and set(columns) & set(DURATION_COLUMNS):
+        raise ValueError("the duration buckets are only summed without an agent or group filter")
     key = (_TENANT_KEYS if rollup else _KEYS)[by].format(t="s")
     table = "call_stats_tenant" if rollup else "call_stats"
     condition, params = where.sql("s")

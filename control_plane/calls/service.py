@@ -364,12 +364,18 @@ def duration_question(low: int | None, high: int | None) -> DurationQuestion:
 async def count_records(scope: TenantScope, f: RecordFilters) -> tuple[int, bool]:
     """How many records ``f`` selects, and whether the records themselves were counted: from
     ``call_stats`` when the filters allow (a million records are not counted one by one), else an
-    exact count of the records. A duration range is counted from the aggregates' duration buckets
-    (with the filters they answer: agent, group, direction, dates), plus the records between a bound
-    and the nearest bucket edge."""
+    exact count of the records. A duration range is counted from ``call_stats_tenant``'s duration
+    buckets (with the filters it answers: direction, dates), plus the records between a bound and the
+    nearest bucket edge; with an agent, group or status filter it is an exact count (an agent's or a
+    group's records are a fraction of the tenant's)."""
     question = stats_question(f)
     if question is None:
-        if (f.min_duration is not None or f.max_duration is not None) and f.status is None:
+        if (
+            (f.min_duration is not None or f.max_duration is not None)
+            and f.status is None
+            and f.agent_id is None
+            and f.group_id is None
+        ):
             answered = _stats_filter(f)
             if answered is not None:
                 return await _count_by_duration(scope, f, answered[0]), False

@@ -123,7 +123,7 @@ def test_the_duration_buckets_migration_fills_them_from_the_records(empty_databa
     with engine.connect() as conn:
         drifted = conn.execute(text(DRIFT_SQL), {"tenant_id": tenant}).scalar_one()
         filled = conn.exec_driver_sql(
-            "SELECT sum(dur_lt_10 + dur_300_360 + dur_ge_3600) FROM call_stats"
+            "SELECT sum(dur_lt_10 + dur_300_360 + dur_ge_3600) FROM call_stats_tenant"
         ).scalar_one()
     engine.dispose()
     assert drifted == 0

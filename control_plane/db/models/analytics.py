@@ -42,27 +42,6 @@ class CallStat(Base):
     completed_duration_sum: Mapped[int] = _count()  # seconds, completed records with a duration
     completed_duration_n: Mapped[int] = _count()
     billsec_sum: Mapped[int] = _count()  # talk time, seconds
-    # Records by duration bucket (aggregates.DURATION_EDGES; none while a call has no duration).
-    dur_lt_10: Mapped[int] = _count()
-    dur_10_20: Mapped[int] = _count()
-    dur_20_30: Mapped[int] = _count()
-    dur_30_45: Mapped[int] = _count()
-    dur_45_60: Mapped[int] = _count()
-    dur_60_90: Mapped[int] = _count()
-    dur_90_120: Mapped[int] = _count()
-    dur_120_180: Mapped[int] = _count()
-    dur_180_240: Mapped[int] = _count()
-    dur_240_300: Mapped[int] = _count()
-    dur_300_360: Mapped[int] = _count()
-    dur_360_420: Mapped[int] = _count()
-    dur_420_480: Mapped[int] = _count()
-    dur_480_540: Mapped[int] = _count()
-    dur_540_600: Mapped[int] = _count()
-    dur_600_900: Mapped[int] = _count()
-    dur_900_1200: Mapped[int] = _count()
-    dur_1200_1800: Mapped[int] = _count()
-    dur_1800_3600: Mapped[int] = _count()
-    dur_ge_3600: Mapped[int] = _count()
 
 
 class CallStatTenant(Base):
@@ -91,6 +70,8 @@ class CallStatTenant(Base):
     completed_duration_sum: Mapped[int] = _count()
     completed_duration_n: Mapped[int] = _count()
     billsec_sum: Mapped[int] = _count()
+    # Records by duration bucket (aggregates.DURATION_EDGES; none while a call has no duration), for
+    # the record list's duration totals; only here, not in call_stats (read without agent or group).
     dur_lt_10: Mapped[int] = _count()
     dur_10_20: Mapped[int] = _count()
     dur_20_30: Mapped[int] = _count()

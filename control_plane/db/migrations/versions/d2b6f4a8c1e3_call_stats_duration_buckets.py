@@ -1,4 +1,4 @@
-"""call_stats, call_stats_tenant: records per duration bucket (the record list's duration totals)
+"""call_stats_tenant: records per duration bucket (the record list's duration totals)
 
 Revision ID: d2b6f4a8c1e3
 Revises: c5e8a1f2d9b7
@@ -24,35 +24,23 @@ BUCKETS = (
     (f"dur_ge_{EDGES[-1]}", f"r.duration >= {EDGES[-1]}"),
 )
 COLUMNS = tuple(name for name, _ in BUCKETS)
-TABLES = ("call_stats", "call_stats_tenant")
 
 
 def upgrade() -> None:
-    for table in TABLES:
-        for column in COLUMNS:
-            op.add_column(table, sa.Column(column, sa.BigInteger(), server_default="0", nullable=False))
-    # Fill them from the records, keyed as aggregates.CONTRIBUTION_SQL keys a record; then the rollup.
+    for column in COLUMNS:
+        op.add_column("call_stats_tenant", sa.Column(column, sa.BigInteger(), server_default="0", nullable=False))
+    # Filled from the records, keyed as aggregates.CONTRIBUTION_SQL and TENANT_KEY_SQL key a record.
     counts = ", ".join(f"count(*) FILTER (WHERE {test}) AS {name}" for name, test in BUCKETS)
     assign = ", ".join(f"{c} = n.{c}" for c in COLUMNS)
     op.execute(
-        f"""UPDATE call_stats s SET {assign}
-        FROM (SELECT r.tenant_id, date_trunc('hour', COALESCE(r.start_time, r.created_at), 'UTC') AS bucket,
-                     COALESCE(r.agent_id, 0) AS agent_id, COALESCE(r.group_id, 0) AS group_id,
-                     COALESCE(r.direction, '') AS direction, {counts}
-              FROM call_records r WHERE r.duration IS NOT NULL GROUP BY 1, 2, 3, 4, 5) n
-        WHERE (s.tenant_id, s.bucket, s.agent_id, s.group_id, s.direction)
-            = (n.tenant_id, n.bucket, n.agent_id, n.group_id, n.direction)"""  # noqa: S608
-    )
-    sums = ", ".join(f"sum({c}) AS {c}" for c in COLUMNS)
-    op.execute(
         f"""UPDATE call_stats_tenant t SET {assign}
-        FROM (SELECT tenant_id, bucket, agent_id <> 0 AS routed, direction, {sums}
-              FROM call_stats GROUP BY 1, 2, 3, 4) n
+        FROM (SELECT r.tenant_id, date_trunc('hour', COALESCE(r.start_time, r.created_at), 'UTC') AS bucket,
+                     COALESCE(r.agent_id, 0) <> 0 AS routed, COALESCE(r.direction, '') AS direction, {counts}
+              FROM call_records r WHERE r.duration IS NOT NULL GROUP BY 1, 2, 3, 4) n
         WHERE (t.tenant_id, t.bucket, t.routed, t.direction) = (n.tenant_id, n.bucket, n.routed, n.direction)"""  # noqa: S608
     )
 
 
 def downgrade() -> None:
-    for table in TABLES:
-        for column in COLUMNS:
-            op.drop_column(table, column)
+    for column in COLUMNS:
+        op.drop_column("call_stats_tenant", column)
