@@ -10,7 +10,10 @@ differ). Rows whose every column is zero are deleted, so a rebuild and the upkee
 ``call_stats_tenant`` is the same rows summed over agents and groups, keyed (tenant, hour, routed,
 direction) with ``routed = agent_id <> 0``: reads without an agent or group filter sum a few rows an
 hour there. ``apply_deltas`` keeps it from the same deltas in the same statement order and transaction,
-``rebuild`` recomputes it from the fresh ``call_stats`` rows, and ``drift`` checks both tables.
+``rebuild`` recomputes it from the fresh ``call_stats`` rows, and ``drift`` checks both tables. It
+also counts records per duration bucket (``DURATION_COLUMNS``, which ``call_stats`` does not hold: the
+record list's duration totals are read without an agent or group filter, and the per-agent rows stay
+narrow for the agent and group reads).
 
 Concurrency: a writer takes a shared per-tenant advisory lock (``hold_tenants``) before it reads the
 records it will change; ``rebuild`` takes the same lock exclusively, so it waits for the writers in
