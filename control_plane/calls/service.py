@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar.exceptions import NotFoundException
-from sqlalchemy import ColumnElement, Select, and_, case, func, select, text
+from sqlalchemy import ColumnElement, Select, case, func, select, text
 
 from control_plane.analytics.aggregates import DURATION_COLUMNS, DURATION_EDGES
 from control_plane.analytics.sums import StatFilter, Sums, range_sums
@@ -282,25 +282,13 @@ def _conditions(f: RecordFilters) -> list[ColumnElement[bool]]:
     return cond
 
 
-# A longer search is looked up in the trigram index by its last this many characters only.
-SEARCH_INDEX_CHARS = 6
-
-
 def _contains(column: Any, part: str) -> ColumnElement[bool]:
     """``part`` anywhere in the number, ignoring case; a plain LIKE when ``part`` has no letters (the
-    usual digits and ``+``): the same answer, and it scans a million numbers faster.
-
-    A search longer than SEARCH_INDEX_CHARS goes to the trigram index by its tail alone and checks the
-    whole of it on the rows found (an expression the index cannot serve): numbers share their heads
-    (``+1``, an area code), whose trigrams are in nearly every record, and the index would intersect
-    those whole posting lists; the tail's trigrams are rare. The answer is the same."""
-    like = "ilike" if any(ch.isalpha() for ch in part) else "like"
-    whole = getattr(column, like)(f"%{_escape(part)}%", escape="\\")
-    if len(part) <= SEARCH_INDEX_CHARS:
-        return whole  # type: ignore[no-any-return]
-    tail = getattr(column, like)(f"%{_escape(part[-SEARCH_INDEX_CHARS:])}%", escape="\\")
-    unindexed = getattr(column.concat(""), like)(f"%{_escape(part)}%", escape="\\")
-    return and_(tail, unindexed)
+    usual digits and ``+``): the same answer, and it scans a million numbers faster."""
+    pattern = f"%{_escape(part)}%"
+    if any(ch.isalpha() for ch in part):
+        return column.ilike(pattern, escape="\\")  # type: ignore[no-any-return]
+    return column.like(pattern, escape="\\")  # type: ignore[no-any-return]
 
 
 def _escape(text: str) -> str:
