@@ -245,6 +245,13 @@ def endpoints(agent_id: int, group_id: int) -> list[tuple[str, str, dict[str, An
         ),
         ("records min_duration", records, {"min_duration": 300}),
         ("records max_duration", records, {"max_duration": 10}),
+        # Bounds between two duration-bucket edges: the records of 305-359 s and of 241-299 s are counted.
+        ("records min_duration=305", records, {"min_duration": 305}),
+        (
+            "records 245..295 s + agent",
+            records,
+            {"min_duration": 245, "max_duration": 295, "agent_id": agent_id},
+        ),
         ("records from (number)", records, {"from": "+14150000123"}),
         ("records to (number)", records, {"to": "5550123"}),
         ("records sort=duration", records, {"sort": "-duration"}),

@@ -10,7 +10,10 @@ differ). Rows whose every column is zero are deleted, so a rebuild and the upkee
 ``call_stats_tenant`` is the same rows summed over agents and groups, keyed (tenant, hour, routed,
 direction) with ``routed = agent_id <> 0``: reads without an agent or group filter sum a few rows an
 hour there. ``apply_deltas`` keeps it from the same deltas in the same statement order and transaction,
-``rebuild`` recomputes it from the fresh ``call_stats`` rows, and ``drift`` checks both tables.
+``rebuild`` recomputes it from the fresh ``call_stats`` rows, and ``drift`` checks both tables. It
+also counts records per duration bucket (``DURATION_COLUMNS``, which ``call_stats`` does not hold: the
+record list's duration totals are read without an agent or group filter, and the per-agent rows stay
+narrow for the agent and group reads).
 
 Concurrency: a writer takes a shared per-tenant advisory lock (``hold_tenants``) before it reads the
 records it will change; ``rebuild`` takes the same lock exclusively, so it waits for the writers in
@@ -18,7 +21,9 @@ flight and the writers wait for it, and its snapshot of the records is the one i
 
 from __future__ import annotations
 
+import bisect
 import datetime
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -29,6 +34,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.enums import TERMINAL_STATUSES, CallStatus
 
+# Records by duration (seconds), for the record list's exact ``min_duration`` / ``max_duration``
+# totals: bucket 0 counts durations below DURATION_EDGES[0], bucket i durations from
+# DURATION_EDGES[i - 1] up to (not including) DURATION_EDGES[i], the last one the rest; a record without
+# a duration (a live call) is in none. Finer where calls are (a threshold between two edges costs a
+# count of the records between it and the nearest edge, through the (tenant_id, duration) index).
+DURATION_EDGES = (10, 20, 30, 45, 60, 90, 120, 180, 240, 300, 360, 420, 480, 540, 600, 900, 1200, 1800, 3600)
+
+
+def _duration_columns() -> tuple[str, ...]:
+    e = DURATION_EDGES
+    return (
+        f"dur_lt_{e[0]}",
+        *(f"dur_{low}_{high}" for low, high in itertools.pairwise(e)),
+        f"dur_ge_{e[-1]}",
+    )
+
+
+DURATION_COLUMNS = _duration_columns()
 COLUMNS = (
     "calls",
     "finished",
@@ -41,13 +64,32 @@ COLUMNS = (
     "completed_duration_sum",
     "completed_duration_n",
     "billsec_sum",
+    *DURATION_COLUMNS,
 )
+# call_stats holds every column but the duration buckets, which only call_stats_tenant holds (the
+# record list's duration totals are read without an agent or group filter; per-agent rows stay narrow
+# for the agent and group reads).
+STATS_COLUMNS = tuple(c for c in COLUMNS if c not in DURATION_COLUMNS)
+_N_STATS = len(STATS_COLUMNS)
+assert COLUMNS[:_N_STATS] == STATS_COLUMNS
 KEY = ("tenant_id", "bucket", "agent_id", "group_id", "direction")
 TENANT_KEY = ("tenant_id", "bucket", "routed", "direction")
 # A call_stats row's (alias s) key in call_stats_tenant, in TENANT_KEY order.
 TENANT_KEY_SQL = "s.tenant_id, s.bucket, s.agent_id <> 0 AS routed, s.direction"
 
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
+
+
+def _duration_sql() -> str:
+    """The DURATION_COLUMNS of one record (alias r): 1 in its bucket's column, 0 in the others."""
+    e = DURATION_EDGES
+    tests = [
+        f"(r.duration < {e[0]})::int",
+        *(f"(r.duration >= {low} AND r.duration < {high})::int" for low, high in itertools.pairwise(e)),
+        f"(r.duration >= {e[-1]})::int",
+    ]
+    return ",\n    ".join(f"COALESCE({t}, 0) AS {c}" for t, c in zip(tests, DURATION_COLUMNS, strict=True))
+
 
 # What one call record (alias r) contributes, column by column, in COLUMNS order, and its key.
 CONTRIBUTION_SQL = f"""
@@ -66,7 +108,8 @@ CONTRIBUTION_SQL = f"""
     COALESCE(r.duration, 0) AS duration_sum,
     CASE WHEN r.status = 'completed' THEN COALESCE(r.duration, 0) ELSE 0 END AS completed_duration_sum,
     (r.status = 'completed' AND r.duration IS NOT NULL)::int AS completed_duration_n,
-    COALESCE(r.billsec, 0) AS billsec_sum
+    COALESCE(r.billsec, 0) AS billsec_sum,
+    {_duration_sql()}
 """
 
 
@@ -81,6 +124,18 @@ class StatKey(NamedTuple):
 def bucket_of(start_time: datetime.datetime | None, created_at: datetime.datetime) -> datetime.datetime:
     moment = (start_time or created_at).astimezone(datetime.UTC)
     return moment.replace(minute=0, second=0, microsecond=0)
+
+
+_NO_DURATION = (0,) * len(DURATION_COLUMNS)
+# The DURATION_COLUMNS values of a record in bucket i.
+_ONE_HOT = tuple(
+    tuple(int(i == j) for j in range(len(DURATION_COLUMNS))) for i in range(len(DURATION_COLUMNS))
+)
+
+
+def duration_bucket(duration: int) -> int:
+    """The DURATION_COLUMNS index that counts a record of this duration."""
+    return bisect.bisect_right(DURATION_EDGES, duration)
 
 
 def contribution(
@@ -110,6 +165,7 @@ def contribution(
         (duration or 0) if completed else 0,
         int(completed and duration is not None),
         billsec or 0,
+        *(_NO_DURATION if duration is None else _ONE_HOT[duration_bucket(duration)]),
     )
     return key, values
 
@@ -180,48 +236,49 @@ _KEY_ARRAYS = (
     "CAST(:tenant_id AS bigint[]), CAST(:bucket AS timestamptz[]), CAST(:agent_id AS bigint[]), "
     "CAST(:group_id AS bigint[]), CAST(:direction AS varchar[])"
 )
-_COLUMN_ARRAYS = ", ".join(f"CAST(:{c} AS bigint[])" for c in COLUMNS)
 
 
-def _upsert_sql(table: str, key: tuple[str, ...], key_arrays: str) -> str:
+def _upsert_sql(table: str, key: tuple[str, ...], key_arrays: str, columns: tuple[str, ...]) -> str:
     # Built from the constant names above, never from input.
+    arrays = ", ".join(f"CAST(:{c} AS bigint[])" for c in columns)
     return f"""
-    INSERT INTO {table} ({", ".join(key)}, {", ".join(COLUMNS)})
-    SELECT * FROM unnest({key_arrays}, {_COLUMN_ARRAYS})
+    INSERT INTO {table} ({", ".join(key)}, {", ".join(columns)})
+    SELECT * FROM unnest({key_arrays}, {arrays})
     ON CONFLICT ({", ".join(key)}) DO UPDATE SET
-    {", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in COLUMNS)}
-    RETURNING ctid, {" AND ".join(f"{table}.{c} = 0" for c in COLUMNS)} AS empty
+    {", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in columns)}
+    RETURNING ctid, {" AND ".join(f"{table}.{c} = 0" for c in columns)} AS empty
 """  # noqa: S608
 
 
-def _delete_empty_sql(table: str) -> str:
+def _delete_empty_sql(table: str, columns: tuple[str, ...]) -> str:
     # The rows the upsert left all zero, by their row id (this transaction holds their locks, so the
     # ids stay theirs): no lookup for the planner to choose.
     return f"""
     DELETE FROM {table} WHERE ctid = ANY(CAST(:ctids AS tid[]))
-      AND {" AND ".join(f"{c} = 0" for c in COLUMNS)}
+      AND {" AND ".join(f"{c} = 0" for c in columns)}
 """  # noqa: S608
 
 
-UPSERT_SQL = _upsert_sql("call_stats", KEY, _KEY_ARRAYS)
-DELETE_EMPTY_SQL = _delete_empty_sql("call_stats")
+UPSERT_SQL = _upsert_sql("call_stats", KEY, _KEY_ARRAYS, STATS_COLUMNS)
+DELETE_EMPTY_SQL = _delete_empty_sql("call_stats", STATS_COLUMNS)
 _TENANT_KEY_ARRAYS = (
     "CAST(:tenant_id AS bigint[]), CAST(:bucket AS timestamptz[]), CAST(:routed AS boolean[]), "
     "CAST(:direction AS varchar[])"
 )
-TENANT_UPSERT_SQL = _upsert_sql("call_stats_tenant", TENANT_KEY, _TENANT_KEY_ARRAYS)
-TENANT_DELETE_EMPTY_SQL = _delete_empty_sql("call_stats_tenant")
+TENANT_UPSERT_SQL = _upsert_sql("call_stats_tenant", TENANT_KEY, _TENANT_KEY_ARRAYS, COLUMNS)
+TENANT_DELETE_EMPTY_SQL = _delete_empty_sql("call_stats_tenant", COLUMNS)
 
 
 async def _upsert(
     session: AsyncSession,
     rows: list[tuple[Any, list[int]]],
     key: tuple[str, ...],
+    columns: tuple[str, ...],
     upsert_sql: str,
     delete_sql: str,
 ) -> None:
     params: dict[str, list[object]] = {name: [k[i] for k, _ in rows] for i, name in enumerate(key)}
-    for i, name in enumerate(COLUMNS):
+    for i, name in enumerate(columns):
         params[name] = [v[i] for _, v in rows]
     changed = (await session.execute(text(upsert_sql), params)).all()
     emptied = [str(ctid) for ctid, empty in changed if empty]
@@ -234,25 +291,30 @@ async def apply_deltas(session: AsyncSession, deltas: StatDeltas) -> int:
     shared rows in one order), then delete the rows they emptied; then the same for
     ``call_stats_tenant`` (every writer locks ``call_stats`` rows before ``call_stats_tenant`` ones, each
     in key order: one order for all). Returns how many ``call_stats`` rows changed."""
-    rows = deltas.nonzero()
-    if not rows:
-        return 0
-    await _upsert(session, rows, KEY, UPSERT_SQL, DELETE_EMPTY_SQL)
+    # call_stats takes the deltas without the duration buckets (a row whose other columns do not
+    # change, e.g. a duration going from none to 0, is left alone).
+    rows = [(k, v[:_N_STATS]) for k, v in deltas.nonzero() if any(v[:_N_STATS])]
+    if rows:
+        await _upsert(session, rows, KEY, STATS_COLUMNS, UPSERT_SQL, DELETE_EMPTY_SQL)
     tenant_rows = deltas.per_tenant()
     if tenant_rows:
-        await _upsert(session, tenant_rows, TENANT_KEY, TENANT_UPSERT_SQL, TENANT_DELETE_EMPTY_SQL)
+        await _upsert(session, tenant_rows, TENANT_KEY, COLUMNS, TENANT_UPSERT_SQL, TENANT_DELETE_EMPTY_SQL)
     return len(rows)
 
 
 _SUMS = ", ".join(f"sum({c}) AS {c}" for c in COLUMNS)
-# What the records of tenant :tenant_id add up to, row by row (built from constants, never from input).
+# What the records of tenant :tenant_id add up to, per call_stats key, every column (the duration
+# buckets too, for call_stats_tenant) (built from constants, never from input).
 RECOMPUTE_SQL = f"""
     SELECT {", ".join(KEY)}, {_SUMS}
     FROM (SELECT {CONTRIBUTION_SQL} FROM call_records r WHERE r.tenant_id = :tenant_id) c
     GROUP BY {", ".join(KEY)}
 """  # noqa: S608
-REBUILD_SQL = f"INSERT INTO call_stats ({', '.join(KEY)}, {', '.join(COLUMNS)}) {RECOMPUTE_SQL}"
-_STORED_SQL = f"SELECT {', '.join(KEY)}, {', '.join(COLUMNS)} FROM call_stats WHERE tenant_id = :tenant_id"  # noqa: S608
+_STORED_SQL = (
+    f"SELECT {', '.join(KEY)}, {', '.join(STATS_COLUMNS)} FROM call_stats WHERE tenant_id = :tenant_id"  # noqa: S608
+)
+# The call_stats columns of recomputed rows (a table or subquery, alias f).
+_STATS_OF = f"SELECT {', '.join(KEY)}, {', '.join(STATS_COLUMNS)} FROM ({{rows}}) f"  # noqa: S608
 # call_stats rows (alias s, a table or a subquery) summed into call_stats_tenant rows.
 _TENANT_OF = "SELECT {key}, {sums} FROM ({rows}) s GROUP BY 1, 2, 3, 4"
 _TENANT_STORED_SQL = f"SELECT {', '.join(TENANT_KEY)}, {', '.join(COLUMNS)} FROM call_stats_tenant WHERE tenant_id = :tenant_id"  # noqa: S608
@@ -262,8 +324,8 @@ DRIFT_SQL = f"""
     WITH fresh AS MATERIALIZED ({RECOMPUTE_SQL}), stored AS MATERIALIZED ({_STORED_SQL}),
     fresh_t AS MATERIALIZED ({_TENANT_OF.format(key=TENANT_KEY_SQL, sums=_SUMS, rows="SELECT * FROM fresh")}),
     stored_t AS MATERIALIZED ({_TENANT_STORED_SQL})
-    SELECT (SELECT count(*) FROM (SELECT * FROM stored EXCEPT ALL SELECT * FROM fresh) a)
-         + (SELECT count(*) FROM (SELECT * FROM fresh EXCEPT ALL SELECT * FROM stored) b)
+    SELECT (SELECT count(*) FROM (SELECT * FROM stored EXCEPT ALL {_STATS_OF.format(rows="SELECT * FROM fresh")}) a)
+         + (SELECT count(*) FROM ({_STATS_OF.format(rows="SELECT * FROM fresh")} EXCEPT ALL SELECT * FROM stored) b)
          + (SELECT count(*) FROM (SELECT * FROM stored_t EXCEPT ALL SELECT * FROM fresh_t) c)
          + (SELECT count(*) FROM (SELECT * FROM fresh_t EXCEPT ALL SELECT * FROM stored_t) d)
 """  # noqa: S608
@@ -293,7 +355,9 @@ class RebuildReport:
 
 
 _FRESH = "call_stats_rebuild"  # a temporary table, dropped at commit
-_COLS = f"{', '.join(KEY)}, {', '.join(COLUMNS)}"
+_COLS = f"{', '.join(KEY)}, {', '.join(STATS_COLUMNS)}"  # call_stats's
+_FRESH_COLS = f"{', '.join(KEY)}, {', '.join(COLUMNS)}"  # the temporary table's: every column
+_ADD_BUCKETS = ", ".join(f"ADD COLUMN {c} bigint NOT NULL DEFAULT 0" for c in DURATION_COLUMNS)
 
 
 async def rebuild_report(session: AsyncSession, tenant_id: int) -> RebuildReport:
@@ -308,7 +372,8 @@ async def rebuild_report(session: AsyncSession, tenant_id: int) -> RebuildReport
     await lock_tenant(session, tenant_id)
     params = {"tenant_id": tenant_id}
     await session.execute(text(f"CREATE TEMPORARY TABLE {_FRESH} (LIKE call_stats) ON COMMIT DROP"))
-    await session.execute(text(f"INSERT INTO {_FRESH} ({_COLS}) {RECOMPUTE_SQL}"), params)
+    await session.execute(text(f"ALTER TABLE {_FRESH} {_ADD_BUCKETS}"))
+    await session.execute(text(f"INSERT INTO {_FRESH} ({_FRESH_COLS}) {RECOMPUTE_SQL}"), params)
     stored = f"SELECT {_COLS} FROM call_stats WHERE tenant_id = :tenant_id"  # noqa: S608
     fresh = f"SELECT {_COLS} FROM {_FRESH}"  # noqa: S608
     counts = (
@@ -325,8 +390,9 @@ async def rebuild_report(session: AsyncSession, tenant_id: int) -> RebuildReport
     ).one()
     await session.execute(text("DELETE FROM call_stats WHERE tenant_id = :tenant_id"), params)
     await session.execute(text(f"INSERT INTO call_stats ({_COLS}) {fresh}"))
-    # call_stats_tenant: the fresh rows summed, compared with the stored ones, swapped in.
-    fresh_t = _TENANT_OF.format(key=TENANT_KEY_SQL, sums=_SUMS, rows=fresh)
+    # call_stats_tenant: the fresh rows summed (the duration buckets too), compared with the stored
+    # ones, swapped in.
+    fresh_t = _TENANT_OF.format(key=TENANT_KEY_SQL, sums=_SUMS, rows=f"SELECT {_FRESH_COLS} FROM {_FRESH}")  # noqa: S608
     tenant_counts = (
         await session.execute(
             text(

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from control_plane.analytics.aggregates import COLUMNS, CONTRIBUTION_SQL
+from control_plane.analytics.aggregates import COLUMNS, CONTRIBUTION_SQL, DURATION_COLUMNS
 
 HOUR = datetime.timedelta(hours=1)
 GroupBy = Literal["agent_id", "group_id", "direction", "routed_direction"] | None
@@ -61,9 +61,30 @@ class Sums:
     completed_duration_sum: int = 0
     completed_duration_n: int = 0
     billsec_sum: int = 0
+    # Records per duration bucket (aggregates.DURATION_COLUMNS).
+    dur_lt_10: int = 0
+    dur_10_20: int = 0
+    dur_20_30: int = 0
+    dur_30_45: int = 0
+    dur_45_60: int = 0
+    dur_60_90: int = 0
+    dur_90_120: int = 0
+    dur_120_180: int = 0
+    dur_180_240: int = 0
+    dur_240_300: int = 0
+    dur_300_360: int = 0
+    dur_360_420: int = 0
+    dur_420_480: int = 0
+    dur_480_540: int = 0
+    dur_540_600: int = 0
+    dur_600_900: int = 0
+    dur_900_1200: int = 0
+    dur_1200_1800: int = 0
+    dur_1800_3600: int = 0
+    dur_ge_3600: int = 0
 
-    def add(self, values: Sequence[Any], sign: int = 1) -> None:
-        for name, value in zip(COLUMNS, values, strict=True):
+    def add(self, values: Sequence[Any], sign: int = 1, names: Sequence[str] = COLUMNS) -> None:
+        for name, value in zip(names, values, strict=True):
             setattr(self, name, getattr(self, name) + sign * int(value or 0))
 
     def merge(self, other: Sums) -> None:
@@ -111,7 +132,14 @@ class StatFilter:
         return self.agent_id is None and self.group_id is None and by in _TENANT_KEYS
 
 
-_SUM_LIST = ", ".join(f"sum({c})" for c in COLUMNS)
+# What a question sums unless it asks for other columns: every counter but the duration buckets (the
+# record list's duration filters ask for those alone).
+SUMMED = tuple(c for c in COLUMNS if c not in DURATION_COLUMNS)
+
+
+def _sum_list(columns: Sequence[str]) -> str:
+    return ", ".join(f"sum({c})" for c in columns)
+
 
 # Built from constant column names only; every value is a bound parameter.
 _STATS_SQL = """
@@ -168,14 +196,18 @@ async def segment_sums(
     cuts: Sequence[datetime.datetime],
     where: StatFilter | None = None,
     by: GroupBy = None,
+    columns: Sequence[str] = SUMMED,
 ) -> dict[tuple[int, Hashable], Sums]:
     """Sums per (segment, key) over ``[cuts[0], cuts[-1])``; key is the ``by`` column's value (0, or
-    '' for direction, is "none"), or None. Segments with nothing are absent."""
+    '' for direction, is "none"), or None. Only ``columns`` are summed (the others stay 0). Segments
+    with nothing are absent."""
     cuts = sorted({c.astimezone(datetime.UTC) for c in cuts})
     if len(cuts) < 2:
         return {}
     where = where or StatFilter()
     rollup = where.per_tenant(by)
+    if not rollup and set(columns) & set(DURATION_COLUMNS):
+        raise ValueError("the duration buckets are only summed without an agent or group filter")
     key = (_TENANT_KEYS if rollup else _KEYS)[by].format(t="s")
     table = "call_stats_tenant" if rollup else "call_stats"
     condition, params = where.sql("s")
@@ -184,11 +216,11 @@ async def segment_sums(
     last = len(cuts) - 1
     await session.execute(text(_PLAN_SQL))
     rows = await session.execute(
-        text(_STATS_SQL.format(key=key, sums=_SUM_LIST, where=condition, table=table)), params
+        text(_STATS_SQL.format(key=key, sums=_sum_list(columns), where=condition, table=table)), params
     )
     for seg, value, *values in rows:
         if 0 <= seg < last:
-            out[(seg, value)].add(values)
+            out[(seg, value)].add(values, names=columns)
     parts = split_parts(cuts)
     if parts:
         condition, params = where.sql("c")
@@ -199,17 +231,20 @@ async def segment_sums(
             "ends": [b for _, b in parts],
         }
         sql = _SPLIT_SQL.format(
-            key=_KEYS[by].format(t="c"), sums=_SUM_LIST, contribution=CONTRIBUTION_SQL, where=condition
+            key=_KEYS[by].format(t="c"),
+            sums=_sum_list(columns),
+            contribution=CONTRIBUTION_SQL,
+            where=condition,
         )
         for seg, bucket, value, *values in await session.execute(text(sql), params):
             counted_in = segment_of(cuts, bucket)
             if seg == counted_in:
                 continue
             if 0 <= counted_in < last:
-                out[(counted_in, value)].add(values, -1)
+                out[(counted_in, value)].add(values, -1, columns)
             if 0 <= seg < last:
-                out[(seg, value)].add(values)
-    return {k: v for k, v in out.items() if v.calls or v.duration_sum or v.billsec_sum}
+                out[(seg, value)].add(values, names=columns)
+    return {k: v for k, v in out.items() if any(getattr(v, c) for c in columns)}
 
 
 async def range_sums(
@@ -219,7 +254,8 @@ async def range_sums(
     until: datetime.datetime,
     where: StatFilter | None = None,
     by: GroupBy = None,
+    columns: Sequence[str] = SUMMED,
 ) -> dict[Hashable, Sums]:
-    """Sums over ``[since, until)``, per ``by`` key (or under the key None)."""
-    found = await segment_sums(session, tenant_id, [since, until], where, by)
+    """Sums of ``columns`` over ``[since, until)``, per ``by`` key (or under the key None)."""
+    found = await segment_sums(session, tenant_id, [since, until], where, by, columns)
     return {key: sums for (_, key), sums in found.items()}

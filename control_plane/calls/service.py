@@ -10,6 +10,7 @@ from typing import Any
 from litestar.exceptions import NotFoundException
 from sqlalchemy import ColumnElement, Select, case, func, select, text
 
+from control_plane.analytics.aggregates import DURATION_COLUMNS, DURATION_EDGES
 from control_plane.analytics.sums import StatFilter, Sums, range_sums
 from control_plane.calls import filters
 from control_plane.calls.schemas import (
@@ -310,7 +311,14 @@ def records_stmt(scope: TenantScope, f: RecordFilters) -> Select[Any]:
 def stats_question(f: RecordFilters) -> tuple[StatFilter, str] | None:
     """The ``call_stats`` filter and column that count exactly the records ``f`` selects, or None when
     a filter has no aggregate (numbers, durations, a live status, an id of 0 or less)."""
-    if f.from_number or f.to_number or f.min_duration is not None or f.max_duration is not None:
+    if f.min_duration is not None or f.max_duration is not None:
+        return None
+    return _stats_filter(f)
+
+
+def _stats_filter(f: RecordFilters) -> tuple[StatFilter, str] | None:
+    """``stats_question`` for every filter but the durations."""
+    if f.from_number or f.to_number:
         return None
     if (f.agent_id is not None and f.agent_id <= 0) or (f.group_id is not None and f.group_id <= 0):
         return None
@@ -322,17 +330,78 @@ def stats_question(f: RecordFilters) -> tuple[StatFilter, str] | None:
     return StatFilter(agent_id=f.agent_id, group_id=f.group_id, direction=f.direction), column
 
 
+@dataclass(frozen=True, slots=True)
+class DurationQuestion:
+    """How to count the records of a duration range exactly: the ``call_stats`` duration buckets that
+    lie wholly inside it, plus a count of the records in the parts of it no whole bucket covers (each
+    ``(min, max)`` seconds, inclusive; through the ``(tenant_id, duration)`` index)."""
+
+    columns: tuple[str, ...]
+    parts: tuple[tuple[int | None, int | None], ...]
+
+
+def duration_question(low: int | None, high: int | None) -> DurationQuestion:
+    """``low <= duration <= high`` (either open) as whole buckets (aggregates.DURATION_EDGES) and the
+    parts between the bounds and the nearest edges inside them."""
+    starts: list[int | None] = [None, *DURATION_EDGES]  # None: no lower end
+    ends: list[int | None] = [*DURATION_EDGES, None]  # None: no upper end
+    stop = None if high is None else high + 1  # half-open [low, stop)
+    inner = [
+        i
+        for i, (a, b) in enumerate(zip(starts, ends, strict=True))
+        if (low is None or (a is not None and a >= low)) and (stop is None or (b is not None and b <= stop))
+    ]
+    if not inner:
+        return DurationQuestion(columns=(), parts=((low, high),))
+    first, last = starts[inner[0]], ends[inner[-1]]
+    parts: list[tuple[int | None, int | None]] = []
+    if low is not None and first is not None and first > low:
+        parts.append((low, first - 1))
+    if stop is not None and last is not None and last < stop:
+        parts.append((last, high))
+    return DurationQuestion(columns=tuple(DURATION_COLUMNS[i] for i in inner), parts=tuple(parts))
+
+
 async def count_records(scope: TenantScope, f: RecordFilters) -> tuple[int, bool]:
     """How many records ``f`` selects, and whether the records themselves were counted: from
     ``call_stats`` when the filters allow (a million records are not counted one by one), else an
-    exact count of the records."""
+    exact count of the records. A duration range is counted from ``call_stats_tenant``'s duration
+    buckets (with the filters it answers: direction, dates), plus the records between a bound and the
+    nearest bucket edge; with an agent, group or status filter it is an exact count (an agent's or a
+    group's records are a fraction of the tenant's)."""
     question = stats_question(f)
     if question is None:
-        stmt = _scoped(scope, select(func.count()), CallRecord).where(*_conditions(f))
-        return int(await scope.session.scalar(stmt) or 0), True
+        if (
+            (f.min_duration is not None or f.max_duration is not None)
+            and f.status is None
+            and f.agent_id is None
+            and f.group_id is None
+        ):
+            answered = _stats_filter(f)
+            if answered is not None:
+                return await _count_by_duration(scope, f, answered[0]), False
+        return await _count_of_records(scope, f), True
     where, column = question
     found = await range_sums(scope.session, scope.tenant_id, f.since or EARLIEST, f.until or LATEST, where)
     return int(sum(getattr(s, column) for s in found.values())), False
+
+
+async def _count_of_records(scope: TenantScope, f: RecordFilters) -> int:
+    stmt = _scoped(scope, select(func.count()), CallRecord).where(*_conditions(f))
+    return int(await scope.session.scalar(stmt) or 0)
+
+
+async def _count_by_duration(scope: TenantScope, f: RecordFilters, where: StatFilter) -> int:
+    q = duration_question(f.min_duration, f.max_duration)
+    total = 0
+    if q.columns:
+        found = await range_sums(
+            scope.session, scope.tenant_id, f.since or EARLIEST, f.until or LATEST, where, columns=q.columns
+        )
+        total += sum(getattr(s, c) for s in found.values() for c in q.columns)
+    for low, high in q.parts:
+        total += await _count_of_records(scope, dataclasses.replace(f, min_duration=low, max_duration=high))
+    return total
 
 
 async def records_page(
