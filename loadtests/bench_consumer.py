@@ -351,17 +351,18 @@ async def count_records(url: str, tenant_id: int) -> int:
 
 
 async def record_plans(url: str, tenant_id: int) -> str:
-    """EXPLAIN ANALYZE of the writer's two call_records statements for 200 existing calls of the tenant
-    (their current state written back unchanged), as the database plans them now; rolled back."""
+    """EXPLAIN ANALYZE of the writer's two call_records statements for 200 existing calls of the
+    tenant (their current state written back unchanged), as the database plans them now; rolled back."""
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from control_plane.events.writer import (
         HELD_COLUMNS,
-        INSERT_COLUMNS,
+        RECORD_FIELDS,
         UPDATE_COLUMNS,
         UPDATE_RECORDS_SQL,
         UPSERT_RECORDS_SQL,
         execute_binary,
+        json_rows,
     )
 
     engine = create_async_engine(url)
@@ -383,13 +384,28 @@ async def record_plans(url: str, tenant_id: int) -> str:
             )
             held = [dict(zip(HELD_COLUMNS, row, strict=True)) for row in rows]
             now = datetime.datetime.now(datetime.UTC)
-            for held_row in held:
-                held_row["updated_at"] = now
-            for sql, columns in (
-                (UPSERT_RECORDS_SQL, INSERT_COLUMNS),
-                (UPDATE_RECORDS_SQL, UPDATE_COLUMNS),
-            ):
-                params = {c: [h[c] for h in held] for c in columns}
+            statements = (
+                (
+                    UPSERT_RECORDS_SQL,
+                    {
+                        "rows": json_rows(
+                            [
+                                [h["tenant_id"], h["session_token"], now, now, *(h[c] for c in RECORD_FIELDS)]
+                                for h in held
+                            ]
+                        )
+                    },
+                ),
+                (
+                    UPDATE_RECORDS_SQL,
+                    {
+                        "rows": json_rows([[h[c] for c in UPDATE_COLUMNS] for h in held]),
+                        "ids": "{" + ",".join(str(h["id"]) for h in held) + "}",
+                        "now": now,
+                    },
+                ),
+            )
+            for sql, params in statements:
                 plan = await execute_binary(
                     session, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) " + sql, params
                 )

@@ -481,29 +481,20 @@ async def _insert(
 
 INSERT_COLUMNS = ("tenant_id", "session_token", "created_at", "updated_at", *RECORD_FIELDS)
 HELD_COLUMNS = ("id", "tenant_id", "session_token", "created_at", *RECORD_FIELDS)
-# Create the records that do not exist, and lock the ones that do, in one statement and in key order
-# (no deadlock between writers). Every key is one probe of the unique index on (tenant_id,
-# session_token), made by ON CONFLICT itself: there is no plan to choose, so table size and
-# statistics cannot make it slow. ``DO UPDATE … WHERE false`` locks an existing row without writing a
-# new version of it (an update of a full page is not HOT: a new entry in each of the table's ten
-# indexes, then again for the write-back), and RETURNING names only the rows it inserted.
-LOCK_RECORDS_SQL = f"""
+# Create the records that do not exist (with the state the batch gives them, or a placeholder), lock
+# the ones that do and return what they hold, in one statement and in key order (no deadlock between
+# writers). Every key is one probe of the unique index on (tenant_id, session_token), made by ON
+# CONFLICT itself: there is no plan to choose, so table size and statistics cannot make it slow. (A
+# lookup by key, even of one key, does not have that property: on a never-analysed table the planner
+# may walk the tenant's range of another index with tenant_id first.) The DO UPDATE touches only
+# updated_at (the caller writes the merged state next); ``xmax = 0`` holds for the rows this statement
+# inserted.
+UPSERT_RECORDS_SQL = f"""
     INSERT INTO call_records ({", ".join(INSERT_COLUMNS)})
     {_rows(RECORDS, INSERT_COLUMNS)}
-    ON CONFLICT (tenant_id, session_token) DO UPDATE SET updated_at = EXCLUDED.updated_at WHERE false
-    RETURNING id, tenant_id, session_token
+    ON CONFLICT (tenant_id, session_token) DO UPDATE SET updated_at = EXCLUDED.updated_at
+    RETURNING xmax = 0, {", ".join(f"call_records.{c}" for c in HELD_COLUMNS)}
 """
-# What the locked records hold, each by its unique key: the LIMIT keeps the subquery a probe per key
-# (it cannot be flattened into a join whose plan statistics could spoil), and a probe of a unique
-# index on every column is never costed above a scan.
-HELD_RECORDS_SQL = f"""
-    SELECT h.* FROM jsonb_array_elements(CAST(%(keys)s AS jsonb)) AS k
-    CROSS JOIN LATERAL (
-        SELECT {", ".join(HELD_COLUMNS)} FROM call_records
-        WHERE tenant_id = CAST(k ->> 0 AS bigint) AND session_token = CAST(k ->> 1 AS varchar)
-        LIMIT 1
-    ) AS h
-"""  # noqa: S608
 UPDATE_COLUMNS = ("id", *RECORD_FIELDS)
 # The merged state of the records, by primary key (the only index on id).
 UPDATE_RECORDS_SQL = f"""
@@ -527,48 +518,38 @@ def _values(record: RecordRow, columns: Sequence[str]) -> list[Any]:
 
 async def _merge_records(session: AsyncSession, events: list[CallEvent], now: datetime.datetime) -> None:
     """Fold the events into their call records and keep ``call_stats`` with them: each record's old
-    contribution out, its new one in. Each call's events are folded once: onto nothing for a call
-    whose routing decision is in the batch (most likely new: the insert carries its state), onto what
-    its record holds otherwise (most likely known: the insert, should it happen, carries a
-    placeholder, written over like a known record's)."""
+    contribution out, its new one in. A call's events are folded once in the usual case: onto nothing
+    for a call whose routing decision is in the batch (most likely new: the insert carries its state),
+    onto what its record holds otherwise (most likely known: the insert, should it happen after all,
+    carries a placeholder that is then written over like a known record)."""
     by_key: dict[Key, list[CallEvent]] = {}
     for event in events:
         by_key.setdefault((event.tenant_id, event.session_token[:255]), []).append(event)
-    keys = sorted(by_key)
     fresh: dict[Key, RecordRow] = {}
     rows: list[list[Any]] = []
-    for key in keys:
+    for key in sorted(by_key):
         record = RecordRow(tenant_id=key[0], session_token=key[1], created_at=now)
         if any(e.kind is EventKind.ROUTED for e in by_key[key]):
             _fold(record, by_key[key])
             fresh[key] = record
         rows.append([key[0], key[1], now, now, *_values(record, RECORD_FIELDS)])
-    created = await execute_binary(session, LOCK_RECORDS_SQL, {"rows": json_rows(rows)})
+    returned = await execute_binary(session, UPSERT_RECORDS_SQL, {"rows": json_rows(rows)})
 
     deltas = StatDeltas()
     changed: list[RecordRow] = []
-    placed: set[Key] = set()
-    for record_id, tenant_id, token in created:
-        key = (tenant_id, token)
-        placed.add(key)
-        made = fresh.get(key)
-        if made is None:  # a placeholder: its events go onto it as onto a known record
-            made = RecordRow(tenant_id=tenant_id, session_token=token, created_at=now)
-            _fold(made, by_key[key])
-            changed.append(made)
-        made.id = record_id
-        deltas.add(*made.stat())
-    known = [list(key) for key in keys if key not in placed]
-    if known:
-        held = await execute_binary(session, HELD_RECORDS_SQL, {"keys": json_rows(known)})
-        if len(held) != len(known):  # cannot happen: this transaction holds their locks
-            raise RuntimeError(f"{len(known) - len(held)} locked call records not found")
-        for values in held:
-            record = RecordRow(**dict(zip(HELD_COLUMNS, values, strict=True)))
+    for created, *held in returned:
+        record = RecordRow(**dict(zip(HELD_COLUMNS, held, strict=True)))
+        key = (record.tenant_id, record.session_token)
+        if created:
+            made = fresh.get(key)
+            if made is not None:  # inserted with its state
+                deltas.add(*made.stat())
+                continue
+        else:  # it existed: its old contribution goes
             deltas.add(*record.stat(), sign=-1)
-            _fold(record, by_key[(record.tenant_id, record.session_token)])
-            deltas.add(*record.stat())
-            changed.append(record)
+        _fold(record, by_key[key])
+        deltas.add(*record.stat())
+        changed.append(record)
     if changed:
         await execute_binary(
             session,
