@@ -53,6 +53,7 @@ import nats
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from control_plane.settings import ControlPlaneSettings
 from loadtests.bench_engine import VENV_BIN, free_port, group_cpu_s, process, wait_port
 from loadtests.bench_lifecycle import (
     DEFAULT_ADMIN_URL,
@@ -458,7 +459,7 @@ def measure(
         **env,
         "VLB_DATABASE_URL": url,
         "VLB_EVENTS_DURABLE": DURABLE,
-        "VLB_EVENTS_BATCH": str(args.batch),
+        **({"VLB_EVENTS_BATCH": str(args.batch)} if args.batch else {}),
         "VLB_LOG_LEVEL": "warning",
     }
     argv = [str(VENV_BIN / "python"), "-m", "loadtests.bench_lifecycle", "--consume"]
@@ -530,7 +531,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 250_000, 500_000, 1_000_000])
     parser.add_argument("--calls", type=int, default=10_000, help="new calls fed per measurement")
     parser.add_argument("--rate", type=float, default=200.0, help="calls starting per second")
-    parser.add_argument("--batch", type=int, default=200, help="the consumer's VLB_EVENTS_BATCH")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="the consumer's VLB_EVENTS_BATCH (default: the setting's default)",
+    )
     parser.add_argument(
         "--history", type=int, default=0, help="timeline and audit rows preloaded per record (default none)"
     )
@@ -572,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(rows: list[Row], plans: dict[str, str], args: argparse.Namespace, elapsed_s: float) -> None:
     print(
         f"\n{args.calls:,} new calls per row ({args.rate:.0f} calls/s, 10-120 s long), VLB_EVENTS_BATCH "
-        f"{args.batch}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; "
+        f"{args.batch or ControlPlaneSettings().events_batch}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; "
         f"run took {elapsed_s:.0f} s"
     )
     print(
