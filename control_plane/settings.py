@@ -25,7 +25,9 @@ class ControlPlaneSettings(CommonSettings, kw_only=True, frozen=True):
     snapshot_republish_s: int = 30
     # The durable JetStream consumer that writes call events to the database (control_plane.events).
     events_durable: str = "vlb-control-plane"
-    events_batch: int = 200
+    # Messages (up to 64 events each) fetched at once: a bigger fetch folds more of a call's events in
+    # one transaction while a backlog drains (docs/performance.md "The events consumer at size").
+    events_batch: int = 500
     events_ack_wait_s: float = 30.0
     # The longest range an analytics report may cover (GET /api/analytics/*), in days.
     analytics_max_range_days: int = 366

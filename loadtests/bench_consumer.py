@@ -53,6 +53,7 @@ import nats
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from control_plane.settings import ControlPlaneSettings
 from loadtests.bench_engine import VENV_BIN, free_port, group_cpu_s, process, wait_port
 from loadtests.bench_lifecycle import (
     DEFAULT_ADMIN_URL,
@@ -351,17 +352,18 @@ async def count_records(url: str, tenant_id: int) -> int:
 
 
 async def record_plans(url: str, tenant_id: int) -> str:
-    """EXPLAIN ANALYZE of the writer's two call_records statements for 200 existing calls of the tenant
-    (their current state written back unchanged), as the database plans them now; rolled back."""
+    """EXPLAIN ANALYZE of the writer's two call_records statements for 200 existing calls of the
+    tenant (their current state written back unchanged), as the database plans them now; rolled back."""
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from control_plane.events.writer import (
         HELD_COLUMNS,
-        INSERT_COLUMNS,
+        RECORD_FIELDS,
         UPDATE_COLUMNS,
         UPDATE_RECORDS_SQL,
         UPSERT_RECORDS_SQL,
         execute_binary,
+        json_rows,
     )
 
     engine = create_async_engine(url)
@@ -383,13 +385,28 @@ async def record_plans(url: str, tenant_id: int) -> str:
             )
             held = [dict(zip(HELD_COLUMNS, row, strict=True)) for row in rows]
             now = datetime.datetime.now(datetime.UTC)
-            for held_row in held:
-                held_row["updated_at"] = now
-            for sql, columns in (
-                (UPSERT_RECORDS_SQL, INSERT_COLUMNS),
-                (UPDATE_RECORDS_SQL, UPDATE_COLUMNS),
-            ):
-                params = {c: [h[c] for h in held] for c in columns}
+            statements = (
+                (
+                    UPSERT_RECORDS_SQL,
+                    {
+                        "rows": json_rows(
+                            [
+                                [h["tenant_id"], h["session_token"], now, now, *(h[c] for c in RECORD_FIELDS)]
+                                for h in held
+                            ]
+                        )
+                    },
+                ),
+                (
+                    UPDATE_RECORDS_SQL,
+                    {
+                        "rows": json_rows([[h[c] for c in UPDATE_COLUMNS] for h in held]),
+                        "ids": "{" + ",".join(str(h["id"]) for h in held) + "}",
+                        "now": now,
+                    },
+                ),
+            )
+            for sql, params in statements:
                 plan = await execute_binary(
                     session, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) " + sql, params
                 )
@@ -442,7 +459,7 @@ def measure(
         **env,
         "VLB_DATABASE_URL": url,
         "VLB_EVENTS_DURABLE": DURABLE,
-        "VLB_EVENTS_BATCH": str(args.batch),
+        **({"VLB_EVENTS_BATCH": str(args.batch)} if args.batch else {}),
         "VLB_LOG_LEVEL": "warning",
     }
     argv = [str(VENV_BIN / "python"), "-m", "loadtests.bench_lifecycle", "--consume"]
@@ -514,7 +531,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 250_000, 500_000, 1_000_000])
     parser.add_argument("--calls", type=int, default=10_000, help="new calls fed per measurement")
     parser.add_argument("--rate", type=float, default=200.0, help="calls starting per second")
-    parser.add_argument("--batch", type=int, default=200, help="the consumer's VLB_EVENTS_BATCH")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="the consumer's VLB_EVENTS_BATCH (default: the setting's default)",
+    )
     parser.add_argument(
         "--history", type=int, default=0, help="timeline and audit rows preloaded per record (default none)"
     )
@@ -556,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(rows: list[Row], plans: dict[str, str], args: argparse.Namespace, elapsed_s: float) -> None:
     print(
         f"\n{args.calls:,} new calls per row ({args.rate:.0f} calls/s, 10-120 s long), VLB_EVENTS_BATCH "
-        f"{args.batch}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; "
+        f"{args.batch or ControlPlaneSettings().events_batch}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; "
         f"run took {elapsed_s:.0f} s"
     )
     print(

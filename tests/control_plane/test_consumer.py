@@ -454,3 +454,34 @@ async def test_a_database_outage_loses_nothing(
 
 async def _failed(consumer: EventConsumer) -> bool:
     return consumer.failures > 0
+
+
+async def test_a_call_split_over_batches_ends_as_written_at_once(
+    account: Account, cp_settings: ControlPlaneSettings, db: AsyncEngine
+) -> None:
+    """The writer folds a call before its upsert only when the batch holds its routing decision; a
+    call new to the database without one goes in as a placeholder, and a routing decision may come
+    after its record exists. Every split ends as the whole call written in one batch does."""
+    from control_plane.analytics.aggregates import drift
+
+    reference = new_token()
+    async with db.begin() as conn, AsyncSession(bind=conn) as session:
+        await write_events(session, full_call(account.tenant_id, reference))
+    expected = await call_state(account, reference)
+    for split in (
+        lambda es: ([e for e in es if e.kind is not K.ROUTED], [e for e in es if e.kind is K.ROUTED]),
+        lambda es: (es[1:3], es[3:], es[:1]),
+        lambda es: ([es[0]], es[1:]),
+    ):
+        token = new_token()
+        for part in split(full_call(account.tenant_id, token)):
+            async with db.begin() as conn, AsyncSession(bind=conn) as session:
+                await write_events(session, part)
+        state = await call_state(account, token)
+        for name in ("status", "agent_id", "group_id", "direction", "from_number", "caller_name", "start_time",
+                     "answer_time", "end_time", "duration", "billsec", "disposition", "attempts"):  # fmt: skip
+            assert state["call"][name] == expected["call"][name], name
+        assert len(state["call"]["timeline"]) == 11
+        assert await count(db, CallRecord, token) == 1
+    async with AsyncSession(db) as session, session.begin():
+        assert await drift(session, account.tenant_id) == 0

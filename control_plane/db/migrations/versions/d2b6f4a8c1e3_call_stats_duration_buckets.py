@@ -1,7 +1,7 @@
 """call_stats_tenant: records per duration bucket (the record list's duration totals)
 
 Revision ID: d2b6f4a8c1e3
-Revises: c5e8a1f2d9b7
+Revises: d1a7c3e5f9b2
 Create Date: 2026-12-01 20:00:00.000000
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "d2b6f4a8c1e3"
-down_revision: str | None = "c5e8a1f2d9b7"
+down_revision: str | None = "d1a7c3e5f9b2"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
