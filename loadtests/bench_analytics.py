@@ -225,6 +225,7 @@ def endpoints(agent_id: int, group_id: int) -> list[tuple[str, str, dict[str, An
         ("analytics/metrics agent", "/api/analytics/metrics", {"agent_id": agent_id}),
         ("analytics/metrics group", "/api/analytics/metrics", {"group_id": group_id}),
         ("analytics/agents", "/api/analytics/agents", {}),
+        ("analytics/agents group", "/api/analytics/agents", {"group_id": group_id}),
         ("analytics/groups", "/api/analytics/groups", {}),
         ("analytics/overview", "/api/analytics/overview", {}),
         ("analytics/trends day", "/api/analytics/trends", {"interval": "day"}),
@@ -268,12 +269,21 @@ def endpoints(agent_id: int, group_id: int) -> list[tuple[str, str, dict[str, An
 
 
 def measure(
-    base: str, token: str, agent_id: int, group_id: int, requests: int, server_pgid: int, db: tuple[str, str]
+    base: str,
+    token: str,
+    agent_id: int,
+    group_id: int,
+    requests: int,
+    server_pgid: int,
+    db: tuple[str, str],
+    only: frozenset[str] = frozenset(),
 ) -> list[Row]:
     headers = {"Authorization": f"Bearer {token}"}
     rows = []
     with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
         for name, path, params in endpoints(agent_id, group_id):
+            if only and name not in only:
+                continue
             for _ in range(3):  # warm-up: connection, code paths, the pages PostgreSQL caches
                 client.get(path, params=params)
             pids = asyncio.run(backend_pids(*db))
@@ -331,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--requests", type=int, default=200, help="requests per row")
     parser.add_argument("--timezone", default="America/New_York", help="the big tenant's time zone")
+    parser.add_argument(
+        "--only", default="", help="measure only these rows (comma-separated names, e.g. 'analytics/agents')"
+    )
     args = parser.parse_args(argv)
+    only = frozenset(n.strip() for n in args.only.split(",") if n.strip())
     admin_url = os.environ.get("VLB_DATABASE_URL", DEFAULT_ADMIN_URL)
     name = f"vlb_bench_{uuid.uuid4().hex[:8]}"
     tmp = Path(tempfile.mkdtemp(prefix="vlb-bench-analytics-"))
@@ -403,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             agent_id, group_id = asyncio.run(seed())
             print(HEADER, flush=True)
             print(f"load average before: {os.getloadavg()}", flush=True)
-            stale = measure(base, big[1], agent_id, group_id, args.requests, server.pid, (url, name))
+            stale = measure(base, big[1], agent_id, group_id, args.requests, server.pid, (url, name), only)
             report(f"{args.records:,} records (+{args.tenants} x {args.tenant_records:,}), no ANALYZE", stale)
 
             async def analyze() -> None:
@@ -414,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(analyze())
             print(HEADER, flush=True)
-            fresh = measure(base, big[1], agent_id, group_id, args.requests, server.pid, (url, name))
+            fresh = measure(base, big[1], agent_id, group_id, args.requests, server.pid, (url, name), only)
             report("after ANALYZE", fresh)
     finally:
         asyncio.run(drop_database(admin_url, name))

@@ -15,6 +15,10 @@ also counts records per duration bucket (``DURATION_COLUMNS``, which ``call_stat
 record list's duration totals are read without an agent or group filter, and the per-agent rows stay
 narrow for the agent and group reads).
 
+``call_stats_day`` is the ``call_stats`` rows summed per UTC day over directions, keyed (tenant, day,
+agent, group): the agent and group reports read a range's whole UTC days there (a row per agent and
+group a day) and its edges from ``call_stats``. Kept, rebuilt and checked like ``call_stats_tenant``.
+
 Concurrency: a writer takes a shared per-tenant advisory lock (``hold_tenants``) before it reads the
 records it will change; ``rebuild`` takes the same lock exclusively, so it waits for the writers in
 flight and the writers wait for it, and its snapshot of the records is the one its rows describe."""
@@ -74,6 +78,9 @@ _N_STATS = len(STATS_COLUMNS)
 assert COLUMNS[:_N_STATS] == STATS_COLUMNS
 KEY = ("tenant_id", "bucket", "agent_id", "group_id", "direction")
 TENANT_KEY = ("tenant_id", "bucket", "routed", "direction")
+DAY_KEY = ("tenant_id", "day", "agent_id", "group_id")
+# A call_stats row's (alias s) key in call_stats_day, in DAY_KEY order.
+DAY_KEY_SQL = "s.tenant_id, (s.bucket AT TIME ZONE 'UTC')::date AS day, s.agent_id, s.group_id"
 # A call_stats row's (alias s) key in call_stats_tenant, in TENANT_KEY order.
 TENANT_KEY_SQL = "s.tenant_id, s.bucket, s.agent_id <> 0 AS routed, s.direction"
 
@@ -202,6 +209,18 @@ def tenant_key(key: StatKey) -> TenantKey:
     return TenantKey(key.tenant_id, key.bucket, key.agent_id != 0, key.direction)
 
 
+class DayKey(NamedTuple):
+    tenant_id: int
+    day: datetime.date
+    agent_id: int
+    group_id: int
+
+
+def day_key(key: StatKey) -> DayKey:
+    """The ``call_stats_day`` row a ``call_stats`` row adds to (its bucket is a UTC hour)."""
+    return DayKey(key.tenant_id, key.bucket.astimezone(datetime.UTC).date(), key.agent_id, key.group_id)
+
+
 class StatDeltas:
     """What a batch of record changes does to ``call_stats``, summed per row key."""
 
@@ -229,6 +248,18 @@ class StatDeltas:
             row = rows.setdefault(tenant_key(key), [0] * len(values))
             for i, v in enumerate(values):
                 row[i] += v
+        return sorted((k, v) for k, v in rows.items() if any(v))
+
+    def per_day(self) -> list[tuple[DayKey, list[int]]]:
+        """The same changes (the ``call_stats`` columns) summed per ``call_stats_day`` row, in key order."""
+        rows: dict[DayKey, list[int]] = {}
+        for key, values in self.rows.items():
+            row = rows.get(day_key(key))
+            if row is None:
+                rows[day_key(key)] = list(values[:_N_STATS])
+            else:
+                for i in range(_N_STATS):
+                    row[i] += values[i]
         return sorted((k, v) for k, v in rows.items() if any(v))
 
 
@@ -265,6 +296,9 @@ _TENANT_KEY_ARRAYS = (
     "CAST(:tenant_id AS bigint[]), CAST(:bucket AS timestamptz[]), CAST(:routed AS boolean[]), "
     "CAST(:direction AS varchar[])"
 )
+_DAY_KEY_ARRAYS = "CAST(:tenant_id AS bigint[]), CAST(:day AS date[]), CAST(:agent_id AS bigint[]), CAST(:group_id AS bigint[])"
+DAY_UPSERT_SQL = _upsert_sql("call_stats_day", DAY_KEY, _DAY_KEY_ARRAYS, STATS_COLUMNS)
+DAY_DELETE_EMPTY_SQL = _delete_empty_sql("call_stats_day", STATS_COLUMNS)
 TENANT_UPSERT_SQL = _upsert_sql("call_stats_tenant", TENANT_KEY, _TENANT_KEY_ARRAYS, COLUMNS)
 TENANT_DELETE_EMPTY_SQL = _delete_empty_sql("call_stats_tenant", COLUMNS)
 
@@ -288,14 +322,17 @@ async def _upsert(
 
 async def apply_deltas(session: AsyncSession, deltas: StatDeltas) -> int:
     """Add the deltas to ``call_stats`` (one multi-row upsert, rows in key order, so two writers lock
-    shared rows in one order), then delete the rows they emptied; then the same for
-    ``call_stats_tenant`` (every writer locks ``call_stats`` rows before ``call_stats_tenant`` ones, each
-    in key order: one order for all). Returns how many ``call_stats`` rows changed."""
+    shared rows in one order), then delete the rows they emptied; then the same for ``call_stats_day``
+    and ``call_stats_tenant`` (every writer locks ``call_stats`` rows, then ``call_stats_day`` ones, then
+    ``call_stats_tenant`` ones, each in key order: one order for all). Returns how many ``call_stats`` rows changed."""
     # call_stats takes the deltas without the duration buckets (a row whose other columns do not
     # change, e.g. a duration going from none to 0, is left alone).
     rows = [(k, v[:_N_STATS]) for k, v in deltas.nonzero() if any(v[:_N_STATS])]
     if rows:
         await _upsert(session, rows, KEY, STATS_COLUMNS, UPSERT_SQL, DELETE_EMPTY_SQL)
+    day_rows = deltas.per_day()
+    if day_rows:
+        await _upsert(session, day_rows, DAY_KEY, STATS_COLUMNS, DAY_UPSERT_SQL, DAY_DELETE_EMPTY_SQL)
     tenant_rows = deltas.per_tenant()
     if tenant_rows:
         await _upsert(session, tenant_rows, TENANT_KEY, COLUMNS, TENANT_UPSERT_SQL, TENANT_DELETE_EMPTY_SQL)
@@ -317,17 +354,24 @@ _STORED_SQL = (
 _STATS_OF = f"SELECT {', '.join(KEY)}, {', '.join(STATS_COLUMNS)} FROM ({{rows}}) f"  # noqa: S608
 # call_stats rows (alias s, a table or a subquery) summed into call_stats_tenant rows.
 _TENANT_OF = "SELECT {key}, {sums} FROM ({rows}) s GROUP BY 1, 2, 3, 4"
+_STATS_SUMS = ", ".join(f"sum({c}) AS {c}" for c in STATS_COLUMNS)
+_DAY_OF = "SELECT {key}, {sums} FROM ({rows}) s GROUP BY 1, 2, 3, 4"
+_DAY_STORED_SQL = f"SELECT {', '.join(DAY_KEY)}, {', '.join(STATS_COLUMNS)} FROM call_stats_day WHERE tenant_id = :tenant_id"  # noqa: S608
 _TENANT_STORED_SQL = f"SELECT {', '.join(TENANT_KEY)}, {', '.join(COLUMNS)} FROM call_stats_tenant WHERE tenant_id = :tenant_id"  # noqa: S608
 # Rows stored but not recomputed as they are, plus rows recomputed but not stored as they are, in
 # both tables (call_stats_tenant against the recomputed call_stats rows summed).
 DRIFT_SQL = f"""
     WITH fresh AS MATERIALIZED ({RECOMPUTE_SQL}), stored AS MATERIALIZED ({_STORED_SQL}),
     fresh_t AS MATERIALIZED ({_TENANT_OF.format(key=TENANT_KEY_SQL, sums=_SUMS, rows="SELECT * FROM fresh")}),
-    stored_t AS MATERIALIZED ({_TENANT_STORED_SQL})
+    stored_t AS MATERIALIZED ({_TENANT_STORED_SQL}),
+    fresh_d AS MATERIALIZED ({_DAY_OF.format(key=DAY_KEY_SQL, sums=_STATS_SUMS, rows="SELECT * FROM fresh")}),
+    stored_d AS MATERIALIZED ({_DAY_STORED_SQL})
     SELECT (SELECT count(*) FROM (SELECT * FROM stored EXCEPT ALL {_STATS_OF.format(rows="SELECT * FROM fresh")}) a)
          + (SELECT count(*) FROM ({_STATS_OF.format(rows="SELECT * FROM fresh")} EXCEPT ALL SELECT * FROM stored) b)
          + (SELECT count(*) FROM (SELECT * FROM stored_t EXCEPT ALL SELECT * FROM fresh_t) c)
          + (SELECT count(*) FROM (SELECT * FROM fresh_t EXCEPT ALL SELECT * FROM stored_t) d)
+         + (SELECT count(*) FROM (SELECT * FROM stored_d EXCEPT ALL SELECT * FROM fresh_d) e)
+         + (SELECT count(*) FROM (SELECT * FROM fresh_d EXCEPT ALL SELECT * FROM stored_d) f)
 """  # noqa: S608
 
 
@@ -352,6 +396,8 @@ class RebuildReport:
     seconds: float
     tenant_rows: int = 0  # call_stats_tenant rows written
     tenant_drifted: int = 0  # call_stats_tenant rows missing, extra or different before the rebuild
+    day_rows: int = 0  # call_stats_day rows written
+    day_drifted: int = 0  # call_stats_day rows missing, extra or different before the rebuild
 
 
 _FRESH = "call_stats_rebuild"  # a temporary table, dropped at commit
@@ -407,7 +453,24 @@ async def rebuild_report(session: AsyncSession, tenant_id: int) -> RebuildReport
     await session.execute(
         text(f"INSERT INTO call_stats_tenant ({', '.join(TENANT_KEY)}, {', '.join(COLUMNS)}) {fresh_t}")
     )
+    # call_stats_day: the fresh rows summed per UTC day over directions, the same way.
+    fresh_d = _DAY_OF.format(key=DAY_KEY_SQL, sums=_STATS_SUMS, rows=f"SELECT {_COLS} FROM {_FRESH}")  # noqa: S608
+    day_counts = (
+        await session.execute(
+            text(
+                f"""SELECT (SELECT count(*) FROM ({fresh_d}) n),
+                    (SELECT count(*) FROM ({_DAY_STORED_SQL} EXCEPT ALL {fresh_d}) a)
+                    + (SELECT count(*) FROM ({fresh_d} EXCEPT ALL {_DAY_STORED_SQL}) b)"""  # noqa: S608
+            ),
+            params,
+        )
+    ).one()
+    await session.execute(text("DELETE FROM call_stats_day WHERE tenant_id = :tenant_id"), params)
+    await session.execute(
+        text(f"INSERT INTO call_stats_day ({', '.join(DAY_KEY)}, {', '.join(STATS_COLUMNS)}) {fresh_d}")
+    )
     await session.execute(text(f"DROP TABLE {_FRESH}"))
+    day_rows, day_drifted = (int(v) for v in day_counts)
     rows_before, rows, records, drifted = (int(v) for v in counts)
     tenant_rows, tenant_drifted = (int(v) for v in tenant_counts)
     return RebuildReport(
@@ -419,6 +482,8 @@ async def rebuild_report(session: AsyncSession, tenant_id: int) -> RebuildReport
         time.perf_counter() - started,
         tenant_rows,
         tenant_drifted,
+        day_rows,
+        day_drifted,
     )
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 
 from control_plane.analytics import schemas
 from control_plane.analytics.active import active_by_agent
-from control_plane.analytics.sums import StatFilter, Sums, range_sums, segment_sums
+from control_plane.analytics.sums import StatFilter, Sums, agent_group_sums, range_sums, segment_sums
 from control_plane.calls import filters
 from control_plane.db.models import AgentGroup, AgentGroupMember, VoiceAgent
 from control_plane.errors import FieldError
@@ -297,7 +297,7 @@ def _today(zone: ZoneInfo) -> tuple[datetime.datetime, datetime.datetime]:
 async def agents(
     scope: TenantScope, live_source: tuple[Redis, str], r: Range, group_id: int | None
 ) -> schemas.AgentsReport:
-    found = await range_sums(
+    found = await agent_group_sums(
         scope.session, scope.tenant_id, r.since, r.until, StatFilter(group_id=group_id), by="agent_id"
     )
     config = await load_config(scope)
@@ -331,7 +331,7 @@ async def agents(
 
 
 async def groups(scope: TenantScope, live_source: tuple[Redis, str], r: Range) -> schemas.GroupsReport:
-    found = await range_sums(scope.session, scope.tenant_id, r.since, r.until, by="group_id")
+    found = await agent_group_sums(scope.session, scope.tenant_id, r.since, r.until, by="group_id")
     config = await load_config(scope)
     ids = sorted(set(config.groups) | {int(k) for k in found if k})  # type: ignore[call-overload]
     members = {a for g in config.groups for a, _ in config.members.get(g, [])}

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from control_plane.analytics.aggregates import (
     COLUMNS,
+    DAY_KEY,
     KEY,
     STATS_COLUMNS,
     TENANT_KEY,
@@ -41,7 +42,7 @@ __all__ = ["db", "nc"]  # fixtures
 
 K = EventKind
 HOUR_MS = 3_600_000
-BASE_MS = 1_772_352_000_000  # 2026-03-01T08:00:00Z
+BASE_MS = 1_772_398_800_000  # 2026-03-01T21:00:00Z: six hours over two UTC days
 
 
 def random_calls(rng: random.Random, tenant_id: int, calls: int, tag: str) -> list[CallEvent]:
@@ -190,6 +191,29 @@ async def tenant_rows(db: AsyncEngine, tenant_id: int) -> list[tuple[Any, ...]]:
         return sorted(tuple(r) for r in rows)
 
 
+async def day_rows(db: AsyncEngine, tenant_id: int) -> list[tuple[Any, ...]]:
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text(
+                f"SELECT {', '.join(DAY_KEY)}, {', '.join(STATS_COLUMNS)} FROM call_stats_day WHERE tenant_id = :t"
+            ),
+            {"t": tenant_id},
+        )
+        return sorted(tuple(r) for r in rows)
+
+
+def rolled_up_by_day(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``call_stats`` rows summed per ``call_stats_day`` key (UTC day, agent, group), here in Python."""
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for r in rows:
+        tenant_id, bucket, agent_id, group_id, _direction = r[: len(KEY)]
+        day = bucket.astimezone(datetime.UTC).date()
+        sums = out.setdefault((tenant_id, day, agent_id, group_id), [0] * len(STATS_COLUMNS))
+        for i, v in enumerate(r[len(KEY) :]):
+            sums[i] += v
+    return sorted((*k, *v) for k, v in out.items())
+
+
 def without_buckets(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """``call_stats_tenant`` rows without the duration buckets (which call_stats does not hold)."""
     return [r[: len(TENANT_KEY) + len(STATS_COLUMNS)] for r in rows]
@@ -244,14 +268,21 @@ async def test_maintained_aggregates_equal_a_rebuild(
         kept_tenant = await tenant_rows(db, t)
         assert without_buckets(kept_tenant) == rolled_up(kept)
         assert {r[2] for r in kept_tenant} == {True, False}
+        # The per-day rollup likewise, over two UTC days.
+        kept_day = await day_rows(db, t)
+        assert kept_day == rolled_up_by_day(kept)
+        assert len({r[1] for r in kept_day}) == 2
         async with AsyncSession(db) as session, session.begin():
             report = await rebuild_report(session, t)
         assert report.drifted == 0
         assert report.tenant_drifted == 0
+        assert report.day_drifted == 0
         assert report.tenant_rows == len(kept_tenant)
+        assert report.day_rows == len(kept_day)
         assert report.records == calls
         assert await stats_rows(db, t) == kept
         assert await tenant_rows(db, t) == kept_tenant
+        assert await day_rows(db, t) == kept_day
     # Records that changed row (a CDR moving the start hour, a dial status moving the agent) emptied
     # rows the writer deleted: no row of zeros is left behind.
     async with db.connect() as conn:
@@ -262,11 +293,16 @@ async def test_maintained_aggregates_equal_a_rebuild(
             text("SELECT count(*) FROM call_stats_tenant WHERE tenant_id = ANY(:t) AND calls = 0"),
             {"t": tenants},
         )
+        assert not await conn.scalar(
+            text("SELECT count(*) FROM call_stats_day WHERE tenant_id = ANY(:t) AND calls = 0"),
+            {"t": tenants},
+        )
 
 
-async def test_drift_and_rebuild_see_the_tenant_rollup(account: Account, db: AsyncEngine) -> None:
-    """A ``call_stats_tenant`` row changed behind the writer's back is drift, and a rebuild puts it
-    right (call_stats itself untouched)."""
+@pytest.mark.parametrize("table", ["call_stats_tenant", "call_stats_day"])
+async def test_drift_and_rebuild_see_the_rollups(account: Account, db: AsyncEngine, table: str) -> None:
+    """A rollup row (per tenant hour, or per UTC day) changed behind the writer's back is drift, and a
+    rebuild puts it right (call_stats itself untouched)."""
     rng = random.Random(3)
     tag = uuid.uuid4().hex[:8]
     t = account.tenant_id
@@ -274,20 +310,22 @@ async def test_drift_and_rebuild_see_the_tenant_rollup(account: Account, db: Asy
         async with AsyncSession(db) as session, session.begin():
             await write_events(session, batch)
     assert await drift_of(db, t) == 0
-    kept = await tenant_rows(db, t)
+    read = tenant_rows if table == "call_stats_tenant" else day_rows
+    kept = await read(db, t)
     async with db.begin() as conn:
         await conn.execute(
             text(
-                "UPDATE call_stats_tenant SET calls = calls + 1 WHERE ctid = "
-                "(SELECT ctid FROM call_stats_tenant WHERE tenant_id = :t LIMIT 1)"
+                f"UPDATE {table} SET calls = calls + 1 WHERE ctid = "
+                f"(SELECT ctid FROM {table} WHERE tenant_id = :t LIMIT 1)"
             ),
             {"t": t},
         )
     assert await drift_of(db, t) == 2  # the stored row is extra, the right one missing
     async with AsyncSession(db) as session, session.begin():
         report = await rebuild_report(session, t)
-    assert (report.drifted, report.tenant_drifted) == (0, 2)
-    assert await tenant_rows(db, t) == kept
+    drifted = (0, 2, 0) if table == "call_stats_tenant" else (0, 0, 2)
+    assert (report.drifted, report.tenant_drifted, report.day_drifted) == drifted
+    assert await read(db, t) == kept
     assert await drift_of(db, t) == 0
 
 

@@ -294,6 +294,41 @@ async def test_metrics_per_tenant_day_match_the_records(account: Account, db: As
     first_local = datetime.datetime.fromisoformat(hours["data"][0]["local_start"])
     assert first_local.replace(tzinfo=None) == datetime.datetime(2026, 10, 29)
 
+    # Agents and groups (whole UTC days from call_stats_day, the edges from call_stats) equal the
+    # records of the tenant days, over ranges ending at and away from the DST change.
+    for first, last in (
+        ("2026-10-29", "2026-11-04"),
+        ("2026-10-30", "2026-11-01"),
+        ("2026-11-01", "2026-11-01"),
+    ):
+        check_agents_and_groups(
+            await account.get("/api/analytics/agents", params={"start_date": first, "end_date": last}),
+            await account.get("/api/analytics/groups", params={"start_date": first, "end_date": last}),
+            calls,
+            tz,
+            first,
+            last,
+        )
+
+
+def check_agents_and_groups(
+    agents: Any, groups: Any, calls: list[Call], zone: ZoneInfo, first: str, last: str
+) -> None:
+    first_day, last_day = datetime.date.fromisoformat(first), datetime.date.fromisoformat(last)
+    inside = [c for c in calls if first_day <= c.start.astimezone(zone).date() <= last_day]
+    assert agents.status_code == 200, agents.text
+    assert groups.status_code == 200, groups.text
+    for body, key in ((agents.json(), "agent_id"), (groups.json(), "group_id")):
+        by: dict[int, Expected] = defaultdict(Expected)
+        for c in inside:
+            by[getattr(c, key) or 0].add(c)
+        for row in body["data"]:
+            e = by.get(row[key], Expected())
+            got = (row["calls"], row["answered"], row["finished"], row["success_rate"], row["avg_duration"])
+            assert got == (e.calls, e.answered, e.finished, e.success_rate, e.avg_duration), (zone, key, row)
+            assert row["total_talk_time"] == e.talk, (zone, key, row)
+        assert {r[key] for r in body["data"] if r["calls"]} == {k for k in by if k}, (zone, key)
+
 
 async def test_a_range_to_the_minute_counts_exactly(account: Account, db: AsyncEngine) -> None:
     agents = await make_agents(account, 2)

@@ -1,7 +1,7 @@
 """All models, imported here so Alembic and create_all see every table."""
 
 from control_plane.db.models.agents import VoiceAgent
-from control_plane.db.models.analytics import CallStat, CallStatTenant
+from control_plane.db.models.analytics import CallStat, CallStatDay, CallStatTenant
 from control_plane.db.models.calls import CallRecord, CallTimelineEntry, Cdr, WebhookAudit
 from control_plane.db.models.exports import ExportJob
 from control_plane.db.models.groups import AgentGroup, AgentGroupMember
@@ -16,6 +16,7 @@ __all__ = [
     "ApiToken",
     "CallRecord",
     "CallStat",
+    "CallStatDay",
     "CallStatTenant",
     "CallTimelineEntry",
     "Cdr",

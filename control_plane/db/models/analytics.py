@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, Boolean, ForeignKey, PrimaryKeyConstraint, String
+from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, PrimaryKeyConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.db.base import Base
@@ -92,3 +92,31 @@ class CallStatTenant(Base):
     dur_1200_1800: Mapped[int] = _count()
     dur_1800_3600: Mapped[int] = _count()
     dur_ge_3600: Mapped[int] = _count()
+
+
+class CallStatDay(Base):
+    """``call_stats`` summed per UTC day over directions: one row per (tenant, UTC day, agent, group).
+    ``/api/analytics/agents`` and ``/groups`` read the whole UTC days of their range here (a row per
+    agent and group a day, not one per hour and direction) and the edges from ``call_stats``. Kept by the
+    same upkeep and rebuild as ``call_stats`` (control_plane/analytics/aggregates.py), in the same
+    transactions."""
+
+    __tablename__ = "call_stats_day"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "day", "agent_id", "group_id"),)
+
+    tenant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("tenants.id", ondelete="CASCADE"))
+    day: Mapped[datetime.date] = mapped_column(Date)  # the UTC day of the call's start
+    agent_id: Mapped[int] = mapped_column(BigInteger)  # 0 = no agent
+    group_id: Mapped[int] = mapped_column(BigInteger)  # 0 = no group
+
+    calls: Mapped[int] = _count()
+    finished: Mapped[int] = _count()
+    completed: Mapped[int] = _count()
+    busy: Mapped[int] = _count()
+    failed: Mapped[int] = _count()
+    no_answer: Mapped[int] = _count()
+    canceled: Mapped[int] = _count()
+    duration_sum: Mapped[int] = _count()
+    completed_duration_sum: Mapped[int] = _count()
+    completed_duration_n: Mapped[int] = _count()
+    billsec_sum: Mapped[int] = _count()
