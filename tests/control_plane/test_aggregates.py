@@ -476,6 +476,8 @@ async def test_the_rebuild_command(
     assert code == 0
     out = capsys.readouterr().out
     assert f"tenant {first}: 20 call records" in out
+    assert "per tenant hour " in out
+    assert "per day " in out
     assert "rebuilt the aggregates of 1 tenant(s)" in out
     assert await drift_of(db, first) == 0
     assert await drift_of(db, second) > 0  # only the tenant asked for
