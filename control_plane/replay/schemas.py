@@ -30,7 +30,7 @@ class ReplayConfigIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class ReplayIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    config: ReplayConfigIn = ReplayConfigIn()
+    config: ReplayConfigIn = msgspec.field(default_factory=ReplayConfigIn)
     # How many of the tenant's most recent inbound call records to replay.
     last_calls: Annotated[int, Meta(ge=1, le=MAX_REPLAY_CALLS)] = 1000
 
