@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import random
-from collections import deque
 from dataclasses import dataclass, field
 
 import msgspec
@@ -59,7 +58,7 @@ class _Sim:
     # agent -> sorted list of end times of its live slots
     active: dict[int, list[float]] = field(default_factory=dict)
     # agent -> choice times (for load_balanced windows)
-    chosen: dict[int, deque[float]] = field(default_factory=dict)
+    chosen: dict[int, list[float]] = field(default_factory=dict)
     rr: dict[int, tuple[int, int]] = field(default_factory=dict)  # group -> (priority, agent)
     pr: dict[tuple[int, int], int] = field(default_factory=dict)  # (group, priority) -> agent
     sticky: dict[tuple[int, str], tuple[int, float]] = field(default_factory=dict)  # -> (agent, until)
@@ -85,7 +84,7 @@ class _Sim:
 
     def take(self, agent: int, start: float, end: float) -> None:
         bisect.insort(self.active.setdefault(agent, []), end)
-        self.chosen.setdefault(agent, deque()).append(start)
+        self.chosen.setdefault(agent, []).append(start)
 
 
 def _members(snap: TenantSnapshot, group: GroupSnap) -> list[MemberSnap]:
