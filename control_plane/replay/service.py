@@ -409,6 +409,7 @@ async def run(scope: TenantScope, data: ReplayIn) -> ReplayOut:
     inbound = await _draft_rules(
         scope, current, data.config.inbound_rules, sum(1 for g in groups if g.id < 0)
     )
+    _check_deleted_groups(data, {g.id for g in current.groups} - {g.id for g in groups}, inbound)
     draft = msgspec.structs.replace(current, groups=groups, inbound_rules=inbound)
     calls = await _calls(scope, data.last_calls)
     # CPU work (about a second per 10,000 calls): off the event loop.
@@ -466,6 +467,30 @@ async def run(scope: TenantScope, data: ReplayIn) -> ReplayOut:
         ],
         notes=NOTES,
     )
+
+
+def _check_deleted_groups(data: ReplayIn, deleted: set[int], inbound: list[InboundRuleSnap]) -> None:
+    """A group the draft deletes must not be a target of a draft rule (the API answers 409 then)."""
+    if not deleted:
+        return
+    for i, raw in enumerate(data.config.groups):
+        gid = raw.get("id") if isinstance(raw, dict) else None
+        if gid not in deleted:
+            continue
+        users = sorted(
+            r.id
+            for r in inbound
+            if (r.target_type == TargetType.GROUP and r.target_id == gid and not r.targets)
+            or any(t.target_type == TargetType.GROUP and t.target_id == gid for t in r.targets)
+        )
+        if users:
+            raise FieldError(
+                (
+                    f"config.groups[{i}].delete",
+                    f"agent group {gid} is the target of inbound rules {users}: change or delete them in "
+                    "the draft too",
+                )
+            )
 
 
 def _both(

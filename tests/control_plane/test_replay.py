@@ -147,6 +147,18 @@ async def test_moving_a_rule_moves_exactly_its_calls(
         await redis.aclose()
     assert keys == []
 
+    # Deleting a group a rule still sends to is refused (the API answers 409), unless the rule goes too.
+    r = await account.post(REPLAY, json={"config": {"groups": [{"id": sales, "delete": True}]}})
+    assert r.status_code == 422, r.text
+    assert fields(r) == {"config.groups[0].delete"}
+    both = {
+        "groups": [{"id": sales, "delete": True}],
+        "inbound_rules": [{"id": s["r_sales"]["id"], "delete": True}],
+    }
+    r = await account.post(REPLAY, json={"config": both})
+    assert r.status_code == 200, r.text
+    assert by(r.json()["groups"], "group_id") == {sales: (6, 0, -6), support: (4, 10, 6)}
+
     # Deleting the sales rule: its calls fall to the catch-all.
     r = await account.post(
         REPLAY, json={"config": {"inbound_rules": [{"id": s["r_sales"]["id"], "delete": True}]}}
