@@ -17,6 +17,7 @@ from control_plane.cdr.controllers import CdrController
 from control_plane.exports.controllers import ExportsController
 from control_plane.groups.controllers import AgentGroupsController, GroupMembersController
 from control_plane.live.controllers import live_feed
+from control_plane.replay.controllers import RoutingReplayController
 from control_plane.routing.controllers import InboundRulesController
 from control_plane.tenants.controllers import DomainsController, TenantController
 from control_plane.trunks.controllers import OutboundRulesController, TrunksController
@@ -31,6 +32,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     AgentGroupsController,
     GroupMembersController,
     InboundRulesController,
+    RoutingReplayController,
     TrunksController,
     OutboundRulesController,
     CallsController,

@@ -357,6 +357,24 @@ async def test_every_route_keeps_tenants_apart(
             {"to": "+15551234567", "domain": victim.names["domain"]},
             {422},
         ),
+        (
+            "POST",
+            "/api/routing/replay",
+            {"config": {"groups": [{"id": v["group"], "enabled": False}]}},
+            {422},
+        ),
+        (
+            "POST",
+            "/api/routing/replay",
+            {"config": {"inbound_rules": [{"id": v["rule"], "enabled": False}]}},
+            {422},
+        ),
+        (
+            "POST",
+            "/api/routing/replay",
+            {"config": {"groups": [{"id": attacker.ids["group"], "members": [{"agent_id": v["agent1"]}]}]}},
+            {422},
+        ),
         ("POST", "/api/domains", {"domain": victim.names["domain"]}, {409}),
         (
             "POST",
@@ -439,6 +457,11 @@ async def test_every_route_keeps_tenants_apart(
     # A dry run on the attacker's side never matches the victim's rules.
     dry = await attacker.account.post("/api/inbound-routing-rules/test", json={"to": "+15551234567"})
     assert victim.marker not in dry.text
+    # A replay on the attacker's side replays the attacker's calls only, through the attacker's rules.
+    replay = await attacker.account.post("/api/routing/replay", json={})
+    assert replay.status_code == 200, replay.text
+    assert victim.marker not in replay.text
+    assert replay.json()["calls"] <= 1
 
     assert not failures, "\n".join(failures)
     uncovered = routes - covered - SELF_ONLY

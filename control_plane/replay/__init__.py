@@ -1,0 +1,1 @@
+"""POST /api/routing/replay: recent calls through a draft routing configuration (shared/replay.py)."""
