@@ -16,6 +16,10 @@
 --           rotate    false: the priority strategy keeps equal priorities in id order (default: it
 --                     rotates among them, the last chosen per level in the hash `pr:<group>`)
 --           seed      weighted / least_active: seeds math.random (once per script call)
+--           ovf       settings.overflow, flattened: per step a target index of this batch (another
+--                     group, chosen by its own strategy with the call's tried-set) or an answer string,
+--                     'N<cxml>' (a number, dialled once per call: mark 's<k>' in `tried`) or 'A<cxml>'
+--                     (an announcement); walked when the target itself finds nobody
 --           ol_*, ol_cfg  settings.outlier (ol_cfg: the same as one string, kept in the call's hash
 --                     for release)
 --         per request: `target` its 1-based index, `failed` the failed dial's agent ('' for none),
@@ -24,7 +28,8 @@
 --         dial's reason when it counts against the agent ('busy' | 'failed' | 'no_answer'; ''
 --         otherwise).
 --         Decides each in turn and returns a flat array of
---         index, agent (0 = none), attempt, cxml, replay (0/1), outlier note ('' for none) per request. The decision of a
+--         index, agent (0 = none), attempt, cxml, replay (0/1), outlier note ('' for none), overflow
+--         step (0 = none) per request. The decision of a
 --         (session, stage) is kept in the call's hash (field d:<stage>) for as long as the hash
 --         lives (at least the idempotency TTL): a repeat returns it and moves nothing.
 --         ARGV[5] how long a new window bucket lives (s): the longest window and a margin.
@@ -717,7 +722,14 @@ while batch[pos] do
         opts.olc = olc
       end
       cur_ej = ej_of(group)
-      if fstatus ~= '' and failed ~= '' and find(tried, ',' .. failed .. ',', 1, true) then
+      local member = false
+      if fstatus ~= '' and failed ~= '' then
+        -- only the group's own members (an overflow group's agent is not judged here)
+        for i = 1, n do
+          if e[3 + 4 * i] == failed then member = true; break end
+        end
+      end
+      if member and find(tried, ',' .. failed .. ',', 1, true) then
         local olf = call('HGET', ck, 'olf') or ','
         if not find(olf, ',' .. failed .. ',', 1, true) then
           call('HSET', ck, 'olf', olf .. failed .. ',')
