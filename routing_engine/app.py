@@ -653,6 +653,11 @@ class EngineApp:
                 agent_id=decision.agent_id if decision else req.agent_id,
                 attempt=decision.attempt if decision else None,
                 split_target=decision.split_target if decision else None,
+                overflow_step=(
+                    f"{decision.overflow_index}:{decision.overflow_step}"
+                    if decision is not None and decision.overflow_step
+                    else None
+                ),
                 outcome=outcome,
                 status=req.dial_call_status,
                 snapshot_version=tenant.version,

@@ -16,6 +16,10 @@
 --           rotate    false: the priority strategy keeps equal priorities in id order (default: it
 --                     rotates among them, the last chosen per level in the hash `pr:<group>`)
 --           seed      weighted / least_active: seeds math.random (once per script call)
+--           ovf       settings.overflow, flattened: per step a target index of this batch (another
+--                     group, chosen by its own strategy with the call's tried-set) or an answer string,
+--                     'N<cxml>' (a number, dialled once per call: mark 's<k>' in `tried`) or 'A<cxml>'
+--                     (an announcement); walked when the target itself finds nobody
 --           ol_*, ol_cfg  settings.outlier (ol_cfg: the same as one string, kept in the call's hash
 --                     for release)
 --         per request: `target` its 1-based index, `failed` the failed dial's agent ('' for none),
@@ -24,7 +28,8 @@
 --         dial's reason when it counts against the agent ('busy' | 'failed' | 'no_answer'; ''
 --         otherwise).
 --         Decides each in turn and returns a flat array of
---         index, agent (0 = none), attempt, cxml, replay (0/1), outlier note ('' for none) per request. The decision of a
+--         index, agent (0 = none), attempt, cxml, replay (0/1), outlier note ('' for none), overflow
+--         step (0 = none) per request. The decision of a
 --         (session, stage) is kept in the call's hash (field d:<stage>) for as long as the hash
 --         lives (at least the idempotency TTL): a repeat returns it and moves nothing.
 --         ARGV[5] how long a new window bucket lives (s): the longest window and a margin.
@@ -650,6 +655,32 @@ local function free_slot(agent, session)
   end
 end
 
+-- A choice in target e (n candidates) by its stickiness and strategy -> index (-1 = none), the
+-- stickiness key (nil unless sticky), whether the strategy chose, whether a priority level rotated.
+local function choose_in(e, n, tried, from, opts)
+  local strategy, group = e[1], e[2]
+  local idx, skey, level = -1, nil, false
+  if opts.sticky_s and from ~= '' then
+    skey = base .. 'st:' .. group .. ':' .. from
+    idx = pick_sticky(e, n, tried, skey)
+    if idx > 0 then return idx, skey, false, false end
+  end
+  if strategy == 'load_balanced' then
+    idx = pick_load_balanced(e, n, tried, e[3])
+  elseif strategy == 'round_robin' then
+    idx = pick_round_robin(e, n, tried, base .. 'rr:' .. group)
+  elseif strategy == 'weighted' then
+    idx = pick_weighted(e, n, tried, opts)
+  elseif strategy == 'least_active' then
+    idx = pick_least_active(e, n, tried, opts)
+  elseif strategy == 'priority' then
+    idx, level = pick_priority(e, n, tried, opts.rotate ~= false, base .. 'pr:' .. group)
+  else -- single (one candidate)
+    idx = pick_priority(e, n, tried, false, nil)
+  end
+  return idx, skey, true, level
+end
+
 local out = {}
 local pos = batch[1] + 2
 local r = 0
@@ -666,12 +697,15 @@ while batch[pos] do
   local stored = state[4]
   if stored then
     local si, sa, st, rest = string.match(stored, '^(%-?%d+)|(%d+)|(%d+)|()')
+    local ostep, orest = string.match(stored, '^o(%d+)|()', rest)
+    if ostep then rest = orest end
     out[#out + 1] = tonumber(si)
     out[#out + 1] = tonumber(sa)
     out[#out + 1] = tonumber(st)
     out[#out + 1] = string.sub(stored, rest)
     out[#out + 1] = 1
     out[#out + 1] = ''
+    out[#out + 1] = tonumber(ostep or '0')
   else
     local attempt = 1
     local is_dial = stage ~= 'app'
@@ -688,7 +722,14 @@ while batch[pos] do
         opts.olc = olc
       end
       cur_ej = ej_of(group)
-      if fstatus ~= '' and failed ~= '' and find(tried, ',' .. failed .. ',', 1, true) then
+      local member = false
+      if fstatus ~= '' and failed ~= '' then
+        -- only the group's own members (an overflow group's agent is not judged here)
+        for i = 1, n do
+          if e[3 + 4 * i] == failed then member = true; break end
+        end
+      end
+      if member and find(tried, ',' .. failed .. ',', 1, true) then
         local olf = call('HGET', ck, 'olf') or ','
         if not find(olf, ',' .. failed .. ',', 1, true) then
           call('HSET', ck, 'olf', olf .. failed .. ',')
@@ -701,33 +742,45 @@ while batch[pos] do
       free_slot(cur, session)
       cur = ''
     end
-    local idx = -1
-    local skey, sticky_s, by_strategy, level = nil, opts.sticky_s, true, false
-    if not ended and attempt <= max_attempts and not (is_dial and not fallback) and n > 0 then
-      if sticky_s and from ~= '' then
-        skey = base .. 'st:' .. group .. ':' .. from
-        idx = pick_sticky(e, n, tried, skey)
-        by_strategy = idx < 0
-      end
-      if idx > 0 then
-        -- the caller's agent again
-      elseif strategy == 'load_balanced' then
-        idx = pick_load_balanced(e, n, tried, wh)
-      elseif strategy == 'round_robin' then
-        idx = pick_round_robin(e, n, tried, base .. 'rr:' .. group)
-      elseif strategy == 'weighted' then
-        idx = pick_weighted(e, n, tried, opts)
-      elseif strategy == 'least_active' then
-        idx = pick_least_active(e, n, tried, opts)
-      elseif strategy == 'priority' then
-        idx, level = pick_priority(e, n, tried, opts.rotate ~= false, base .. 'pr:' .. group)
-      else -- single (one candidate)
-        idx = pick_priority(e, n, tried, false, nil)
+    local idx, skey, by_strategy, level = -1, nil, true, false
+    local ol_cfg, group_sel = nil, group
+    local sel, step, step_cxml = e, 0, nil
+    if not ended and attempt <= max_attempts and not (is_dial and not fallback) then
+      if n > 0 then idx, skey, by_strategy, level = choose_in(e, n, tried, from, opts) end
+      local ovf = opts.ovf
+      if idx < 0 and ovf then
+        -- settings.overflow: the steps after the group, in order, with the call's tried-set
+        for k = 1, #ovf do
+          local s = ovf[k]
+          if type(s) == 'number' then
+            local e2 = batch[1 + s]
+            local o2 = e2[#e2]
+            cur_ej = nil
+            if o2.ol_cfg then cur_ej = ej_of(e2[2]) end
+            if e2[6] > 0 then
+              idx, skey, by_strategy, level = choose_in(e2, e2[6], tried, from, o2)
+              if idx > 0 then sel, step = e2, k; break end
+            end
+          else
+            local mark = 's' .. k
+            local kind = string.sub(s, 1, 1)
+            if kind == 'A' then
+              step, step_cxml = k, string.sub(s, 2)
+              break
+            elseif not find(tried, ',' .. mark .. ',', 1, true) then
+              -- a number: dialled once per call (its mark joins the tried-set)
+              step, step_cxml = k, string.sub(s, 2)
+              tried = tried .. mark .. ','
+              break
+            end
+          end
+        end
       end
     end
     local agent = '0'
     local cxml
     if idx > 0 then
+      local e, n, group, strategy, sticky_s = sel, sel[6], sel[2], sel[1], sel[#sel].sticky_s
       local o = 3 + 4 * idx
       agent = e[o]
       local ak = base .. 'active:' .. agent
@@ -760,19 +813,26 @@ while batch[pos] do
       local a = 5 + 4 * n + 2 * idx
       local head, tail = e[a], e[a + 1]
       if tail == '' then cxml = head else cxml = head .. caller .. tail end
+      ol_cfg, group_sel = sel[#sel].ol_cfg, group
+    elseif step_cxml then
+      -- a number or an announcement: the call holds no agent slot from here on
+      if cur ~= '' then free_slot(cur, session); cur = '' end
+      cxml = step_cxml
     else
       cxml = e[7 + 6 * n]
     end
     local zidx = idx - 1
     if idx < 0 then zidx = -1 end
+    local dval = zidx .. '|' .. agent .. '|' .. attempt .. '|'
+    if step > 0 then dval = dval .. 'o' .. step .. '|' end
+    dval = dval .. cxml
     -- The decision stays in the call's hash (field d:<stage>) for replays, as long as the hash.
-    if olc and idx > 0 then
+    if ol_cfg and idx > 0 then
       -- what a release needs to judge this call's end for the group's outlier settings
-      call('HSET', ck, 'cur', cur, 'tried', tried, 'att', attempt, dfield,
-        zidx .. '|' .. agent .. '|' .. attempt .. '|' .. cxml, 'olg', group, 'ola', agent, 'olo', opts.ol_cfg)
+      call('HSET', ck, 'cur', cur, 'tried', tried, 'att', attempt, dfield, dval,
+        'olg', group_sel, 'ola', agent, 'olo', ol_cfg)
     else
-      call('HSET', ck, 'cur', cur, 'tried', tried, 'att', attempt, dfield,
-        zidx .. '|' .. agent .. '|' .. attempt .. '|' .. cxml)
+      call('HSET', ck, 'cur', cur, 'tried', tried, 'att', attempt, dfield, dval)
     end
     call('EXPIRE', ck, call_ttl)
     out[#out + 1] = zidx
@@ -781,6 +841,7 @@ while batch[pos] do
     out[#out + 1] = cxml
     out[#out + 1] = 0
     out[#out + 1] = note
+    out[#out + 1] = step
   end
 end
 return out

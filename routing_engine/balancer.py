@@ -50,8 +50,9 @@ REDIS_RETRY_S = 1.0
 LOCAL_CALLS_LIMIT = 100_000
 # How long a new window bucket lives (the script's decide ARGV[5]).
 BUCKET_TTL = str(WINDOW_BUCKET_TTL_S)
-# Replies of the decide script: index, agent (0 = none), attempt, cxml, replay, outlier note.
-REPLY_FIELDS = 6
+# Replies of the decide script: index, agent (0 = none), attempt, cxml, replay, outlier note, overflow
+# step (1-based index into settings.overflow's flattened chain; 0 = the group itself or no answer).
+REPLY_FIELDS = 7
 # Options of a target that has none.
 NO_OPTS: dict[str, Any] = {}
 # A dial-status that counts as the agent's failure (settings.outlier) -> the reason it is noted as;
@@ -103,6 +104,10 @@ class DecideRequest(msgspec.Struct, frozen=True, gc=False):
     rotate: bool = True
     fail_status: str = ""  # the failed dial's reason when it counts against the agent (AGENT_FAILURES)
     opts: dict[str, Any] = msgspec.field(default_factory=lambda: NO_OPTS)  # the target's outlier options
+    # settings.overflow, flattened: per step a DecideRequest of another group (only its target fields
+    # are used) or an answer string, "N<cxml>" (a number: dialled once per call) or "A<cxml>" (an
+    # announcement). Tried in order when the target's own candidates are exhausted.
+    overflow: tuple[Any, ...] = ()
 
     def answer(self, index: int) -> str:
         """The answer for candidate ``index`` (-1: the no-agent answer)."""
@@ -119,6 +124,7 @@ class DecideResult(msgspec.Struct, frozen=True, gc=False):
     cxml: str
     replay: bool  # (tenant, session, stage) was decided before: nothing moved
     degraded: bool  # Redis was unreachable and the local view decided
+    overflow_step: int = 0  # the settings.overflow step that answered (1-based), 0 = none
 
 
 class OutlierNote(msgspec.Struct, frozen=True, gc=False):
@@ -185,7 +191,8 @@ def encode_batch(requests: Sequence[DecideRequest], rng: random.Random | None = 
     targets: dict[tuple[Any, ...], int] = {}
     out: list[Any] = [0]
     rows: list[Any] = []
-    for req in requests:
+
+    def target_index(req: DecideRequest) -> int:
         # Requests of one routing target share these objects (the compiled snapshot's), and every one
         # of them lives as long as `requests`, so their ids cannot be reused meanwhile.
         key = (
@@ -200,37 +207,48 @@ def encode_batch(requests: Sequence[DecideRequest], rng: random.Random | None = 
             id(req.answers),
             id(req.no_agent),
             id(req.opts),
+            id(req.overflow),
         )
         index = targets.get(key)
-        if index is None:
-            index = targets[key] = len(targets) + 1
-            target: list[Any] = [
-                req.strategy,
-                req.group_id,
-                req.window_hours,
-                req.max_attempts,
-                req.fallback_enabled,
-                len(req.candidates),
-            ]
-            for c in req.candidates:
-                target += (str(c.agent_id), c.priority, c.capacity, c.weight)
-            for head, tail in req.answers:
-                target += (head, tail)
-            opts: dict[str, Any] = req.opts
-            if (
-                req.sticky_s
-                or req.strategy in RANDOM_STRATEGIES
-                or (not req.rotate and req.strategy == "priority")
-            ):
-                opts = dict(opts)
-                if req.sticky_s:
-                    opts["sticky_s"] = req.sticky_s
-                if not req.rotate and req.strategy == "priority":
-                    opts["rotate"] = False
-                if req.strategy in RANDOM_STRATEGIES:
-                    opts["seed"] = (rng or _seeds).getrandbits(31)
-            target += (req.no_agent, opts)
-            out.append(target)
+        if index is not None:
+            return index
+        # overflow groups first: the target names them by index
+        steps = [s if isinstance(s, str) else target_index(s) for s in req.overflow]
+        index = targets[key] = len(targets) + 1
+        target: list[Any] = [
+            req.strategy,
+            req.group_id,
+            req.window_hours,
+            req.max_attempts,
+            req.fallback_enabled,
+            len(req.candidates),
+        ]
+        for c in req.candidates:
+            target += (str(c.agent_id), c.priority, c.capacity, c.weight)
+        for head, tail in req.answers:
+            target += (head, tail)
+        opts: dict[str, Any] = req.opts
+        if (
+            req.sticky_s
+            or req.strategy in RANDOM_STRATEGIES
+            or (not req.rotate and req.strategy == "priority")
+            or steps
+        ):
+            opts = dict(opts)
+            if req.sticky_s:
+                opts["sticky_s"] = req.sticky_s
+            if not req.rotate and req.strategy == "priority":
+                opts["rotate"] = False
+            if req.strategy in RANDOM_STRATEGIES:
+                opts["seed"] = (rng or _seeds).getrandbits(31)
+            if steps:
+                opts["ovf"] = steps
+        target += (req.no_agent, opts)
+        out.append(target)
+        return index
+
+    for req in requests:
+        index = target_index(req)
         failed = req.failed_agent
         rows += (
             req.session,
@@ -688,6 +706,7 @@ class Balancer:
                     cxml=_text(reply[i + 3]),
                     replay=replay,
                     degraded=False,
+                    overflow_step=int(reply[i + 6]),
                 )
             )
         return results

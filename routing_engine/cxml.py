@@ -139,6 +139,25 @@ def agent_answer_parts(fragment: AgentFragment, action_url: str, ring_timeout_s:
     )
 
 
+def number_answer(number: str, action_url: str, ring_timeout_s: int) -> str:
+    """An overflow step dialling a phone number (``action_url`` already escaped): its dial-status comes
+    back like an agent's, so a failed dial can go on with the chain while the budget lasts."""
+    return (
+        f'{RESPONSE_OPEN}<Dial action="{action_url}" method="POST" timeout="{ring_timeout_s}">'
+        f"<Number>{escape(number)}</Number></Dial>{RESPONSE_CLOSE}"
+    )
+
+
+def announcement_answer(message: str | None, play_url: str | None) -> str:
+    """An overflow step's announcement: ``<Play>`` and/or ``<Say>``, then ``<Hangup/>``."""
+    body = ""
+    if play_url:
+        body += f"<Play>{escape(play_url)}</Play>"
+    if message:
+        body += f"<Say>{escape(message)}</Say>"
+    return f"{RESPONSE_OPEN}{body}<Hangup/>{RESPONSE_CLOSE}"
+
+
 def caller_attr(caller_id: str) -> str:
     """The ``<Dial>`` caller-id attribute (``caller_id`` already escaped), or nothing."""
     return f' callerId="{caller_id}"' if caller_id else ""

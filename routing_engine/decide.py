@@ -6,6 +6,8 @@ await is the balancer's Redis script call, which also makes repeated webhooks id
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from routing_engine import cxml
@@ -33,6 +35,10 @@ class Decision(msgspec.Struct, kw_only=True, gc=False):
     replay: bool = False
     degraded: bool = False
     split_target: str | None = None  # the traffic-split branch taken ("group:<id>" | "agent:<id>")
+    # the kind of settings.overflow step that answered ("group" | "number" | "announcement"), and its
+    # 1-based index in the flattened chain
+    overflow_step: str | None = None
+    overflow_index: int | None = None
 
 
 def _inbound_rule(
@@ -69,21 +75,69 @@ ANSWER_PARTS_KEPT = 64
 
 
 def _answer_parts(
-    target: CompiledTarget, domain: CompiledDomain, base_url: str, attempt: int
+    target: CompiledTarget,
+    domain: CompiledDomain,
+    base_url: str,
+    attempt: int,
+    url_extra: str | None = None,
 ) -> tuple[tuple[str, str], ...]:
-    """Per candidate, its answer (as if it were chosen) split where the caller id goes."""
+    """Per candidate, its answer (as if it were chosen) split where the caller id goes; ``url_extra``
+    (an overflow group's: the rule's that took the call) defaults to the target's."""
     cache = target.answer_parts
-    key = (domain.dial_status_path, base_url, attempt)
+    if url_extra is None:
+        url_extra = target.url_extra
+    key = (
+        (domain.dial_status_path, base_url, attempt)
+        if url_extra == target.url_extra
+        else (
+            domain.dial_status_path,
+            base_url,
+            attempt,
+            url_extra,
+        )
+    )
     parts = cache.get(key)
     if parts is None:
         if len(cache) >= ANSWER_PARTS_KEPT:
             cache.clear()
-        action = f"{base_url}{domain.dial_status_path}?attempt={attempt}&amp;{target.url_extra}agent="
+        action = f"{base_url}{domain.dial_status_path}?attempt={attempt}&amp;{url_extra}agent="
         parts = cache[key] = tuple(
             cxml.agent_answer_parts(fragment, action + str(cand.agent_id), target.ring_timeout_s)
             for cand, fragment in zip(target.candidates, target.fragments, strict=True)
         )
     return parts
+
+
+def _overflow(target: CompiledTarget, domain: CompiledDomain, base_url: str, attempt: int) -> tuple[Any, ...]:
+    """settings.overflow as balancer.lua takes it (DecideRequest.overflow) for this attempt."""
+    steps: list[Any] = []
+    for kind, value in target.overflow:
+        if kind == "group":
+            g: CompiledTarget = value
+            steps.append(
+                DecideRequest(
+                    tenant_id=0,
+                    session="",
+                    stage="app",
+                    strategy=g.strategy,
+                    group_id=g.group_id,
+                    window_hours=g.window_hours,
+                    max_attempts=g.max_attempts,
+                    fallback_enabled=g.fallback_enabled,
+                    candidates=g.candidates,
+                    answers=_answer_parts(g, domain, base_url, attempt, target.url_extra),
+                    no_agent=g.no_agent,
+                    sticky_s=g.sticky_s,
+                    rotate=g.rotate,
+                    opts=g.opts,
+                )
+            )
+        elif kind == "number":
+            action = f"{base_url}{domain.dial_status_path}?attempt={attempt}&amp;{target.url_extra}agent="
+            steps.append("N" + cxml.number_answer(value, action, target.ring_timeout_s))
+        else:
+            steps.append("A" + value)
+    return tuple(steps)
 
 
 class Decider:
@@ -124,23 +178,35 @@ class Decider:
                 rotate=target.rotate,
                 fail_status=fail_status,
                 opts=target.opts,
+                overflow=_overflow(target, domain, base_url, attempt) if target.overflow else (),
             )
         )
         text = result.cxml
+        group_id = target.group_id or None
+        overflow_step: str | None = None
+        if result.overflow_step:
+            kind, value = target.overflow[result.overflow_step - 1]
+            overflow_step = kind
+            if kind == "group":
+                group_id = value.group_id
         if cxml.SECRET_MARK in text:  # an agent with credentials: Redis kept a mark for them
             text = cxml.fill_secrets(text, tenant.secrets)
+        # a number step is dialled like an agent (routed, no agent id); an announcement ends the call
+        outcome = "routed" if result.agent_id is not None or overflow_step == "number" else "no_agent"
         return Decision(
             cxml=text,
-            outcome="routed" if result.agent_id is not None else "no_agent",
+            outcome=outcome,
             strategy=target.strategy,
             stage=stage,
             rule_id=rule.id,
-            group_id=target.group_id or None,
+            group_id=group_id,
             agent_id=result.agent_id,
             attempt=result.attempt,
             replay=result.replay,
             degraded=result.degraded,
             split_target=split_target,
+            overflow_step=overflow_step,
+            overflow_index=result.overflow_step or None,
         )
 
     async def voice(
@@ -163,7 +229,7 @@ class Decider:
             split_target = split.labels[branch]
         else:
             target = tenant.inbound_targets.get(rule.id)
-        if target is None or not target.candidates:
+        if target is None or not (target.candidates or target.overflow):
             no_agent = target.no_agent if target is not None else tenant.no_agent
             return Decision(
                 cxml=no_agent,
@@ -214,7 +280,7 @@ class Decider:
             and target is not None
             and target.fallback_enabled
             and req.attempt < target.max_attempts
-            and target.candidates
+            and (target.candidates or target.overflow)
         )
         if may_retry:
             assert rule is not None

@@ -96,9 +96,13 @@ class CompiledTarget:
     # the copies made per scheduled or split rule, so the call's retries stay with its rule and branch
     # even when the schedule has closed meanwhile); "" for the shared per-group targets.
     url_extra: str = ""
+    # settings.overflow flattened (a group step is followed by that group's own chain; groups appear
+    # once, the chain ends at an announcement): ("group", CompiledTarget) | ("number", number) |
+    # ("announcement", cxml).
+    overflow: tuple[tuple[str, Any], ...] = ()
     # (dial-status path, base URL, attempt) -> each candidate's answer split around the caller id
     # (cxml.agent_answer_parts): what stays the same from call to call is rendered once.
-    answer_parts: dict[tuple[str, str, int], tuple[tuple[str, str], ...]] = field(
+    answer_parts: dict[tuple[Any, ...], tuple[tuple[str, str], ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -271,6 +275,35 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
             rotate=gs.rotate_same_priority,
             opts=outlier_opts(gs.outlier, len(members)) if gs.outlier is not None else NO_OPTS,
         )
+
+    settings_of = {g.id: g.settings for g in snap.groups}
+
+    def chain(group_id: int) -> tuple[tuple[str, Any], ...]:
+        steps: list[tuple[str, Any]] = []
+        seen = {group_id}
+
+        def walk(gid: int) -> bool:  # False once an announcement ended the chain
+            for step in settings_of[gid].overflow:
+                if step.type == "group":
+                    g = step.group_id
+                    if g is None or g in seen or g not in groups:
+                        continue
+                    seen.add(g)
+                    steps.append(("group", groups[g]))
+                    if not walk(g):
+                        return False
+                elif step.type == "number" and step.number:
+                    steps.append(("number", step.number))
+                elif step.type == "announcement":
+                    steps.append(("announcement", cxml.announcement_answer(step.message, step.play_url)))
+                    return False
+            return True
+
+        walk(group_id)
+        return tuple(steps)
+
+    for gid in [g.id for g in snap.groups if g.settings.overflow]:
+        groups[gid] = dataclasses.replace(groups[gid], overflow=chain(gid))
 
     def agent_target(agent_id: int) -> CompiledTarget | None:
         fragment = fragments.get(agent_id)

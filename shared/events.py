@@ -32,6 +32,9 @@ class CallEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     attempt: int | None = None
     # The traffic-split branch the call took ("group:<id>" | "agent:<id>"); None when the rule splits not.
     split_target: str | None = None
+    # The settings.overflow step that answered: "<n>:group" | "<n>:number" | "<n>:announcement" (n its
+    # 1-based index in the group's flattened chain); None when the rule's own target did.
+    overflow_step: str | None = None
     outcome: str | None = None  # routed | no_agent | no_route | replay | fallback | error | ...
     status: str | None = None  # raw Cloudonix status (session update / dial status), lower-cased
     disposition: str | None = None

@@ -5,7 +5,7 @@ made with ``VLB_SNAPSHOT_KEY``."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -55,6 +55,18 @@ class OutlierSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     allow_eject_all: bool = False
 
 
+class OverflowStep(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One step of ``settings.overflow`` (SPEC §5), tried after the group's members are exhausted:
+    another group (``group_id``), a phone number (``number``, dialled once per call) or an
+    announcement (``message`` and/or ``play_url``, then the call hangs up)."""
+
+    type: Literal["group", "number", "announcement"]
+    group_id: int | None = None
+    number: Annotated[str, Meta(min_length=1, max_length=32)] | None = None
+    message: Annotated[str, Meta(min_length=1, max_length=500)] | None = None
+    play_url: Annotated[str, Meta(min_length=1, max_length=2048)] | None = None
+
+
 class GroupSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Agent-group settings (SPEC §2.3)."""
 
@@ -70,6 +82,8 @@ class GroupSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     # priority strategy: rotate among members of equal priority (False: stable order by id).
     rotate_same_priority: bool = True
     outlier: OutlierSettings | None = None
+    # What comes after the members are exhausted, in order; max_attempts is the budget of the whole chain.
+    overflow: Annotated[list[OverflowStep], Meta(max_length=10)] = []
 
 
 class DomainSnap(msgspec.Struct, kw_only=True, frozen=True):

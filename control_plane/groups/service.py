@@ -23,6 +23,7 @@ from control_plane.groups.schemas import (
 )
 from control_plane.tenancy import TenantScope
 from shared.enums import Strategy, TargetType
+from shared.routing import normalize_number
 from shared.snapshot import GroupSettings
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
@@ -46,6 +47,68 @@ def parse_settings(raw: dict[str, Any]) -> GroupSettings:
             ("settings.outlier.max_ejection_s", "Expected `int` >= base_ejection_s (the first back-off)")
         )
     return settings
+
+
+_NUMBER = re.compile(r"^\+?[0-9]{3,20}$")
+_STEP_FIELDS = {"group": {"group_id"}, "number": {"number"}, "announcement": {"message", "play_url"}}
+
+
+async def check_overflow(scope: TenantScope, settings: GroupSettings, group_id: int | None) -> None:
+    """``settings.overflow``: each step has exactly the fields of its type, a group step names another
+    group of the tenant, a number is a phone number, and no chain leads back to this group (422s name
+    ``settings.overflow[i].<field>``)."""
+    steps = settings.overflow
+    if not steps:
+        return
+    for i, step in enumerate(steps):
+        at = f"settings.overflow[{i}]"
+        allowed = _STEP_FIELDS[step.type]
+        for name in ("group_id", "number", "message", "play_url"):
+            if getattr(step, name) is not None and name not in allowed:
+                raise FieldError((f"{at}.{name}", f"A {step.type} step has no {name}."))
+        if step.type == "group":
+            if step.group_id is None:
+                raise FieldError((f"{at}.group_id", "A group step needs group_id."))
+            if step.group_id == group_id:
+                raise FieldError((f"{at}.group_id", "A group cannot overflow to itself."))
+            if await scope.find(AgentGroup, step.group_id) is None:
+                raise FieldError((f"{at}.group_id", "No such agent group."))
+        elif step.type == "number":
+            if step.number is None or not _NUMBER.match(normalize_number(step.number)):
+                raise FieldError((f"{at}.number", "Expected a phone number (+ and 3 to 20 digits)."))
+        else:
+            if step.message is None and step.play_url is None:
+                raise FieldError((f"{at}.message", "An announcement needs message or play_url."))
+            if step.play_url is not None and not step.play_url.startswith(("https://", "http://")):
+                raise FieldError((f"{at}.play_url", "Expected an http(s) URL."))
+    if group_id is None:
+        return  # a new group: nothing names it yet, so no chain can come back to it
+    rows = (
+        await scope.session.execute(scope.where(select(AgentGroup.id, AgentGroup.settings), AgentGroup))
+    ).all()
+    edges: dict[int, list[int]] = {
+        gid: [
+            s["group_id"]
+            for s in (raw or {}).get("overflow", [])
+            if s.get("type") == "group" and s.get("group_id")
+        ]
+        for gid, raw in rows
+    }
+    edges[group_id] = [s.group_id for s in steps if s.type == "group" and s.group_id is not None]
+    for i, step in enumerate(steps):
+        if step.type != "group" or step.group_id is None:
+            continue
+        seen: set[int] = set()
+        todo = [step.group_id]
+        while todo:
+            g = todo.pop()
+            if g == group_id:
+                raise FieldError(
+                    (f"settings.overflow[{i}].group_id", "This chain leads back to the group (a cycle).")
+                )
+            if g not in seen:
+                seen.add(g)
+                todo += edges.get(g, [])
 
 
 def member_read(member: AgentGroupMember, agent: VoiceAgent) -> MemberRead:
@@ -134,11 +197,13 @@ async def create_group(scope: TenantScope, data: GroupCreateIn) -> AgentGroup:
     if not name:
         raise FieldError(("name", "name must not be blank"))
     await _ensure_name_free(scope, name)
+    settings = parse_settings(data.settings)
+    await check_overflow(scope, settings, None)
     group = scope.add(
         AgentGroup(
             name=name,
             strategy=data.strategy.value,
-            settings=msgspec.to_builtins(parse_settings(data.settings)),
+            settings=msgspec.to_builtins(settings),
             enabled=data.enabled,
         )
     )
@@ -156,7 +221,9 @@ async def update_group(scope: TenantScope, group: AgentGroup, data: GroupUpdateI
         group.name = name
     if not isinstance(data.settings, msgspec.UnsetType):
         merged = {**(group.settings or {}), **data.settings}
-        group.settings = msgspec.to_builtins(parse_settings(merged))
+        settings = parse_settings(merged)
+        await check_overflow(scope, settings, group.id)
+        group.settings = msgspec.to_builtins(settings)
     if not isinstance(data.strategy, msgspec.UnsetType):
         group.strategy = data.strategy.value
     if not isinstance(data.enabled, msgspec.UnsetType):

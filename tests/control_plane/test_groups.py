@@ -21,6 +21,7 @@ DEFAULT_SETTINGS = {
     "sticky_hours": 0,
     "rotate_same_priority": True,
     "outlier": None,
+    "overflow": [],
 }
 
 
