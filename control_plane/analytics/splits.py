@@ -95,13 +95,7 @@ async def splits(scope: TenantScope, r: Range, rule_id: int | None) -> schemas.S
                 name=target_name,
                 percent=percents.get(key),
                 share=round(s.calls / total_calls, 4) if total_calls else 0.0,
-                calls=s.calls,
-                answered=s.completed,
-                finished=s.finished,
-                success_rate=s.success_rate,
-                avg_duration=s.avg_duration,
-                avg_talk_time=s.avg_talk_time,
-                total_talk_time=s.billsec_sum,
+                **s.outcome_fields(),
             )
         )
     return schemas.SplitReport(rule_id=rule_id, name=name, data=data, window=r.window())

@@ -88,6 +88,18 @@ class Sums:
     dur_1800_3600: int = 0
     dur_ge_3600: int = 0
 
+    def outcome_fields(self) -> dict[str, Any]:
+        """The outcome figures the per-agent, per-group and per-split-branch reports share."""
+        return {
+            "calls": self.calls,
+            "answered": self.completed,
+            "finished": self.finished,
+            "success_rate": self.success_rate,
+            "avg_duration": self.avg_duration,
+            "avg_talk_time": self.avg_talk_time,
+            "total_talk_time": self.billsec_sum,
+        }
+
     def add(self, values: Sequence[Any], sign: int = 1, names: Sequence[str] = COLUMNS) -> None:
         for name, value in zip(names, values, strict=True):
             setattr(self, name, getattr(self, name) + sign * int(value or 0))
