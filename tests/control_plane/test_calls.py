@@ -4,12 +4,14 @@ and 422s, the summary and filter options; other tenants see nothing; viewers can
 from __future__ import annotations
 
 import datetime
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
@@ -352,3 +354,44 @@ async def test_ids_and_texts_beyond_their_bounds_are_422(account: Account, url: 
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert field in [e["field"] for e in response.json()["errors"]]
+
+
+def _calling_from(events: list[CallEvent], number: str) -> list[CallEvent]:
+    return [msgspec.structs.replace(e, from_number=number) if e.from_number else e for e in events]
+
+
+async def test_long_number_searches_match_the_whole_search_and_only_the_tenants_records(
+    account: Account, other_account: Account, db: AsyncEngine
+) -> None:
+    """A search of NUMBER_TAIL characters or more is looked up by its tail first (service
+    ._number_candidates): a number sharing only the tail is not a match, another tenant's record with
+    the same number never appears, and the totals agree with the rows."""
+    now = time.time()
+    t, o = account.tenant_id, other_account.tenant_id
+    mine, near, theirs = (uuid.uuid4().hex for _ in range(3))
+    await store(db, _calling_from(answered(t, mine, now - 100, 10), "+14155550123"))
+    await store(db, _calling_from(answered(t, near, now - 90, 10), "+19995550123"))
+    await store(db, _calling_from(answered(o, theirs, now - 80, 10), "+14155550123"))
+
+    async def found(who: Account, url: str, part: str) -> tuple[list[str], int]:
+        response = await who.get(url, params={"from": part})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return [r["session_token"] for r in body["data"]], body["meta"]["total"]
+
+    for url in ("/api/call-records", "/api/analytics/call-records"):
+        assert await found(account, url, "+14155550123") == ([mine], 1)
+        assert await found(account, url, "4155550123") == ([mine], 1)
+        assert await found(account, url, "5550123") == ([near, mine], 2)
+        assert await found(account, url, "+1999555012") == ([near], 1)
+        assert await found(account, url, "+14155550124") == ([], 0)
+        assert await found(other_account, url, "+14155550123") == ([theirs], 1)
+    summary = (
+        await account.get("/api/call-records/statistics/summary", params={"from": "+14155550123"})
+    ).json()
+    assert summary["total"] == 1
+    exported = await account.get(
+        "/api/exports/call-records", params={"from": "+14155550123", "format": "ndjson"}
+    )
+    assert exported.status_code == 200, exported.text
+    assert [json.loads(line)["session_token"] for line in exported.text.splitlines()] == [mine]
