@@ -693,6 +693,16 @@ async def test_group_outlier_ejection_and_overflow_chain_are_kept(page: Page, da
         {"type": "number", "number": "+12125550100"},
         {"type": "announcement", "message": "Sorry, everyone is busy."},
     ]
+    # …and the strategy form's PATCH keeps them in turn.
+    await page.get_by_label("Ring timeout (s)", exact=True).fill("25")
+    await page.get_by_role("button", name="Save group").click()
+    await expect(page.locator(".toast", has_text="Group saved.")).to_be_visible()
+    settings = (await api(dashboard_url, "GET", f"/api/agent-groups/{STATE['group']}"))["settings"]
+    assert (settings["ring_timeout_s"], settings["outlier"]["max_ejection_s"], len(settings["overflow"])) == (
+        25,
+        1800,
+        3,
+    )
     assert not page.js_errors, page.js_errors  # type: ignore[attr-defined]
 
 

@@ -361,7 +361,12 @@ function membersEditor(group, reload) {
     const [trigger, failure] = String(reason || "").split(":");
     return [REASONS[trigger] || trigger, FAILURES[failure] || failure].filter(Boolean).join(" — ");
   }
+  let ejectedShown = null;
   function drawEjected(ejected) {
+    // Redrawn only when it changed: the 5-s refresh must not take the focus off "Let back in".
+    const signature = JSON.stringify(ejected);
+    if (signature === ejectedShown) return;
+    ejectedShown = signature;
     ejectedBox.replaceChildren(
       h("h3", {}, "Ejected now"),
       ejected.length
