@@ -655,6 +655,10 @@ async def test_group_outlier_ejection_and_overflow_chain_are_kept(page: Page, da
     await steps.nth(2).get_by_label("Message (spoken)", exact=True).fill("Sorry, everyone is busy.")
     await page.get_by_role("button", name="Save overflow chain").click()
     await expect(steps.nth(1).locator(".field-error")).to_contain_text("phone number")
+    await expect(steps.nth(1).get_by_label("Phone number", exact=True)).to_be_focused()
+    await expect(steps.nth(1).get_by_label("Phone number", exact=True)).to_have_attribute(
+        "aria-invalid", "true"
+    )
     await expect(steps.nth(0).locator(".field-error")).to_be_hidden()
     await screenshot(page, "group-overflow-error")
     await steps.nth(1).get_by_label("Phone number", exact=True).fill("+12125550100")

@@ -99,8 +99,9 @@ export function rowsEditor(cfg) {
       error.textContent = "";
       draw();
     },
-    // index null: the list as a whole. Answers the element to focus.
-    setError(index, message) {
+    // index null: the list as a whole; key: the row's control named by the error (data-key), marked
+    // invalid and focused. Answers the element to focus.
+    setError(index, message, key) {
       if (index === null || index === undefined || !rows[index]) {
         error.hidden = false;
         error.textContent = error.textContent ? `${error.textContent} ${message}` : message;
@@ -108,8 +109,10 @@ export function rowsEditor(cfg) {
       }
       errors.set(index, errors.has(index) ? `${errors.get(index)} ${message}` : message);
       draw();
-      const input = list.children[index]?.querySelector("select, input, textarea");
+      const row = list.children[index];
+      const input = (key && row?.querySelector(`[data-key="${key}"]`)) || row?.querySelector("select, input, textarea");
       input?.setAttribute("aria-invalid", "true");
+      input?.setAttribute("aria-describedby", row.querySelector("fieldset > .field-error").id);
       return input;
     },
     error,

@@ -175,7 +175,7 @@ function overflowSection(group, groups, navigate) {
         let first = null;
         for (const { field, message } of errors) {
           const where = field ? indexIn(field, "settings.overflow") : null;
-          const shown = editor.setError(where ? where.index : null, where?.rest ? `${message}` : field && !where ? `${field}: ${message}` : message);
+          const shown = editor.setError(where ? where.index : null, field && !where ? `${field}: ${message}` : message, where?.rest);
           first = first || shown;
         }
         first?.focus?.();

@@ -194,8 +194,7 @@ function splitEditor(rule, refs) {
     fieldError(field, message) {
       const where = indexIn(field, "targets");
       if (!where) return null;
-      const shown = editor.setError(where.index, message);
-      return shown;
+      return editor.setError(where.index, message, where.rest);
     },
   };
 }
