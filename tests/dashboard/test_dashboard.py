@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from playwright.async_api import Browser, Download, Page, expect
 from sqlalchemy import text
@@ -265,7 +266,7 @@ async def test_group_with_two_members_ordered_by_drag_and_by_buttons(page: Page,
     await page.get_by_role("button", name="Reset balancing counters").click()
     await page.get_by_role("dialog").get_by_role("button", name="Reset").click()
     await expect(page.locator(".toast", has_text="Balancing counters cleared.")).to_be_visible()
-    await screenshot(page, "group")
+    await screenshot(page, "group-members")
 
 
 async def test_domain_key_shown_once_and_an_inbound_rule_with_its_dry_run(page: Page) -> None:
@@ -306,7 +307,7 @@ async def test_domain_key_shown_once_and_an_inbound_rule_with_its_dry_run(page: 
     await expect(page.locator(".dry-result")).to_contain_text("Matched")
     await expect(page.locator(".dry-result")).to_contain_text("“Front desk”")
     await expect(page.locator("tr.matched")).to_have_count(1)
-    await screenshot(page, "inbound-rules")
+    await screenshot(page, "inbound-rules-dry-run")
     await dry.get_by_label("Called number (To)", exact=True).fill("+33155550199")
     await dry.get_by_role("button", name="Test").click()
     await expect(page.locator(".dry-result")).to_contain_text("No rule matches")
@@ -618,6 +619,262 @@ async def test_export_call_records_streaming_and_in_the_background(page: Page) -
     assert not page.js_errors, page.js_errors  # type: ignore[attr-defined]
 
 
+async def test_group_outlier_ejection_and_overflow_chain_are_kept(page: Page, dashboard_url: str) -> None:
+    """settings.outlier and settings.overflow edited on the group page: the API's 422s show at their
+    field (or step), and after a reload both are there; the other settings are kept (PATCH merges)."""
+    after_hours = await api(dashboard_url, "POST", "/api/agent-groups", json={"name": "After hours"})
+    STATE["after_hours"] = after_hours["id"]
+    await goto(page, f"/groups/{STATE['group']}", "Group: Front desk")
+    outlier = page.locator("form.outlier-form")
+    await expect(outlier.get_by_label("Failures in a row", exact=True)).to_be_hidden()
+    await outlier.get_by_label("Eject agents whose calls keep failing", exact=True).check()
+    await outlier.get_by_label("Failures in a row", exact=True).fill("1")
+    await outlier.get_by_label("Failure rate (0 to 1)", exact=True).fill("0.5")
+    await outlier.get_by_label("First ejection (s)", exact=True).fill("900")
+    await outlier.get_by_label("Longest ejection (s)", exact=True).fill("300")
+    await outlier.get_by_label("Short call (s)", exact=True).fill("3")
+    await outlier.get_by_role("button", name="Save outlier ejection").click()
+    # The back-off cap below the first ejection: the API names settings.outlier.max_ejection_s.
+    await expect(field(page, "settings.outlier.max_ejection_s").locator(".field-error")).to_contain_text(
+        "base_ejection_s"
+    )
+    await outlier.get_by_label("Longest ejection (s)", exact=True).fill("1800")
+    await outlier.get_by_role("button", name="Save outlier ejection").click()
+    await expect(page.locator(".toast", has_text="Outlier ejection saved.")).to_be_visible()
+
+    # The chain: a group, then a number (first mistyped: the API's 422 shows at that step), then an
+    # announcement.
+    steps = page.locator("ol.rows > li")
+    await page.get_by_role("button", name="Add overflow step").click()
+    await steps.nth(0).get_by_label("Group", exact=True).select_option(label="After hours")
+    await page.get_by_role("button", name="Add overflow step").click()
+    await steps.nth(1).get_by_label("Then", exact=True).select_option("number")
+    await steps.nth(1).get_by_label("Phone number", exact=True).fill("12")
+    await page.get_by_role("button", name="Add overflow step").click()
+    await steps.nth(2).get_by_label("Then", exact=True).select_option("announcement")
+    await steps.nth(2).get_by_label("Message (spoken)", exact=True).fill("Sorry, everyone is busy.")
+    await page.get_by_role("button", name="Save overflow chain").click()
+    await expect(steps.nth(1).locator(".field-error")).to_contain_text("phone number")
+    await expect(steps.nth(1).get_by_label("Phone number", exact=True)).to_be_focused()
+    await expect(steps.nth(1).get_by_label("Phone number", exact=True)).to_have_attribute(
+        "aria-invalid", "true"
+    )
+    await expect(steps.nth(0).locator(".field-error")).to_be_hidden()
+    await screenshot(page, "group-overflow-error")
+    await steps.nth(1).get_by_label("Phone number", exact=True).fill("+12125550100")
+    await page.get_by_role("button", name="Save overflow chain").click()
+    await expect(page.locator(".toast", has_text="Overflow chain saved.")).to_be_visible()
+
+    await page.reload()
+    await expect(page.locator("#main h1")).to_have_text("Group: Front desk")
+    await expect(outlier.get_by_label("Failures in a row", exact=True)).to_have_value("1")
+    await expect(outlier.get_by_label("Longest ejection (s)", exact=True)).to_have_value("1800")
+    await expect(outlier.get_by_label("Failure rate (0 to 1)", exact=True)).to_have_value("0.5")
+    await expect(steps).to_have_count(3)
+    await expect(steps.nth(0).get_by_label("Group", exact=True)).to_have_value(str(STATE["after_hours"]))
+    await expect(steps.nth(1).get_by_label("Phone number", exact=True)).to_have_value("+12125550100")
+    await expect(steps.nth(2).get_by_label("Message (spoken)", exact=True)).to_have_value(
+        "Sorry, everyone is busy."
+    )
+    await expect(steps.nth(2).get_by_label("Phone number", exact=True)).to_be_hidden()
+    group = await api(dashboard_url, "GET", f"/api/agent-groups/{STATE['group']}")
+    settings = group["settings"]
+    assert settings["max_attempts"] == 2  # set at creation, kept by both forms' PATCHes
+    assert settings["outlier"] == {
+        "consecutive_failures": 1,
+        "failure_rate": 0.5,
+        "window_s": 60,
+        "min_calls": 10,
+        "base_ejection_s": 900,
+        "max_ejection_s": 1800,
+        "max_ejected_percent": 50,
+        "short_call_s": 3,
+        "allow_eject_all": False,
+    }
+    # The API stores each step with every key (the other types' as null).
+    assert [{k: v for k, v in step.items() if v is not None} for step in settings["overflow"]] == [
+        {"type": "group", "group_id": STATE["after_hours"]},
+        {"type": "number", "number": "+12125550100"},
+        {"type": "announcement", "message": "Sorry, everyone is busy."},
+    ]
+    # …and the strategy form's PATCH keeps them in turn.
+    await page.get_by_label("Ring timeout (s)", exact=True).fill("25")
+    await page.get_by_role("button", name="Save group").click()
+    await expect(page.locator(".toast", has_text="Group saved.")).to_be_visible()
+    settings = (await api(dashboard_url, "GET", f"/api/agent-groups/{STATE['group']}"))["settings"]
+    assert (settings["ring_timeout_s"], settings["outlier"]["max_ejection_s"], len(settings["overflow"])) == (
+        25,
+        1800,
+        3,
+    )
+    assert not page.js_errors, page.js_errors  # type: ignore[attr-defined]
+
+
+async def test_an_ejected_agent_is_listed_and_let_back_in(
+    page: Page, dashboard_url: str, engine_url: str, database_url: str
+) -> None:
+    """A real ejection: with one failure in a row enough, a simulated call whose first dial is busy
+    ejects that agent in the engine; the group page lists it and an admin lets it back in."""
+    me = await api(dashboard_url, "GET", "/api/user")
+    await snapshot_reached_the_engine(engine_url, database_url, me["tenant_id"])
+    argv = ["--url", engine_url, "--domain", STATE["domain"], "--key", STATE["key"]]
+    argv += ["--to", "+12125550199", "--from", "+14155550111", "--dial-status", "busy"]
+    assert await asyncio.to_thread(simulate.main, argv) == 0
+    stats = await api(dashboard_url, "GET", f"/api/agent-groups/{STATE['group']}/stats")
+    assert [e["agent_id"] for e in stats["ejected"]] == [STATE["agents"]["Sales bot"]], stats
+
+    await goto(page, f"/groups/{STATE['group']}", "Group: Front desk")
+    ejected = page.locator(".ejected tbody tr")
+    await expect(ejected).to_have_count(1)
+    await expect(ejected).to_contain_text("Sales bot")
+    await expect(ejected).to_contain_text("failures in a row — busy")
+    await expect(
+        page.locator(f'li.member[data-agent="{STATE["agents"]["Sales bot"]}"] .counters')
+    ).to_contain_text("Ejected until")
+    await screenshot(page, "group")
+    await page.get_by_role("button", name="Let Sales bot back in").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Let back in").click()
+    await expect(page.locator(".toast", has_text="Sales bot is back in the group.")).to_be_visible()
+    await expect(ejected).to_have_count(0)
+    await expect(page.locator(".ejected")).to_contain_text("No agent is ejected.")
+    stats = await api(dashboard_url, "GET", f"/api/agent-groups/{STATE['group']}/stats")
+    assert stats["ejected"] == []
+    assert not page.js_errors, page.js_errors  # type: ignore[attr-defined]
+
+
+async def test_a_rule_with_a_schedule_and_a_70_30_split(
+    page: Page, dashboard_url: str, database_url: str
+) -> None:
+    """The rule form edits a schedule and a traffic split; the API's 422s (an unknown time zone,
+    percents not summing to 100) show at their field; the split report shows each branch's calls."""
+    await goto(page, "/inbound", "Inbound rules")
+    await page.get_by_role("button", name="New rule").click()
+    rule = page.locator("form.rule-form")
+    await rule.get_by_label("Name", exact=True).fill("A/B providers")
+    await rule.get_by_label("Called number pattern", exact=True).fill("+1646*")
+    await rule.get_by_label("Send to", exact=True).select_option("split")
+    await expect(rule.get_by_label("Target", exact=True)).to_be_hidden()
+    branches = rule.locator("fieldset.split ol.rows > li")
+    await expect(branches).to_have_count(2)
+    await branches.nth(0).get_by_label("Group or agent", exact=True).select_option(label="Front desk")
+    await branches.nth(0).get_by_label("Percent", exact=True).fill("70")
+    await branches.nth(1).get_by_label("Group or agent", exact=True).select_option(label="After hours")
+    await branches.nth(1).get_by_label("Percent", exact=True).fill("20")
+    await expect(rule.locator(".split-total")).to_have_text("Total: 90%")
+
+    schedule = rule.locator("fieldset.schedule")
+    await schedule.get_by_label("Only at certain times", exact=False).check()
+    await schedule.get_by_label("Time zone", exact=True).fill("Mars/Olympus_Mons")
+    await schedule.get_by_label("Sat", exact=True).check()
+    await schedule.get_by_label("Fri", exact=True).uncheck()
+    hours = schedule.locator("ol.rows > li")
+    await expect(hours).to_have_count(1)
+    await hours.nth(0).get_by_label("From", exact=True).fill("08:30")
+    await schedule.get_by_role("button", name="Add hours").click()
+    await hours.nth(1).get_by_label("From", exact=True).fill("22:00")
+    await hours.nth(1).get_by_label("To", exact=True).fill("02:00")
+    await schedule.get_by_label("Holidays (closed all day)", exact=True).fill("2026-12-25\n2027-01-01")
+    await rule.get_by_role("button", name="Create rule").click()
+    await expect(schedule.locator('[data-field="schedule.timezone"] .field-error')).to_contain_text(
+        "timezone"
+    )
+    await expect(schedule.get_by_label("Time zone", exact=True)).to_have_attribute("aria-invalid", "true")
+    await schedule.get_by_label("Time zone", exact=True).fill("America/New_York")
+    await rule.get_by_role("button", name="Create rule").click()
+    split_error = rule.locator("fieldset.split .rows-editor > .field-error")
+    await expect(split_error).to_contain_text("sum to 100")
+    await expect(schedule.locator('[data-field="schedule.timezone"] .field-error')).to_be_hidden()
+    await screenshot(page, "inbound-rule-split-error")
+    await branches.nth(1).get_by_label("Percent", exact=True).fill("30")
+    await expect(rule.locator(".split-total")).to_have_text("Total: 100%")
+    await rule.get_by_role("button", name="Create rule").click()
+    row = page.locator("tr[data-rule]", has_text="A/B providers")
+    await expect(row).to_contain_text("split: Front desk 70% · After hours 30%")
+    await expect(row).to_contain_text(
+        "Mon Tue Wed Thu Sat, 08:30\u201317:30, 22:00\u201302:00 (America/New_York)"
+    )
+
+    rules = (await api(dashboard_url, "GET", "/api/inbound-routing-rules"))["data"]
+    saved = next(r for r in rules if r["name"] == "A/B providers")
+    STATE["split_rule"] = saved["id"]
+    assert saved["targets"] == [
+        {"target_type": "group", "target_id": STATE["group"], "percent": 70},
+        {"target_type": "group", "target_id": STATE["after_hours"], "percent": 30},
+    ]
+    assert saved["schedule"] == {
+        "timezone": "America/New_York",
+        "days": ["mon", "tue", "wed", "thu", "sat"],
+        "ranges": [["08:30", "17:30"], ["22:00", "02:00"]],
+        "holidays": ["2026-12-25", "2027-01-01"],
+    }
+
+    # Editing shows both again, as saved.
+    await page.get_by_role("button", name=f"Edit rule {saved['id']}").click()
+    rule = page.locator("form.rule-form")
+    await expect(rule.get_by_label("Send to", exact=True)).to_have_value("split")
+    await expect(
+        rule.locator("fieldset.split ol.rows > li").nth(1).get_by_label("Percent", exact=True)
+    ).to_have_value("30")
+    await expect(rule.locator("fieldset.schedule").get_by_label("Time zone", exact=True)).to_have_value(
+        "America/New_York"
+    )
+    await expect(rule.locator("fieldset.schedule").get_by_label("Sat", exact=True)).to_be_checked()
+    await screenshot(page, "inbound-rule-edit")
+    await rule.get_by_role("button", name="Cancel").click()
+
+    # Calls that took each branch, as the event consumer writes them (the schedule is closed for most
+    # of the day, so no simulated call is sent): 2 to Front desk (answered), 1 to After hours.
+    me = await api(dashboard_url, "GET", "/api/user")
+    now_ms = int(time.time() * 1000)
+    engine = create_async_engine(database_url, pool_size=1)
+    try:
+        async with engine.begin() as conn, AsyncSession(bind=conn) as session:
+            for n, target in enumerate((STATE["group"], STATE["group"], STATE["after_hours"])):
+                events = full_call(
+                    me["tenant_id"],
+                    uuid.uuid4().hex,
+                    agent_id=STATE["agents"]["Sales bot"],
+                    group_id=target,
+                    rule_id=saved["id"],
+                    start_ms=now_ms - 120_000 - n * 1000,
+                    answer_ms=now_ms - 100_000,
+                    end_ms=now_ms - 40_000,
+                )
+                events[0] = msgspec.structs.replace(events[0], split_target=f"group:{target}")
+                await write_events(session, events)
+    finally:
+        await engine.dispose()
+    await page.reload()
+    await expect(page.locator("#main h1")).to_have_text("Inbound rules")
+    report = page.locator(".split-report")
+    front = report.locator(f'tr[data-branch="{saved["id"]}:group:{STATE["group"]}"]')
+    await expect(front).to_contain_text("Front desk")
+    await expect(front.locator('td[data-label="Calls"]')).to_have_text("2")
+    await expect(front.locator('td[data-label="Set"]')).to_have_text("70%")
+    await expect(front.locator('td[data-label="Actual"]')).to_have_text("66.7%")
+    other = report.locator(f'tr[data-branch="{saved["id"]}:group:{STATE["after_hours"]}"]')
+    await expect(other.locator('td[data-label="Calls"]')).to_have_text("1")
+    await screenshot(page, "inbound-rules")
+
+    # Tablet width: the rule form with its split and schedule, and the group's new sections, fit.
+    await page.set_viewport_size({"width": 820, "height": 1100})
+    try:
+        await page.get_by_role("button", name=f"Edit rule {saved['id']}").click()
+        await expect(page.locator("form.rule-form fieldset.split")).to_be_visible()
+        for route, heading in (("/inbound", None), (f"/groups/{STATE['group']}", "Group: Front desk")):
+            if heading:
+                await goto(page, route, heading)
+                await expect(page.locator("ol.rows > li")).to_have_count(3)
+            overflow = await page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, f"{route} scrolls sideways by {overflow} px on a tablet"
+            await screenshot(page, "tablet-" + route.strip("/").split("/")[0])
+    finally:
+        await page.set_viewport_size({"width": 1360, "height": 900})
+    assert not page.js_errors, page.js_errors  # type: ignore[attr-defined]
+
+
 async def test_viewer_sees_everything_and_no_edit_controls(
     page: Page, browser: Browser, dashboard_url: str
 ) -> None:
@@ -668,6 +925,15 @@ async def test_viewer_sees_everything_and_no_edit_controls(
             ).count()
             assert enabled_inputs == 0, f"{route}: {enabled_inputs} editable form fields"
         await goto(viewer, f"/groups/{STATE['group']}", "Group: Front desk")
+        # Outlier ejection and the overflow chain, read-only: the form's fields disabled, the chain as text.
+        await expect(viewer.get_by_label("Failures in a row", exact=True)).to_be_disabled()
+        await expect(viewer.get_by_label("Failures in a row", exact=True)).to_have_value("1")
+        await expect(viewer.locator(".overflow-steps li")).to_have_text(
+            ["group “After hours”", "dial +12125550100", "announce “Sorry, everyone is busy.”, hang up"]
+        )
+        await expect(viewer.locator(".ejected")).to_contain_text("No agent is ejected.")
+        for label in ("Save outlier ejection", "Save overflow chain", "Add overflow step"):
+            assert await viewer.get_by_role("button", name=label).count() == 0, label
         await screenshot(viewer, "viewer-group")
         # The dry run changes nothing: a viewer has its form and gets the answer.
         await goto(viewer, "/inbound", "Inbound rules")
@@ -676,6 +942,10 @@ async def test_viewer_sees_everything_and_no_edit_controls(
         await dry.get_by_label("Domain", exact=True).select_option("acme.cloudonix.net")
         await dry.get_by_role("button", name="Test").click()
         await expect(viewer.locator(".dry-result")).to_contain_text("“Front desk”")
+        split_row = viewer.locator("tr[data-rule]", has_text="A/B providers")
+        await expect(split_row).to_contain_text("split: Front desk 70% · After hours 30%")
+        await expect(split_row).to_contain_text("(America/New_York); closed 2 holiday(s)")
+        await expect(viewer.locator(".split-report tbody tr")).to_have_count(2)
         await screenshot(viewer, "viewer-inbound-dry-run")
         # Exports are reads: both buttons are there for a viewer, as the API allows both.
         await goto(viewer, "/cdrs", "CDRs")

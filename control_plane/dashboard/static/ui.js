@@ -258,7 +258,9 @@ function control(f, id, errId, helpId, disabled) {
   return input;
 }
 
-export function form({ fields, submitLabel = "Save", onSubmit, onCancel, readOnly = false, className = "", extra, layout = "" }) {
+// `fieldError(field, message)`: a form with its own editors (lists of rows) shows the API errors those
+// own and answers the element to focus (or true); other errors land on the form's fields.
+export function form({ fields, submitLabel = "Save", onSubmit, onCancel, readOnly = false, className = "", extra, layout = "", fieldError }) {
   const slots = new Map();
   const formError = h("div", { class: "alert error", role: "alert", hidden: true });
   const el = h("form", { class: `form ${layout} ${className}`.trim(), novalidate: true });
@@ -318,6 +320,11 @@ export function form({ fields, submitLabel = "Save", onSubmit, onCancel, readOnl
     const loose = [];
     let first = null;
     for (const { field, message } of errors) {
+      const own = field && fieldError ? fieldError(field, message) : null;
+      if (own) {
+        first = first || (own === true ? null : own);
+        continue;
+      }
       const slot = field ? slotFor(field) : null;
       if (!slot) {
         loose.push(field ? `${field}: ${message}` : message);

@@ -1,8 +1,12 @@
 // One agent group: strategy and settings; members in priority order (drag and drop, or the up/down
 // buttons: moving renumbers priorities 1..n), capacity and weight; each member's live counters from
-// GET /api/agent-groups/{id}/stats, refreshed every few seconds; reset of the balancing counters.
-import { api } from "../api.js";
-import { badge, button, canWrite, confirmDialog, errorBox, fmtPercent, fmtTime, form, h, nextId, pageHeader, section, toast } from "../ui.js";
+// GET /api/agent-groups/{id}/stats, refreshed every few seconds; reset of the balancing counters;
+// outlier ejection (settings.outlier) with who is ejected now and a button to let them back in; the
+// overflow chain (settings.overflow) tried after the members. PATCH merges settings keys server-side,
+// so each form sends only its own.
+import { all, api } from "../api.js";
+import { indexIn, rowField, rowsEditor, selectOf } from "../rows.js";
+import { badge, button, canWrite, confirmDialog, errorBox, fmtPercent, fmtTime, form, h, nextId, pageHeader, section, table, toast } from "../ui.js";
 
 export const STRATEGIES = [
   { value: "load_balanced", label: "Load balanced (fewest recent calls)" },
@@ -49,6 +53,140 @@ function settingsForm(group, navigate) {
   });
 }
 
+// settings.outlier: off (null) or the whole object (PATCH replaces the key, other settings stay).
+const OUTLIER_DEFAULTS = { consecutive_failures: 5, failure_rate: null, window_s: 60, min_calls: 10, base_ejection_s: 30, max_ejection_s: 600, max_ejected_percent: 50, short_call_s: 0, allow_eject_all: false };
+function outlierForm(group, navigate) {
+  const o = group.settings?.outlier;
+  const v = { ...OUTLIER_DEFAULTS, ...(o || {}) };
+  const at = (key) => `settings.outlier.${key}`;
+  const f = form({
+    readOnly: !canWrite(),
+    submitLabel: "Save outlier ejection",
+    layout: "grid",
+    className: "outlier-form",
+    fields: [
+      { name: "outlier_enabled", label: "Eject agents whose calls keep failing", type: "checkbox", value: Boolean(o), noSubmit: true, wide: true, help: "Busy, failed or unanswered dials (and answered calls shorter than the short-call limit) count as failures of the agent." },
+      { name: at("consecutive_failures"), label: "Failures in a row", type: "number", min: 1, max: 100, value: v.consecutive_failures, help: "Eject after this many failures in a row." },
+      { name: at("failure_rate"), label: "Failure rate (0 to 1)", type: "number", min: 0, max: 1, step: 0.01, value: v.failure_rate, empty: null, help: "Also eject above this share of failures over the window; empty = off." },
+      { name: at("window_s"), label: "Failure-rate window (s)", type: "number", min: 10, max: 86400, value: v.window_s },
+      { name: at("min_calls"), label: "Failure rate: minimum calls", type: "number", min: 1, max: 10000, value: v.min_calls },
+      { name: at("base_ejection_s"), label: "First ejection (s)", type: "number", min: 1, max: 3600, value: v.base_ejection_s, help: "Doubles on each repeat…" },
+      { name: at("max_ejection_s"), label: "Longest ejection (s)", type: "number", min: 1, max: 86400, value: v.max_ejection_s, help: "…up to this." },
+      { name: at("max_ejected_percent"), label: "At most ejected (% of members)", type: "number", min: 0, max: 100, value: v.max_ejected_percent },
+      { name: at("short_call_s"), label: "Short call (s)", type: "number", min: 0, max: 600, value: v.short_call_s, help: "An answered call shorter than this is a failure; 0 = off." },
+      { name: at("allow_eject_all"), label: "May eject the last available agent", type: "checkbox", value: v.allow_eject_all, help: "Then calls get the no-agent answer or the overflow chain." },
+    ],
+    async onSubmit(values) {
+      const on = f.input("outlier_enabled").checked;
+      const body = { settings: { outlier: on ? values.settings.outlier : null } };
+      await api.patch(`/api/agent-groups/${group.id}`, body);
+      toast(on ? "Outlier ejection saved." : "Outlier ejection turned off.");
+      navigate(`/groups/${group.id}`);
+    },
+  });
+  const toggle = f.input("outlier_enabled");
+  const sync = () => {
+    for (const key of Object.keys(OUTLIER_DEFAULTS)) f.show(at(key), toggle.checked);
+  };
+  toggle.addEventListener("change", sync);
+  sync();
+  return f;
+}
+
+// settings.overflow: what comes after the members, in order.
+const STEP_TYPES = [
+  { value: "group", label: "Another group" },
+  { value: "number", label: "A phone number" },
+  { value: "announcement", label: "An announcement" },
+];
+const STEP_FIELDS = { group: ["group_id"], number: ["number"], announcement: ["message", "play_url"] };
+
+export function stepText(step, groups) {
+  if (step.type === "group") return `group “${groups.find((g) => g.id === step.group_id)?.name || `#${step.group_id}`}”`;
+  if (step.type === "number") return `dial ${step.number}`;
+  return `announce ${[step.message ? `“${step.message}”` : null, step.play_url ? `play ${step.play_url}` : null].filter(Boolean).join(" and ")}, hang up`;
+}
+
+function overflowSection(group, groups, navigate) {
+  const steps = group.settings?.overflow || [];
+  const others = groups.filter((g) => g.id !== group.id);
+  const intro = h("p", { class: "help" }, "Tried in order after every member is busy, full, ejected or already tried. ", `Max attempts per call (${group.settings?.max_attempts ?? 3}) is the budget of the whole chain.`);
+  if (!canWrite()) {
+    return section(
+      "Overflow chain",
+      intro,
+      steps.length ? h("ol", { class: "overflow-steps" }, steps.map((st) => h("li", {}, stepText(st, groups)))) : h("p", { class: "empty" }, "No overflow: when the members are exhausted, calls get the no-agent answer."),
+    );
+  }
+  const groupOptions = [{ value: "", label: others.length ? "Choose a group" : "No other group yet" }, ...others.map((g) => ({ value: g.id, label: g.name }))];
+  const editor = rowsEditor({
+    label: "Overflow steps in order",
+    addLabel: "Add overflow step",
+    rowLabel: (i) => `Step ${i + 1}`,
+    ordered: true,
+    max: 10,
+    rows: steps,
+    blank: () => ({ type: others.length ? "group" : "number" }),
+    draw(row, put) {
+      const wraps = {};
+      const type = selectOf(STEP_TYPES, row.type, { "data-key": "type" });
+      const groupSel = selectOf(groupOptions, row.group_id ?? "", { "data-key": "group_id" });
+      groupSel.addEventListener("change", () => put("group_id", groupSel.value ? Number(groupSel.value) : null));
+      const number = h("input", { type: "tel", value: row.number ?? "", placeholder: "+12125550100", "data-key": "number", autocomplete: "off" });
+      number.addEventListener("input", () => put("number", number.value.trim() || null));
+      const message = h("input", { type: "text", value: row.message ?? "", "data-key": "message", placeholder: "All our agents are busy. Please call again later." });
+      message.addEventListener("input", () => put("message", message.value.trim() || null));
+      const play = h("input", { type: "url", value: row.play_url ?? "", "data-key": "play_url", placeholder: "https://…/busy.mp3" });
+      play.addEventListener("input", () => put("play_url", play.value.trim() || null));
+      wraps.group_id = rowField("Group", groupSel);
+      wraps.number = rowField("Phone number", number);
+      wraps.message = rowField("Message (spoken)", message);
+      wraps.play_url = rowField("Or play (URL)", play);
+      const sync = () => {
+        for (const [key, wrap] of Object.entries(wraps)) wrap.hidden = !STEP_FIELDS[type.value].includes(key);
+      };
+      type.addEventListener("change", () => {
+        put("type", type.value);
+        sync();
+      });
+      sync();
+      return [rowField("Then", type), ...Object.values(wraps)];
+    },
+  });
+  const save = h("button", {
+    type: "button",
+    class: "btn primary",
+    "data-write": "",
+    onclick: async () => {
+      editor.clearErrors();
+      // Each step sends only the fields of its type (the API refuses the others).
+      const overflow = editor.values().map((r) => {
+        const step = { type: r.type };
+        for (const key of STEP_FIELDS[r.type]) if (r[key] !== undefined && r[key] !== null && r[key] !== "") step[key] = r[key];
+        return step;
+      });
+      save.disabled = true;
+      try {
+        await api.patch(`/api/agent-groups/${group.id}`, { settings: { overflow } });
+        toast("Overflow chain saved.");
+        navigate(`/groups/${group.id}`);
+      } catch (err) {
+        const errors = err.fieldErrors?.length ? err.fieldErrors : [{ field: null, message: err.message }];
+        let first = null;
+        for (const { field, message } of errors) {
+          const where = field ? indexIn(field, "settings.overflow") : null;
+          const shown = editor.setError(where ? where.index : null, field && !where ? `${field}: ${message}` : message, where?.rest);
+          first = first || shown;
+        }
+        first?.focus?.();
+      } finally {
+        save.disabled = false;
+      }
+    },
+  }, "Save overflow chain");
+  return section("Overflow chain", intro, editor.el, h("div", { class: "form-actions" }, save));
+}
+
 // The members editor. `rows` keeps the order shown; moving renumbers priorities.
 function membersEditor(group, reload) {
   const write = canWrite();
@@ -87,6 +225,9 @@ function membersEditor(group, reload) {
       h("dt", {}, "Active"), h("dd", {}, `${s.active_calls}${m.capacity ? ` / ${m.capacity}` : ""}`),
       h("dt", {}, "Utilisation"), h("dd", {}, s.utilisation === null ? "unlimited" : fmtPercent(s.utilisation)),
       h("dt", {}, "Last chosen"), h("dd", {}, fmtTime(s.last_chosen_at)),
+      s.ejected_until ? [h("dt", {}, "Ejected until"), h("dd", {}, badge(fmtTime(s.ejected_until), "bad"))] : null,
+      !s.ejected_until && s.on_probation ? [h("dt", {}, "Outlier"), h("dd", {}, badge("on probation", "warn"))] : null,
+      s.consecutive_failures ? [h("dt", {}, "Failures in a row"), h("dd", {}, String(s.consecutive_failures))] : null,
     );
   }
 
@@ -199,6 +340,7 @@ function membersEditor(group, reload) {
       const answer = await api.get(`/api/agent-groups/${group.id}/stats`);
       stats.clear();
       for (const s of answer.members) stats.set(s.agent_id, s);
+      drawEjected(answer.ejected || []);
       summary.textContent = `${answer.active_calls} active · ${answer.window_calls} calls in the last ${answer.window_hours} h${answer.round_robin_last ? ` · round robin last chose agent ${answer.round_robin_last.agent_id}` : ""}`;
       for (const m of rows) {
         const node = list.querySelector(`[data-agent="${m.agent_id}"] .counters`);
@@ -209,6 +351,56 @@ function membersEditor(group, reload) {
     }
   }
   const summary = h("p", { class: "muted", "aria-live": "off" }, "Loading counters…");
+
+  // Who settings.outlier has left out of the selection now (GET …/stats `ejected`), and the lift.
+  const ejectedBox = h("div", { class: "ejected", "aria-live": "polite" });
+  const nameOf = (id) => rows.find((m) => m.agent_id === id)?.name || `agent ${id}`;
+  const REASONS = { consecutive: "failures in a row", failure_rate: "failure rate", probation: "failed on probation" };
+  const FAILURES = { busy: "busy", failed: "failed", no_answer: "no answer", short_call: "short call" };
+  function reasonText(reason) {
+    const [trigger, failure] = String(reason || "").split(":");
+    return [REASONS[trigger] || trigger, FAILURES[failure] || failure].filter(Boolean).join(" — ");
+  }
+  let ejectedShown = null;
+  function drawEjected(ejected) {
+    // Redrawn only when it changed: the 5-s refresh must not take the focus off "Let back in".
+    const signature = JSON.stringify(ejected);
+    if (signature === ejectedShown) return;
+    ejectedShown = signature;
+    ejectedBox.replaceChildren(
+      h("h3", {}, "Ejected now"),
+      ejected.length
+        ? table(
+            [
+              { label: "Agent", render: (e) => nameOf(e.agent_id) },
+              { label: "Why", render: (e) => reasonText(e.reason) },
+              { label: "Since", render: (e) => fmtTime(e.since) },
+              { label: "Back at", render: (e) => fmtTime(e.until) },
+              { label: "In a row", key: "ejections", className: "num" },
+              { label: "Call", render: (e) => h("a", { href: `#/calls/${e.session_token}`, "aria-label": `Call that ejected ${nameOf(e.agent_id)}` }, e.session_token.slice(0, 10) + "…") },
+              {
+                label: "Actions",
+                write: true,
+                className: "actions-cell",
+                render: (e) =>
+                  button("Let back in", async () => {
+                    if (!(await confirmDialog(`Let ${nameOf(e.agent_id)} back into the group now (failures forgotten)?`, "Let back in"))) return;
+                    try {
+                      await api.del(`/api/agent-groups/${group.id}/ejections/${e.agent_id}`);
+                      toast(`${nameOf(e.agent_id)} is back in the group.`);
+                      refreshStats();
+                    } catch (err) {
+                      error.replaceChildren(errorBox(err));
+                    }
+                  }, { write: true, kind: "small", "aria-label": `Let ${nameOf(e.agent_id)} back in` }),
+              },
+            ],
+            ejected,
+            { caption: "Agents ejected from the group now", rowAttrs: (e) => ({ "data-ejected": e.agent_id }) },
+          )
+        : h("p", { class: "empty" }, group.settings?.outlier ? "No agent is ejected." : "Outlier ejection is off for this group."),
+    );
+  }
 
   draw();
   const add = write ? addMemberForm(group, rows, reload) : null;
@@ -229,6 +421,7 @@ function membersEditor(group, reload) {
     status,
     rows.length ? list : h("p", { class: "empty" }, "No members yet."),
     error,
+    ejectedBox,
     h("div", { class: "form-actions" }, save, reset, button("Refresh counters", refreshStats)),
     add,
   );
@@ -271,7 +464,7 @@ export async function render({ params, navigate }) {
   if (params.id === undefined) {
     return h("div", {}, pageHeader("New agent group"), section(null, settingsForm(null, navigate).el));
   }
-  const group = await api.get(`/api/agent-groups/${params.id}`);
+  const [group, groups] = await Promise.all([api.get(`/api/agent-groups/${params.id}`), all("/api/agent-groups")]);
   const reload = () => navigate(`/groups/${group.id}`);
   const members = membersEditor(group, reload);
   const remove = button("Delete group", async () => {
@@ -290,6 +483,8 @@ export async function render({ params, navigate }) {
     pageHeader(`Group: ${group.name}`, group.enabled ? badge("enabled", "ok") : badge("disabled", "muted"), remove),
     section("Strategy and settings", settingsForm(group, navigate).el),
     members.node,
+    section("Outlier ejection", outlierForm(group, navigate).el),
+    overflowSection(group, groups, navigate),
   );
   return { node, dispose: members.dispose };
 }
