@@ -175,7 +175,8 @@ def cmd_rebuild_aggregates(settings: LauncherSettings, tenant_id: int | None = N
                     f"tenant {report.tenant_id}: {report.records} call records -> {report.rows} aggregate rows "
                     f"({report.rows_before} before, {report.drifted} differed); per tenant hour "
                     f"{report.tenant_rows} ({report.tenant_drifted} differed), per day "
-                    f"{report.day_rows} ({report.day_drifted} differed) in {report.seconds:.2f} s",
+                    f"{report.day_rows} ({report.day_drifted} differed), per duration second "
+                    f"{report.duration_rows} ({report.duration_drifted} differed) in {report.seconds:.2f} s",
                     flush=True,
                 )
         finally:

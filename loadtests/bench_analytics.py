@@ -253,6 +253,19 @@ def endpoints(agent_id: int, group_id: int) -> list[tuple[str, str, dict[str, An
             records,
             {"min_duration": 245, "max_duration": 295, "agent_id": agent_id},
         ),
+        # The same bounds with the filters the rollups answer: a direction, the week's tenant days.
+        ("records 245..295 s", records, {"min_duration": 245, "max_duration": 295}),
+        ("records min_duration=305 dir", records, {"min_duration": 305, "direction": "outbound"}),
+        (
+            "records min_duration=305 dates",
+            records,
+            {"min_duration": 305, "start_date": week, "end_date": today.isoformat()},
+        ),
+        (
+            "records 245..295 s + group",
+            records,
+            {"min_duration": 245, "max_duration": 295, "group_id": group_id},
+        ),
         ("records from (number)", records, {"from": "+14150000123"}),
         ("records to (number)", records, {"to": "5550123"}),
         ("records sort=duration", records, {"sort": "-duration"}),

@@ -1,9 +1,9 @@
 """What the consumer's aggregate upkeep (``aggregates.apply_deltas``) costs per batch, with and without
-the ``call_stats_day`` upsert: the same batches of deltas (a consumer batch's worth of records: 20
+one table's upsert (``--table``: ``call_stats_day``, or ``call_stats_duration``): the same batches of deltas (a consumer batch's worth of records: 20
 agents in 4 groups, 3 directions, over the current and previous hour) applied in turn, each in its own
 transaction, in a throwaway database; wall ms per batch (p50/p99) and PostgreSQL CPU ms per batch.
 
-    flock /tmp/vlb-bench.lock .venv/bin/python -m loadtests.bench_stats_upkeep [--batches 300]
+    flock /tmp/vlb-bench.lock .venv/bin/python -m loadtests.bench_stats_upkeep [--batches 300] [--table T]
 """
 
 from __future__ import annotations
@@ -51,17 +51,24 @@ def batch(rng: random.Random, tenant_id: int, records: int) -> aggregates.StatDe
     return deltas
 
 
-async def run(db: AsyncEngine, url: str, name: str, tenant_id: int, batches: int, records: int) -> None:
+# The StatDeltas method that lists each table's rows (emptied to leave the table out).
+ROWS_OF = {"call_stats_day": "per_day", "call_stats_duration": "per_duration"}
+
+
+async def run(
+    db: AsyncEngine, url: str, name: str, tenant_id: int, batches: int, records: int, table: str
+) -> None:
     rng = random.Random(1)
     work = [batch(rng, tenant_id, records) for _ in range(batches)]
-    original = aggregates.StatDeltas.per_day
+    method = ROWS_OF[table]
+    original = getattr(aggregates.StatDeltas, method)
     for label, with_day in (
-        ("without call_stats_day", False),
-        ("with call_stats_day", True),
+        (f"without {table}", False),
+        (f"with {table}", True),
         ("without again", False),
         ("with again", True),
     ):
-        aggregates.StatDeltas.per_day = original if with_day else (lambda self: [])  # type: ignore[method-assign]
+        setattr(aggregates.StatDeltas, method, original if with_day else (lambda self: []))
         async with db.connect() as conn:
             await conn.execute(text("SELECT 1"))
         pids = await backend_pids(url, name)
@@ -76,12 +83,12 @@ async def run(db: AsyncEngine, url: str, name: str, tenant_id: int, batches: int
         pg_ms = (backend_cpu_s(pids) - cpu) * 1000 / batches
         samples.sort()
         print(
-            f"{label:24} batches {batches} x {records} records: p50 {statistics.median(samples):6.2f} ms"
+            f"{label:32} batches {batches} x {records} records: p50 {statistics.median(samples):6.2f} ms"
             f"  p99 {samples[int(0.99 * (len(samples) - 1))]:6.2f} ms  pg cpu {pg_ms:5.2f} ms/batch"
             f"  load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-    aggregates.StatDeltas.per_day = original  # type: ignore[method-assign]
+    setattr(aggregates.StatDeltas, method, original)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--records", type=int, default=150, help="records changed per batch")
+    parser.add_argument(
+        "--table", choices=sorted(ROWS_OF), default="call_stats_day", help="the upsert toggled"
+    )
     args = parser.parse_args(argv)
     admin_url = os.environ.get("VLB_DATABASE_URL", DEFAULT_ADMIN_URL)
     name = f"vlb_bench_{uuid.uuid4().hex[:8]}"
@@ -108,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
                 ).scalar_one()
-            await run(db, url, name, int(tenant_id), args.batches, args.records)
+            await run(db, url, name, int(tenant_id), args.batches, args.records, args.table)
             await db.dispose()
 
         asyncio.run(go())

@@ -19,6 +19,13 @@ narrow for the agent and group reads).
 agent, group): the agent and group reports read a range's whole UTC days there (a row per agent and
 group a day) and its edges from ``call_stats``. Kept, rebuilt and checked like ``call_stats_tenant``.
 
+``call_stats_duration`` is a fine duration histogram: records per (tenant, duration in whole seconds,
+UTC day of the start, direction); a live call (no duration) is in none. The record list's
+``min_duration`` / ``max_duration`` totals read the coarse buckets above for whole buckets and this
+table only for the few seconds between a bound and its nearest bucket edge. ``contribution`` returns a
+record's duration with its key, ``StatDeltas`` sums the changes per histogram row, ``apply_deltas``
+upserts them after the other tables, and ``rebuild`` / ``drift`` recompute them from the records.
+
 Concurrency: a writer takes a shared per-tenant advisory lock (``hold_tenants``) before it reads the
 records it will change; ``rebuild`` takes the same lock exclusively, so it waits for the writers in
 flight and the writers wait for it, and its snapshot of the records is the one its rows describe."""
@@ -128,6 +135,15 @@ class StatKey(NamedTuple):
     direction: str
 
 
+class Contribution(NamedTuple):
+    """What one record adds: its ``call_stats`` row key, a value per COLUMNS entry, and its duration (its
+    ``call_stats_duration`` row, with the key's UTC day and direction; None: in none)."""
+
+    key: StatKey
+    values: tuple[int, ...]
+    duration: int | None
+
+
 def bucket_of(start_time: datetime.datetime | None, created_at: datetime.datetime) -> datetime.datetime:
     moment = (start_time or created_at).astimezone(datetime.UTC)
     return moment.replace(minute=0, second=0, microsecond=0)
@@ -156,8 +172,9 @@ def contribution(
     status: str,
     duration: int | None,
     billsec: int | None,
-) -> tuple[StatKey, tuple[int, ...]]:
-    """What one record adds to ``call_stats``: its row's key and a value per COLUMNS entry."""
+) -> Contribution:
+    """What one record adds to ``call_stats`` (its row's key and a value per COLUMNS entry) and to
+    ``call_stats_duration`` (its duration)."""
     completed = status == CallStatus.COMPLETED.value
     key = StatKey(tenant_id, bucket_of(start_time, created_at), agent_id or 0, group_id or 0, direction or "")
     values = (
@@ -174,7 +191,7 @@ def contribution(
         billsec or 0,
         *(_NO_DURATION if duration is None else _ONE_HOT[duration_bucket(duration)]),
     )
-    return key, values
+    return Contribution(key, values, duration)
 
 
 # Advisory lock keys: "VLBS" in the high half, the tenant id in the low one (ids past 2**32 share a
@@ -216,26 +233,45 @@ class DayKey(NamedTuple):
     group_id: int
 
 
+class DurationKey(NamedTuple):
+    tenant_id: int
+    duration: int
+    day: datetime.date
+    direction: str
+
+
 def day_key(key: StatKey) -> DayKey:
     """The ``call_stats_day`` row a ``call_stats`` row adds to (its bucket is a UTC hour)."""
     return DayKey(key.tenant_id, key.bucket.astimezone(datetime.UTC).date(), key.agent_id, key.group_id)
 
 
 class StatDeltas:
-    """What a batch of record changes does to ``call_stats``, summed per row key."""
+    """What a batch of record changes does to ``call_stats`` (summed per row key) and to
+    ``call_stats_duration`` (per histogram row)."""
 
-    __slots__ = ("rows",)
+    __slots__ = ("durations", "rows")
 
     def __init__(self) -> None:
         self.rows: dict[StatKey, list[int]] = {}
+        self.durations: dict[DurationKey, int] = {}
 
-    def add(self, key: StatKey, values: tuple[int, ...], sign: int = 1) -> None:
+    def add(self, key: StatKey, values: tuple[int, ...], duration: int | None = None, sign: int = 1) -> None:
+        """Add (sign 1) or take away (-1) one record's ``Contribution``."""
         row = self.rows.get(key)
         if row is None:
             self.rows[key] = [sign * v for v in values]
         else:
             for i, v in enumerate(values):
                 row[i] += sign * v
+        if duration is not None:
+            dkey = DurationKey(
+                key.tenant_id, duration, key.bucket.astimezone(datetime.UTC).date(), key.direction
+            )
+            self.durations[dkey] = self.durations.get(dkey, 0) + sign
+
+    def per_duration(self) -> list[tuple[DurationKey, list[int]]]:
+        """The ``call_stats_duration`` rows that change (their ``calls``), in key order."""
+        return sorted((k, [n]) for k, n in self.durations.items() if n)
 
     def nonzero(self) -> list[tuple[StatKey, list[int]]]:
         """The rows that change, in key order (the order every writer locks them in)."""
@@ -301,6 +337,13 @@ DAY_UPSERT_SQL = _upsert_sql("call_stats_day", DAY_KEY, _DAY_KEY_ARRAYS, STATS_C
 DAY_DELETE_EMPTY_SQL = _delete_empty_sql("call_stats_day", STATS_COLUMNS)
 TENANT_UPSERT_SQL = _upsert_sql("call_stats_tenant", TENANT_KEY, _TENANT_KEY_ARRAYS, COLUMNS)
 TENANT_DELETE_EMPTY_SQL = _delete_empty_sql("call_stats_tenant", COLUMNS)
+DURATION_KEY = ("tenant_id", "duration", "day", "direction")
+_DURATION_KEY_ARRAYS = (
+    "CAST(:tenant_id AS bigint[]), CAST(:duration AS integer[]), CAST(:day AS date[]), "
+    "CAST(:direction AS varchar[])"
+)
+DURATION_UPSERT_SQL = _upsert_sql("call_stats_duration", DURATION_KEY, _DURATION_KEY_ARRAYS, ("calls",))
+DURATION_DELETE_EMPTY_SQL = _delete_empty_sql("call_stats_duration", ("calls",))
 
 
 async def _upsert(
@@ -322,9 +365,10 @@ async def _upsert(
 
 async def apply_deltas(session: AsyncSession, deltas: StatDeltas) -> int:
     """Add the deltas to ``call_stats`` (one multi-row upsert, rows in key order, so two writers lock
-    shared rows in one order), then delete the rows they emptied; then the same for ``call_stats_day``
-    and ``call_stats_tenant`` (every writer locks ``call_stats`` rows, then ``call_stats_day`` ones, then
-    ``call_stats_tenant`` ones, each in key order: one order for all). Returns how many ``call_stats`` rows changed."""
+    shared rows in one order), then delete the rows they emptied; then the same for ``call_stats_day``,
+    ``call_stats_tenant`` and ``call_stats_duration`` (every writer locks ``call_stats`` rows, then
+    ``call_stats_day`` ones, then ``call_stats_tenant`` ones, then ``call_stats_duration`` ones, each in
+    key order: one order for all). Returns how many ``call_stats`` rows changed."""
     # call_stats takes the deltas without the duration buckets (a row whose other columns do not
     # change, e.g. a duration going from none to 0, is left alone).
     rows = [(k, v[:_N_STATS]) for k, v in deltas.nonzero() if any(v[:_N_STATS])]
@@ -336,6 +380,11 @@ async def apply_deltas(session: AsyncSession, deltas: StatDeltas) -> int:
     tenant_rows = deltas.per_tenant()
     if tenant_rows:
         await _upsert(session, tenant_rows, TENANT_KEY, COLUMNS, TENANT_UPSERT_SQL, TENANT_DELETE_EMPTY_SQL)
+    duration_rows = deltas.per_duration()
+    if duration_rows:
+        await _upsert(
+            session, duration_rows, DURATION_KEY, ("calls",), DURATION_UPSERT_SQL, DURATION_DELETE_EMPTY_SQL
+        )
     return len(rows)
 
 
@@ -347,6 +396,17 @@ RECOMPUTE_SQL = f"""
     FROM (SELECT {CONTRIBUTION_SQL} FROM call_records r WHERE r.tenant_id = :tenant_id) c
     GROUP BY {", ".join(KEY)}
 """  # noqa: S608
+# The tenant's call_stats_duration rows from its records: keyed as ``contribution`` keys them (the UTC
+# day of the hour bucket is the UTC day of the start).
+DURATION_RECOMPUTE_SQL = """
+    SELECT r.tenant_id, r.duration, (COALESCE(r.start_time, r.created_at) AT TIME ZONE 'UTC')::date AS day,
+           COALESCE(r.direction, '') AS direction, count(*) AS calls
+    FROM call_records r WHERE r.tenant_id = :tenant_id AND r.duration IS NOT NULL
+    GROUP BY 1, 2, 3, 4
+"""
+_DURATION_STORED_SQL = (
+    f"SELECT {', '.join(DURATION_KEY)}, calls FROM call_stats_duration WHERE tenant_id = :tenant_id"  # noqa: S608
+)
 _STORED_SQL = (
     f"SELECT {', '.join(KEY)}, {', '.join(STATS_COLUMNS)} FROM call_stats WHERE tenant_id = :tenant_id"  # noqa: S608
 )
@@ -365,13 +425,17 @@ DRIFT_SQL = f"""
     fresh_t AS MATERIALIZED ({_TENANT_OF.format(key=TENANT_KEY_SQL, sums=_SUMS, rows="SELECT * FROM fresh")}),
     stored_t AS MATERIALIZED ({_TENANT_STORED_SQL}),
     fresh_d AS MATERIALIZED ({_DAY_OF.format(key=DAY_KEY_SQL, sums=_STATS_SUMS, rows="SELECT * FROM fresh")}),
-    stored_d AS MATERIALIZED ({_DAY_STORED_SQL})
+    stored_d AS MATERIALIZED ({_DAY_STORED_SQL}),
+    fresh_u AS MATERIALIZED ({DURATION_RECOMPUTE_SQL}),
+    stored_u AS MATERIALIZED ({_DURATION_STORED_SQL})
     SELECT (SELECT count(*) FROM (SELECT * FROM stored EXCEPT ALL {_STATS_OF.format(rows="SELECT * FROM fresh")}) a)
          + (SELECT count(*) FROM ({_STATS_OF.format(rows="SELECT * FROM fresh")} EXCEPT ALL SELECT * FROM stored) b)
          + (SELECT count(*) FROM (SELECT * FROM stored_t EXCEPT ALL SELECT * FROM fresh_t) c)
          + (SELECT count(*) FROM (SELECT * FROM fresh_t EXCEPT ALL SELECT * FROM stored_t) d)
          + (SELECT count(*) FROM (SELECT * FROM stored_d EXCEPT ALL SELECT * FROM fresh_d) e)
          + (SELECT count(*) FROM (SELECT * FROM fresh_d EXCEPT ALL SELECT * FROM stored_d) f)
+         + (SELECT count(*) FROM (SELECT * FROM stored_u EXCEPT ALL SELECT * FROM fresh_u) g)
+         + (SELECT count(*) FROM (SELECT * FROM fresh_u EXCEPT ALL SELECT * FROM stored_u) h)
 """  # noqa: S608
 
 
@@ -398,9 +462,12 @@ class RebuildReport:
     tenant_drifted: int = 0  # call_stats_tenant rows missing, extra or different before the rebuild
     day_rows: int = 0  # call_stats_day rows written
     day_drifted: int = 0  # call_stats_day rows missing, extra or different before the rebuild
+    duration_rows: int = 0  # call_stats_duration rows written
+    duration_drifted: int = 0  # call_stats_duration rows missing, extra or different before the rebuild
 
 
 _FRESH = "call_stats_rebuild"  # a temporary table, dropped at commit
+_FRESH_DURATIONS = "call_stats_duration_rebuild"  # the same for call_stats_duration
 _COLS = f"{', '.join(KEY)}, {', '.join(STATS_COLUMNS)}"  # call_stats's
 _FRESH_COLS = f"{', '.join(KEY)}, {', '.join(COLUMNS)}"  # the temporary table's: every column
 _ADD_BUCKETS = ", ".join(f"ADD COLUMN {c} bigint NOT NULL DEFAULT 0" for c in DURATION_COLUMNS)
@@ -470,6 +537,28 @@ async def rebuild_report(session: AsyncSession, tenant_id: int) -> RebuildReport
         text(f"INSERT INTO call_stats_day ({', '.join(DAY_KEY)}, {', '.join(STATS_COLUMNS)}) {fresh_d}")
     )
     await session.execute(text(f"DROP TABLE {_FRESH}"))
+    # call_stats_duration: recomputed from the records (a second read of them: the histogram's key is
+    # not call_stats'), compared, swapped in.
+    await session.execute(
+        text(f"CREATE TEMPORARY TABLE {_FRESH_DURATIONS} ON COMMIT DROP AS {DURATION_RECOMPUTE_SQL}"), params
+    )
+    fresh_u = f"SELECT {', '.join(DURATION_KEY)}, calls FROM {_FRESH_DURATIONS}"  # noqa: S608
+    duration_counts = (
+        await session.execute(
+            text(
+                f"""SELECT (SELECT count(*) FROM {_FRESH_DURATIONS}),
+                    (SELECT count(*) FROM ({_DURATION_STORED_SQL} EXCEPT ALL {fresh_u}) a)
+                    + (SELECT count(*) FROM ({fresh_u} EXCEPT ALL {_DURATION_STORED_SQL}) b)"""  # noqa: S608
+            ),
+            params,
+        )
+    ).one()
+    await session.execute(text("DELETE FROM call_stats_duration WHERE tenant_id = :tenant_id"), params)
+    await session.execute(
+        text(f"INSERT INTO call_stats_duration ({', '.join(DURATION_KEY)}, calls) {fresh_u}")
+    )
+    await session.execute(text(f"DROP TABLE {_FRESH_DURATIONS}"))
+    duration_rows, duration_drifted = (int(v) for v in duration_counts)
     day_rows, day_drifted = (int(v) for v in day_counts)
     rows_before, rows, records, drifted = (int(v) for v in counts)
     tenant_rows, tenant_drifted = (int(v) for v in tenant_counts)
@@ -484,6 +573,8 @@ async def rebuild_report(session: AsyncSession, tenant_id: int) -> RebuildReport
         tenant_drifted,
         day_rows,
         day_drifted,
+        duration_rows,
+        duration_drifted,
     )
 
 

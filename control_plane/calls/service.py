@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from litestar.exceptions import NotFoundException
 from sqlalchemy import ColumnElement, Select, case, func, select, text
 
 from control_plane.analytics.aggregates import DURATION_COLUMNS, DURATION_EDGES
-from control_plane.analytics.sums import StatFilter, Sums, range_sums
+from control_plane.analytics.sums import StatFilter, Sums, range_sums, whole_utc_days
 from control_plane.calls import filters
 from control_plane.calls.schemas import (
     ActiveCall,
@@ -362,43 +363,54 @@ def _stats_filter(f: RecordFilters) -> tuple[StatFilter, str] | None:
 
 @dataclass(frozen=True, slots=True)
 class DurationQuestion:
-    """How to count the records of a duration range exactly: the ``call_stats`` duration buckets that
-    lie wholly inside it, plus a count of the records in the parts of it no whole bucket covers (each
-    ``(min, max)`` seconds, inclusive; through the ``(tenant_id, duration)`` index)."""
+    """How to count the records of a duration range exactly: the ``call_stats_tenant`` duration buckets
+    (``columns``, summed) plus or minus the records of a few seconds next to a bucket edge (``parts``:
+    ``(low, high, sign)``, seconds inclusive, None for open; counted in ``call_stats_duration``)."""
 
     columns: tuple[str, ...]
-    parts: tuple[tuple[int | None, int | None], ...]
+    parts: tuple[tuple[int | None, int | None, int], ...]
+
+
+# Bucket i of aggregates.DURATION_COLUMNS holds durations in [_STARTS[i], _ENDS[i]); None: open.
+_STARTS: tuple[int | None, ...] = (None, *DURATION_EDGES)
+_ENDS: tuple[int | None, ...] = (*DURATION_EDGES, None)
+
+
+def _at_least(x: int) -> tuple[int, tuple[int | None, int | None, int] | None]:
+    """The records of ``duration >= x`` as the buckets from index ``i`` on, plus or minus one part:
+    through the edge nearest to ``x`` (the lower one on a tie), so the part is at most half a bucket.
+    Past the last edge, the records from ``x`` up (no bucket)."""
+    i = bisect.bisect_right(DURATION_EDGES, x)  # the bucket holding x
+    start, end = _STARTS[i], _ENDS[i]
+    if start == x:
+        return i, None
+    if end is None:
+        return len(DURATION_COLUMNS), (x, None, 1)
+    if start is None or x - start <= end - x:
+        return i, (start, x - 1, -1)  # the bucket's records, but those below x
+    return i + 1, (x, end - 1, 1)  # the next buckets', and those from x to the edge
 
 
 def duration_question(low: int | None, high: int | None) -> DurationQuestion:
-    """``low <= duration <= high`` (either open) as whole buckets (aggregates.DURATION_EDGES) and the
-    parts between the bounds and the nearest edges inside them."""
-    starts: list[int | None] = [None, *DURATION_EDGES]  # None: no lower end
-    ends: list[int | None] = [*DURATION_EDGES, None]  # None: no upper end
-    stop = None if high is None else high + 1  # half-open [low, stop)
-    inner = [
-        i
-        for i, (a, b) in enumerate(zip(starts, ends, strict=True))
-        if (low is None or (a is not None and a >= low)) and (stop is None or (b is not None and b <= stop))
-    ]
-    if not inner:
-        return DurationQuestion(columns=(), parts=((low, high),))
-    first, last = starts[inner[0]], ends[inner[-1]]
-    parts: list[tuple[int | None, int | None]] = []
-    if low is not None and first is not None and first > low:
-        parts.append((low, first - 1))
-    if stop is not None and last is not None and last < stop:
-        parts.append((last, high))
-    return DurationQuestion(columns=tuple(DURATION_COLUMNS[i] for i in inner), parts=tuple(parts))
+    """``low <= duration <= high`` (either open) as ``count(>= low) - count(>= high + 1)``, each through
+    its nearest bucket edge (``_at_least``): whole buckets between the two edges, and the seconds
+    between each bound and its edge added or taken away."""
+    first, low_part = (0, None) if low is None else _at_least(low)
+    last, high_part = (len(DURATION_COLUMNS), None) if high is None else _at_least(high + 1)
+    parts = [] if low_part is None else [low_part]
+    if high_part is not None:
+        a, b, sign = high_part
+        parts.append((a, b, -sign))
+    return DurationQuestion(columns=DURATION_COLUMNS[first:last], parts=tuple(parts))
 
 
 async def count_records(scope: TenantScope, f: RecordFilters) -> tuple[int, bool]:
     """How many records ``f`` selects, and whether the records themselves were counted: from
     ``call_stats`` when the filters allow (a million records are not counted one by one), else an
-    exact count of the records. A duration range is counted from ``call_stats_tenant``'s duration
-    buckets (with the filters it answers: direction, dates), plus the records between a bound and the
-    nearest bucket edge; with an agent, group or status filter it is an exact count (an agent's or a
-    group's records are a fraction of the tenant's)."""
+    exact count of the records. A duration range (with the filters the rollups answer: direction,
+    dates) is counted from ``call_stats_tenant``'s duration buckets and ``call_stats_duration``
+    (``_count_by_duration``); with an agent, group or status filter it is an exact count (an agent's or
+    a group's records are a fraction of the tenant's, and their indexes end with the duration)."""
     question = stats_question(f)
     if question is None:
         if (
@@ -421,6 +433,65 @@ async def _count_of_records(scope: TenantScope, f: RecordFilters) -> int:
     return int(await scope.session.scalar(stmt) or 0)
 
 
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+# The signed records of the parts (p: low, high, sign; seconds inclusive): the whole UTC days of the
+# range from call_stats_duration (its key leads with the duration: one index range per part), and the
+# edges before the first and after the last UTC midnight (e: start, end) from the records, through
+# (tenant_id, start_time, duration): the index checks the duration, so only the records counted are
+# read from the table. OFFSET 0 fences one index range per part whatever the statistics say.
+_PARTS_SQL = """
+    SELECT COALESCE(sum(n), 0) FROM (
+        SELECT p.sign * d.calls AS n
+        FROM unnest(CAST(:lows AS integer[]), CAST(:highs AS integer[]), CAST(:signs AS integer[])) AS p(lo, hi, sign)
+        CROSS JOIN LATERAL (
+            SELECT s.calls FROM call_stats_duration s
+            WHERE s.tenant_id = :tenant_id AND s.duration >= p.lo AND s.duration <= p.hi
+              AND s.day >= :first_day AND s.day < :last_day {day_where}
+            OFFSET 0
+        ) d
+        UNION ALL
+        SELECT p.sign AS n
+        FROM unnest(CAST(:lows AS integer[]), CAST(:highs AS integer[]), CAST(:signs AS integer[])) AS p(lo, hi, sign)
+        CROSS JOIN unnest(CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[])) AS e(a, b)
+        CROSS JOIN LATERAL (
+            SELECT 1 FROM call_records r
+            WHERE r.tenant_id = :tenant_id AND r.start_time >= e.a AND r.start_time < e.b
+              AND r.duration >= p.lo AND r.duration <= p.hi {record_where}
+            OFFSET 0
+        ) r
+    ) u
+"""
+_FIRST_DAY, _LAST_DAY = datetime.date(1, 1, 1), datetime.date(9999, 12, 31)
+
+
+def _midnight(moment: datetime.datetime) -> datetime.datetime:
+    """The UTC midnight at or before ``moment``."""
+    return moment.astimezone(datetime.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _days_and_edges(
+    since: datetime.datetime | None, until: datetime.datetime | None
+) -> tuple[datetime.date, datetime.date, list[tuple[datetime.datetime, datetime.datetime]]]:
+    """``[since, until)`` (either open) as whole UTC days ``[first, last)`` and the edges around them
+    (a range holding no whole UTC day is all edge)."""
+    if since is not None and until is not None:
+        days = whole_utc_days(since, until)
+        if days is None:
+            return _FIRST_DAY, _FIRST_DAY, [(since, until)]
+        first, last = days
+        edges = [(since, first), (last, until)]
+        return first.date(), last.date(), [(a, b) for a, b in edges if a < b]
+    if since is not None:
+        first = _midnight(since)
+        if first < since:
+            first += datetime.timedelta(days=1)
+        return first.date(), _LAST_DAY, [(since, first)] if since < first else []
+    if until is not None:
+        last = _midnight(until)
+        return _FIRST_DAY, last.date(), [(last, until)] if last < until else []
+    return _FIRST_DAY, _LAST_DAY, []
+
+
 async def _count_by_duration(scope: TenantScope, f: RecordFilters, where: StatFilter) -> int:
     q = duration_question(f.min_duration, f.max_duration)
     total = 0
@@ -429,8 +500,24 @@ async def _count_by_duration(scope: TenantScope, f: RecordFilters, where: StatFi
             scope.session, scope.tenant_id, f.since or EARLIEST, f.until or LATEST, where, columns=q.columns
         )
         total += sum(getattr(s, c) for s in found.values() for c in q.columns)
-    for low, high in q.parts:
-        total += await _count_of_records(scope, dataclasses.replace(f, min_duration=low, max_duration=high))
+    if q.parts:
+        first, last, edges = _days_and_edges(f.since, f.until)
+        params: dict[str, Any] = {
+            "tenant_id": scope.tenant_id,
+            "lows": [INT_MIN if a is None else a for a, _, _ in q.parts],
+            "highs": [INT_MAX if b is None else b for _, b, _ in q.parts],
+            "signs": [sign for _, _, sign in q.parts],
+            "first_day": first,
+            "last_day": last,
+            "starts": [a for a, _ in edges],
+            "ends": [b for _, b in edges],
+        }
+        day_where = record_where = ""
+        if f.direction is not None:
+            day_where, record_where = "AND s.direction = :direction", "AND r.direction = :direction"
+            params["direction"] = f.direction
+        sql = _PARTS_SQL.format(day_where=day_where, record_where=record_where)
+        total += int(await scope.session.scalar(text(sql), params) or 0)
     return total
 
 

@@ -27,8 +27,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.analytics.aggregates import (
+    Contribution,
     StatDeltas,
-    StatKey,
     apply_deltas,
     contribution,
     hold_tenants,
@@ -281,8 +281,8 @@ class RecordRow:
     last_event_at: datetime.datetime | None = None
     state: CallState | None = None  # status and times as advance() sees them, once folding began
 
-    def stat(self) -> tuple[StatKey, tuple[int, ...]]:
-        """Its contribution to ``call_stats`` (row key and values)."""
+    def stat(self) -> Contribution:
+        """Its contribution to ``call_stats`` (row key and values) and ``call_stats_duration``."""
         return contribution(
             tenant_id=self.tenant_id,
             start_time=self.start_time,

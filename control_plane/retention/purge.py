@@ -279,7 +279,7 @@ class Purger:
             return rows, 0
         deltas = StatDeltas()
         for r in rows:
-            key, values = contribution(
+            key, values, duration = contribution(
                 tenant_id=tenant_id,
                 start_time=r.start_time,
                 created_at=r.created_at,
@@ -290,7 +290,7 @@ class Purger:
                 duration=r.duration,
                 billsec=r.billsec,
             )
-            deltas.add(key, values, sign=-1)
+            deltas.add(key, values, duration, sign=-1)
         await apply_deltas(session, deltas)
         tokens = sorted({r.session_token for r in rows})
         events = await session.execute(text(_DELETE_TIMELINES), {"tenant_id": tenant_id, "tokens": tokens})

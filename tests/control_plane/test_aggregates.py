@@ -7,12 +7,14 @@ once agree too; a batch that fails leaves neither records nor aggregates; ``vlb 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import datetime
 import random
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 from sqlalchemy import text
@@ -22,6 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from control_plane.analytics.aggregates import (
     COLUMNS,
     DAY_KEY,
+    DURATION_COLUMNS,
+    DURATION_EDGES,
+    DURATION_KEY,
     KEY,
     STATS_COLUMNS,
     TENANT_KEY,
@@ -29,6 +34,7 @@ from control_plane.analytics.aggregates import (
     rebuild,
     rebuild_report,
 )
+from control_plane.calls.service import duration_question
 from control_plane.events.consumer import EventConsumer
 from control_plane.events.writer import write_events
 from control_plane.settings import ControlPlaneSettings
@@ -202,6 +208,32 @@ async def day_rows(db: AsyncEngine, tenant_id: int) -> list[tuple[Any, ...]]:
         return sorted(tuple(r) for r in rows)
 
 
+async def duration_rows(db: AsyncEngine, tenant_id: int) -> list[tuple[Any, ...]]:
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text(f"SELECT {', '.join(DURATION_KEY)}, calls FROM call_stats_duration WHERE tenant_id = :t"),
+            {"t": tenant_id},
+        )
+        return sorted(tuple(r) for r in rows)
+
+
+async def histogram_of_records(db: AsyncEngine, tenant_id: int) -> list[tuple[Any, ...]]:
+    """``call_stats_duration``'s rows counted here in Python from the records."""
+    async with db.connect() as conn:
+        records = await conn.execute(
+            text(
+                "SELECT duration, start_time, created_at, direction FROM call_records"
+                " WHERE tenant_id = :t AND duration IS NOT NULL"
+            ),
+            {"t": tenant_id},
+        )
+        out: dict[tuple[Any, ...], int] = {}
+        for duration, start, created, direction in records:
+            key = (tenant_id, duration, (start or created).astimezone(datetime.UTC).date(), direction or "")
+            out[key] = out.get(key, 0) + 1
+        return sorted((*k, n) for k, n in out.items())
+
+
 def rolled_up_by_day(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """``call_stats`` rows summed per ``call_stats_day`` key (UTC day, agent, group), here in Python."""
     out: dict[tuple[Any, ...], list[int]] = {}
@@ -272,17 +304,24 @@ async def test_maintained_aggregates_equal_a_rebuild(
         kept_day = await day_rows(db, t)
         assert kept_day == rolled_up_by_day(kept)
         assert len({r[1] for r in kept_day}) == 2
+        # The duration histogram likewise, against the records counted in Python.
+        kept_durations = await duration_rows(db, t)
+        assert kept_durations == await histogram_of_records(db, t)
+        assert len(kept_durations) > 20
         async with AsyncSession(db) as session, session.begin():
             report = await rebuild_report(session, t)
         assert report.drifted == 0
         assert report.tenant_drifted == 0
         assert report.day_drifted == 0
+        assert report.duration_drifted == 0
+        assert report.duration_rows == len(kept_durations)
         assert report.tenant_rows == len(kept_tenant)
         assert report.day_rows == len(kept_day)
         assert report.records == calls
         assert await stats_rows(db, t) == kept
         assert await tenant_rows(db, t) == kept_tenant
         assert await day_rows(db, t) == kept_day
+        assert await duration_rows(db, t) == kept_durations
     # Records that changed row (a CDR moving the start hour, a dial status moving the agent) emptied
     # rows the writer deleted: no row of zeros is left behind.
     async with db.connect() as conn:
@@ -297,12 +336,16 @@ async def test_maintained_aggregates_equal_a_rebuild(
             text("SELECT count(*) FROM call_stats_day WHERE tenant_id = ANY(:t) AND calls = 0"),
             {"t": tenants},
         )
+        assert not await conn.scalar(
+            text("SELECT count(*) FROM call_stats_duration WHERE tenant_id = ANY(:t) AND calls = 0"),
+            {"t": tenants},
+        )
 
 
-@pytest.mark.parametrize("table", ["call_stats_tenant", "call_stats_day"])
+@pytest.mark.parametrize("table", ["call_stats_tenant", "call_stats_day", "call_stats_duration"])
 async def test_drift_and_rebuild_see_the_rollups(account: Account, db: AsyncEngine, table: str) -> None:
-    """A rollup row (per tenant hour, or per UTC day) changed behind the writer's back is drift, and a
-    rebuild puts it right (call_stats itself untouched)."""
+    """A rollup row (per tenant hour, per UTC day, or of the duration histogram) changed behind the
+    writer's back is drift, and a rebuild puts it right (call_stats itself untouched)."""
     rng = random.Random(3)
     tag = uuid.uuid4().hex[:8]
     t = account.tenant_id
@@ -310,7 +353,11 @@ async def test_drift_and_rebuild_see_the_rollups(account: Account, db: AsyncEngi
         async with AsyncSession(db) as session, session.begin():
             await write_events(session, batch)
     assert await drift_of(db, t) == 0
-    read = tenant_rows if table == "call_stats_tenant" else day_rows
+    read = {
+        "call_stats_tenant": tenant_rows,
+        "call_stats_day": day_rows,
+        "call_stats_duration": duration_rows,
+    }[table]
     kept = await read(db, t)
     async with db.begin() as conn:
         await conn.execute(
@@ -323,8 +370,14 @@ async def test_drift_and_rebuild_see_the_rollups(account: Account, db: AsyncEngi
     assert await drift_of(db, t) == 2  # the stored row is extra, the right one missing
     async with AsyncSession(db) as session, session.begin():
         report = await rebuild_report(session, t)
-    drifted = (0, 2, 0) if table == "call_stats_tenant" else (0, 0, 2)
-    assert (report.drifted, report.tenant_drifted, report.day_drifted) == drifted
+    drifted = {
+        "call_stats_tenant": (0, 2, 0, 0),
+        "call_stats_day": (0, 0, 2, 0),
+        "call_stats_duration": (0, 0, 0, 2),
+    }
+    assert (report.drifted, report.tenant_drifted, report.day_drifted, report.duration_drifted) == drifted[
+        table
+    ]
     assert await read(db, t) == kept
     assert await drift_of(db, t) == 0
 
@@ -478,6 +531,7 @@ async def test_the_rebuild_command(
     assert f"tenant {first}: 20 call records" in out
     assert "per tenant hour " in out
     assert "per day " in out
+    assert "per duration second " in out
     assert "rebuilt the aggregates of 1 tenant(s)" in out
     assert await drift_of(db, first) == 0
     assert await drift_of(db, second) > 0  # only the tenant asked for
@@ -552,3 +606,172 @@ async def test_duration_totals_from_the_buckets_equal_the_records(
             assert response.json()["meta"]["total"] == expected, query
             checked += expected > 0
     assert checked > 30
+
+
+def test_duration_questions_count_what_the_bounds_select() -> None:
+    """``duration_question`` against a histogram made here: the buckets it names plus its signed parts
+    count exactly the durations between the bounds, for bounds on, next to and between every edge
+    (and open, negative, past the last edge); each part is at most half a bucket wide (or past the
+    last edge)."""
+    rng = random.Random(4)
+    durations = sorted([rng.randint(-3, 5000) for _ in range(20_000)] + list(range(-3, 4000)))
+
+    def between(a: int | None, b: int | None) -> int:  # durations in [a, b], either open
+        lo = 0 if a is None else bisect.bisect_left(durations, a)
+        hi = len(durations) if b is None else bisect.bisect_right(durations, b)
+        return max(0, hi - lo)
+
+    in_bucket = {
+        c: between(a, None if b is None else b - 1)
+        for c, a, b in zip(DURATION_COLUMNS, (None, *DURATION_EDGES), (*DURATION_EDGES, None), strict=True)
+    }
+    points: list[int | None] = [None, -1, 0, 1, 4000, 3601, 3599]
+    for e in DURATION_EDGES:
+        points += [e - 1, e, e + 1, e + 2, e - 3]
+    points += [245, 295, 305, 1801, 2700, 2701]
+    for low in points:
+        for high in points:
+            if low is not None and high is not None and high < low:
+                continue
+            q = duration_question(low, high)
+            got = sum(in_bucket[c] for c in q.columns)
+            for a, b, sign in q.parts:
+                got += sign * between(a, b)
+                if a is None:
+                    assert b is not None
+                    assert b < DURATION_EDGES[0]
+                elif b is None:
+                    assert a > DURATION_EDGES[-1]
+                else:
+                    assert b - a + 1 <= 900, (low, high, q)
+            assert got == between(low, high), (low, high, q)
+    assert duration_question(305, None).parts == ((300, 304, -1),)  # 5 s, not the 55 up to 360
+    assert duration_question(300, None).parts == ()
+
+
+def shifted(events: list[CallEvent], days: int) -> list[CallEvent]:
+    """The same calls ``days`` later."""
+    ms = days * 86_400_000
+
+    def later(e: CallEvent) -> CallEvent:
+        moved = {
+            name: getattr(e, name) + ms
+            for name in ("call_start_ms", "call_answer_ms", "call_end_ms")
+            if getattr(e, name) is not None
+        }
+        return msgspec.structs.replace(e, occurred_at=e.occurred_at + ms / 1000, **moved)
+
+    return [later(e) for e in events]
+
+
+async def test_duration_totals_between_edges_over_days_equal_the_records(
+    account: Account, other_account: Account, db: AsyncEngine
+) -> None:
+    """``meta.total`` under duration bounds on and between the bucket edges, over five UTC days of calls
+    of a New York tenant: alone, with a direction, with days in the tenant's zone, with timestamps to
+    the minute (whole UTC days from call_stats_duration, the edges from the records), with an agent or
+    group (an exact count), equals a count of the records made here; the consumer's histogram equals a
+    rebuild's, and another tenant's calls on the same days never count."""
+    rng = random.Random(20261203)
+    tag = uuid.uuid4().hex[:8]
+    response = await account.put("/api/settings", json={"settings": {"timezone": "America/New_York"}})
+    assert response.status_code == 200, response.text
+    events: list[CallEvent] = []
+    for day in range(4):
+        events += shifted(random_calls(rng, account.tenant_id, 50, f"{tag}d{day}"), day)
+        events += shifted(random_calls(rng, other_account.tenant_id, 25, f"{tag}d{day}"), day)
+    for batch in delivery(rng, events):
+        async with AsyncSession(db) as session, session.begin():
+            await write_events(session, batch)
+    for t in (account.tenant_id, other_account.tenant_id):
+        assert await drift_of(db, t) == 0
+        kept = await duration_rows(db, t)
+        async with AsyncSession(db) as session, session.begin():
+            report = await rebuild_report(session, t)
+        assert report.duration_drifted == 0
+        assert await duration_rows(db, t) == kept
+
+    async def records_of_tenant(tenant_id: int) -> list[Any]:
+        async with db.connect() as conn:
+            return list(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT duration, start_time, direction, agent_id, group_id FROM call_records"
+                            " WHERE tenant_id = :t"
+                        ),
+                        {"t": tenant_id},
+                    )
+                ).all()
+            )
+
+    records = await records_of_tenant(account.tenant_id)
+    assert len({r.start_time.astimezone(datetime.UTC).date() for r in records}) >= 5
+    utc = datetime.UTC
+    ny = datetime.timezone(datetime.timedelta(hours=-5))  # New York's offset in early March (no DST yet)
+    day_since = datetime.datetime(2026, 3, 2, tzinfo=ny)
+    day_until = datetime.datetime(2026, 3, 4, tzinfo=ny)  # end_date 2026-03-03 inclusive
+    since = datetime.datetime(2026, 3, 1, 22, 17, tzinfo=utc)
+    until = datetime.datetime(2026, 3, 4, 1, 43, tzinfo=utc)
+    extras: list[tuple[dict[str, Any], Any]] = [
+        ({}, lambda r: True),
+        ({"direction": "inbound"}, lambda r: r.direction == "inbound"),
+        ({"direction": "outbound"}, lambda r: r.direction == "outbound"),
+        (
+            {"start_date": "2026-03-02", "end_date": "2026-03-03"},
+            lambda r: day_since <= r.start_time < day_until,
+        ),
+        (
+            {"start_date": "2026-03-02", "end_date": "2026-03-03", "direction": "inbound"},
+            lambda r: day_since <= r.start_time < day_until and r.direction == "inbound",
+        ),
+        (
+            {"start_date": since.isoformat(), "end_date": until.isoformat()},
+            lambda r: since <= r.start_time < until,
+        ),
+        ({"start_date": since.isoformat()}, lambda r: since <= r.start_time),
+        ({"end_date": until.isoformat()}, lambda r: r.start_time < until),
+        (
+            {"agent_id": 2, "start_date": since.isoformat(), "end_date": until.isoformat()},
+            lambda r: r.agent_id == 2 and since <= r.start_time < until,
+        ),
+        ({"group_id": 7}, lambda r: r.group_id == 7),
+    ]
+    bounds = [(300, None), (305, None), (None, 299), (None, 296), (245, 295), (61, 599), (15, 17)]
+    bounds += [(1801, None), (3601, None), (None, 3599), (250, 250), (None, 7), (7, 8), (596, 604)]
+    checked = 0
+    for low, high in bounds:
+        for params, keep in extras:
+            query = {**params, "per_page": 1}
+            if low is not None:
+                query["min_duration"] = low
+            if high is not None:
+                query["max_duration"] = high
+            expected = sum(
+                1
+                for r in records
+                if r.duration is not None
+                and (low is None or r.duration >= low)
+                and (high is None or r.duration <= high)
+                and keep(r)
+            )
+            response = await account.get("/api/call-records", params=query)
+            assert response.status_code == 200, response.text
+            assert response.json()["meta"]["total"] == expected, query
+            checked += expected > 0
+    assert checked > 100
+    # The other tenant sees its own totals only.
+    others = await records_of_tenant(other_account.tenant_id)
+    for low, high in ((305, None), (245, 295), (None, 296)):
+        query = {"min_duration": low, "max_duration": high, "start_date": since.isoformat()}
+        query = {k: v for k, v in query.items() if v is not None}
+        expected = sum(
+            1
+            for r in others
+            if r.duration is not None
+            and (low is None or r.duration >= low)
+            and (high is None or r.duration <= high)
+            and since <= r.start_time
+        )
+        response = await other_account.get("/api/call-records", params=query)
+        assert response.json()["meta"]["total"] == expected > 0, query

@@ -79,8 +79,9 @@ def test_the_tenant_rollup_migration_rolls_up_existing_call_stats(empty_database
 
 
 def test_the_duration_buckets_migration_fills_them_from_the_records(empty_database: str) -> None:
-    """A database with records and their aggregates gets the duration buckets filled: afterwards both
-    tables equal what a rebuild computes (the drift check counts 0 rows)."""
+    """A database with records and their aggregates gets the duration buckets (and, by a later
+    migration, the duration histogram) filled: afterwards every table equals what a rebuild computes
+    (the drift check counts 0 rows)."""
     from sqlalchemy import text
 
     from control_plane.analytics.aggregates import (
@@ -127,7 +128,15 @@ def test_the_duration_buckets_migration_fills_them_from_the_records(empty_databa
         ).scalar_one()
         # call_stats_day (a later migration) rolled up from call_stats: two UTC days, in the drift too.
         days = conn.exec_driver_sql("SELECT count(DISTINCT day) FROM call_stats_day").scalar_one()
+        # call_stats_duration (a later migration) filled from the records: in the drift too.
+        histogram = conn.exec_driver_sql(
+            "SELECT count(*), sum(calls), count(DISTINCT day), count(DISTINCT direction) FROM call_stats_duration"
+        ).one()
     engine.dispose()
     assert drifted == 0
     assert filled > 0
     assert days == 2
+    rows, records, histogram_days, directions = histogram
+    assert records == 3000 - 3000 // 7  # every record with a duration, once
+    assert rows > 2000
+    assert (histogram_days, directions) == (2, 2)

@@ -1,7 +1,7 @@
 """All models, imported here so Alembic and create_all see every table."""
 
 from control_plane.db.models.agents import VoiceAgent
-from control_plane.db.models.analytics import CallStat, CallStatDay, CallStatTenant
+from control_plane.db.models.analytics import CallStat, CallStatDay, CallStatDuration, CallStatTenant
 from control_plane.db.models.calls import CallRecord, CallTimelineEntry, Cdr, WebhookAudit
 from control_plane.db.models.exports import ExportJob
 from control_plane.db.models.groups import AgentGroup, AgentGroupMember
@@ -17,6 +17,7 @@ __all__ = [
     "CallRecord",
     "CallStat",
     "CallStatDay",
+    "CallStatDuration",
     "CallStatTenant",
     "CallTimelineEntry",
     "Cdr",

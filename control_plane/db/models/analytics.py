@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, PrimaryKeyConstraint, String
+from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, Integer, PrimaryKeyConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.db.base import Base
@@ -125,3 +125,22 @@ class CallStatDay(Base):
     completed_duration_sum: Mapped[int] = _count()
     completed_duration_n: Mapped[int] = _count()
     billsec_sum: Mapped[int] = _count()
+
+
+class CallStatDuration(Base):
+    """A fine duration histogram: records per (tenant, duration in whole seconds, UTC day of the start,
+    direction); live calls (no duration) are in none. The record list's ``min_duration`` /
+    ``max_duration`` totals take whole duration buckets from ``call_stats_tenant`` and only the seconds
+    between a bound and its nearest bucket edge from here (the key leads with the duration, so those
+    few seconds are one index range whatever the history's length). Kept by the same upkeep and
+    rebuild as ``call_stats`` (control_plane/analytics/aggregates.py), in the same transactions."""
+
+    __tablename__ = "call_stats_duration"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "duration", "day", "direction"),)
+
+    tenant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("tenants.id", ondelete="CASCADE"))
+    duration: Mapped[int] = mapped_column(Integer)  # seconds, as the record holds it
+    day: Mapped[datetime.date] = mapped_column(Date)  # the UTC day of the call's start
+    direction: Mapped[str] = mapped_column(String(32))  # '' = unknown
+
+    calls: Mapped[int] = _count()

@@ -27,10 +27,13 @@ class CallRecord(IdMixin, TimestampMixin, TenantOwned, Base):
     __tablename__ = "call_records"
     __table_args__ = (
         UniqueConstraint("tenant_id", "session_token"),
-        Index("ix_call_records_tenant_start", "tenant_id", "start_time"),
+        # The duration ends the tenant's, the agent's and the group's time indexes: a duration count
+        # over a time range (the edges of call_stats_duration's days) or over an agent's or group's
+        # records checks it in the index and reads from the table only the records it counts.
+        Index("ix_call_records_tenant_start", "tenant_id", "start_time", "duration"),
         Index("ix_call_records_tenant_status_start", "tenant_id", "status", "start_time"),
-        Index("ix_call_records_tenant_agent_start", "tenant_id", "agent_id", "start_time"),
-        Index("ix_call_records_tenant_group_start", "tenant_id", "group_id", "start_time"),
+        Index("ix_call_records_tenant_agent_start", "tenant_id", "agent_id", "start_time", "duration"),
+        Index("ix_call_records_tenant_group_start", "tenant_id", "group_id", "start_time", "duration"),
         Index("ix_call_records_live", "tenant_id", "start_time", postgresql_where=text(LIVE_STATUS_SQL)),
         # The split report (GET /api/analytics/splits): only calls that took a split branch.
         Index(
