@@ -101,8 +101,8 @@ class CompiledTarget:
     # ("announcement", cxml).
     overflow: tuple[tuple[str, Any], ...] = ()
     # The decision trace's static parts (shared.events.DecisionTrace): the candidates in the order of
-    # the script's codes, the overflow chain's after them ("11,12/g7:21,22/n/a"), and the members left
-    # out at compile time with why ("13:d,14:k").
+    # the script's codes ("g5:11,12" for a group, "11" for an agent), the overflow chain's after them
+    # ("g5:11,12/g7:21,22/n/a"), and the members left out at compile time with why ("13:d,14:k").
     trace_members: str = ""
     trace_excluded: str = ""
     # (dial-status path, base URL, attempt, url_extra) -> the balancer's request template for that
@@ -289,7 +289,7 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
             sticky_s=gs.sticky_hours * 3600,
             rotate=gs.rotate_same_priority,
             opts=outlier_opts(gs.outlier, len(members)) if gs.outlier is not None else NO_OPTS,
-            trace_members=",".join(str(m.agent_id) for m in members),
+            trace_members=f"g{group.id}:" + ",".join(str(m.agent_id) for m in members),
             trace_excluded=excluded,
         )
 
@@ -325,7 +325,7 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
         out = target.trace_members
         for kind, value in steps:
             if kind == "group":
-                out += f"/g{value.group_id}:{own_members[value.group_id]}"
+                out += "/" + own_members[value.group_id]
             else:
                 out += "/n" if kind == "number" else "/a"
         return out

@@ -35,11 +35,13 @@ class DecisionTrace(msgspec.Struct, kw_only=True, frozen=True, gc=False, omit_de
     """How the engine chose, in a compact form (a few short strings, most of them the compiled
     target's, so a decision costs the engine almost nothing to explain); the control plane decodes it
     for the call's timeline. ``members``: the candidates in ``codes`` order, "<agent>,<agent>,..." for
-    the rule's target, then per settings.overflow step ``/g<group>:<agent>,...`` (a group), ``/n`` (a
-    number) or ``/a`` (an announcement). ``codes``: per candidate one CANDIDATE_CODES character,
+    the rule's target ("g<group>:<agent>,..." for a group, "<agent>" for an agent), then per
+    settings.overflow step ``/g<group>:<agent>,...`` (a group), ``/n`` (a number) or ``/a`` (an
+    announcement). ``codes``: per candidate one CANDIDATE_CODES character,
     ``/``-separated segments as ``members`` for the steps walked ('c' or 't' for a number, 'c' for an
-    announcement); or "!" and a STOP_CODES character when the engine looked at no candidate; "" when
-    not traced (a decision made without Redis). ``excluded``: members left out of the target when the
+    announcement); "*" when every candidate of the target was free and one was chosen (the event's
+    agent); "!" and a STOP_CODES character when the engine looked at no candidate; "" when not traced
+    (a decision made without Redis). ``excluded``: members left out of the target when the
     snapshot was compiled, "<agent>:<code>,...". ``rules_skipped``: rules that would have matched but
     were skipped, "<rule id>:<RULE_CODES code>,...", in order. ``branches``: a split rule's branch
     labels in order, "group:<id>,agent:<id>" (the one taken is the event's ``split_target``)."""

@@ -278,7 +278,8 @@ def test_overflow_groups_are_packed_inline_once_per_batch() -> None:
     assert out[1] == 0  # no seed: nothing random
     assert out[2][1] == 1
     ovf = out[2][-1]["ovf"]
-    assert ovf[0][1] == 2 and ovf[0][6] == "1"  # group B's own target: its group id, its agent
+    assert ovf[0][1] == 2  # group B's own target: its group id
+    assert ovf[0][6] == "1"  # and its agent
     assert ovf[1] == "A<r/>"
     assert [out[3 + 7 * i + 2] for i in range(3)] == [1, 1, 1]
 
