@@ -468,9 +468,10 @@ end
 -- The trace of target e (n candidates) right after a choice in it (idx, -1 = none), from what the
 -- choice left known (no Redis call): per candidate 'c' chosen, 't' tried by the call, 'e' ejected,
 -- 'f' full, '.' free, '-' unknown (a capacity the choice did not need to count).
-local scratch = {}
+local scratch = nil
 local function codes_of(e, n, idx, tried)
   local t = scratch
+  if t == nil then t = {}; scratch = t end
   for i = 1, n do
     local o = 4 + 3 * i
     local agent = e[o]
@@ -905,9 +906,12 @@ while batch[pos] do
     end
     local zidx = idx - 1
     if idx < 0 then zidx = -1 end
-    local dval = zidx .. '|' .. agent .. '|' .. attempt .. '|'
-    if step > 0 then dval = dval .. 'o' .. step .. '|' end
-    dval = dval .. cxml
+    local dval
+    if step > 0 then
+      dval = zidx .. '|' .. agent .. '|' .. attempt .. '|o' .. step .. '|' .. cxml
+    else
+      dval = zidx .. '|' .. agent .. '|' .. attempt .. '|' .. cxml
+    end
     -- The decision stays in the call's hash (field d:<stage>) for replays, as long as the hash.
     if ol_cfg and idx > 0 then
       -- what a release needs to judge this call's end for the group's outlier settings
