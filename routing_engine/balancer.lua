@@ -18,6 +18,7 @@
 --                     `st:<group>:<from>` for that long, is chosen again when it can take the call
 --           w         weighted: the members' weights, in order
 --           unl       every member's capacity is unlimited (the trace of a first choice is '*')
+--           hp        what every member's head starts with (sent once; the heads carry the rest)
 --           rotate    false: the priority strategy keeps equal priorities in id order (default: it
 --                     rotates among them, the last chosen per level in the hash `pr:<group>`)
 --           ovf       settings.overflow, flattened: per step another group's target (inline, chosen
@@ -465,43 +466,64 @@ local function available(agent, cap, tried)
   return cap == 0 or active_of(agent) < cap
 end
 
--- The trace of target e (n candidates) right after a choice in it (idx, -1 = none), from what the
--- choice left known (no Redis call): per candidate 'c' chosen, 't' tried by the call, 'e' ejected,
--- 'f' full, '.' free, '-' unknown (a capacity the choice did not need to count).
-local scratch = nil
-local function codes_of(e, n, idx, tried)
-  local t = scratch
-  if t == nil then t = {}; scratch = t end
+
+
+local function pick_load_balanced(e, n, tried, wh)
+  -- Relative to capacity only when capacities differ; an unlimited member (0) counts as large as
+  -- the largest finite capacity among the candidates.
+  local differ = false
+  local maxcap = 0
+  local cap1 = e[9]
+  for i = 1, n do
+    local cap = e[6 + 3 * i]
+    if cap > maxcap then maxcap = cap end
+    if cap ~= cap1 then differ = true end
+  end
+  if maxcap == 0 then maxcap = 1 end
+  local windows = windows_for(wh)
+  local eligible, missing = {}, {}
   for i = 1, n do
     local o = 4 + 3 * i
     local agent = e[o]
-    local code
-    if i == idx then
-      code = 'c'
-    elseif tried ~= ',' and find(tried, ',' .. agent .. ',', 1, true) then
-      code = 't'
-    else
-      local u = cur_ej and cur_ej[agent]
-      if u and u > now_ms then
-        code = 'e'
-      else
-        local cap = e[o + 2]
-        if cap == 0 then
-          code = '.'
-        else
-          local act = active_cache[agent]
-          if act == nil then code = '-' elseif act < cap then code = '.' else code = 'f' end
-        end
-      end
+    if available(agent, e[o + 2], tried) then
+      eligible[#eligible + 1] = i
+      if windows[agent] == nil then missing[#missing + 1] = agent end
     end
-    t[i] = code
   end
-  return table.concat(t, '', 1, n)
+  if #missing > 0 then load_windows(missing, wh, windows) end
+  local best, best_calls, best_cap = -1, 0, 1
+  for k = 1, #eligible do
+    local i = eligible[k]
+    local o = 4 + 3 * i
+    local calls = windows[e[o]]
+    local cap = 1
+    if differ then
+      cap = e[o + 2]
+      if cap == 0 then cap = maxcap end
+    end
+    -- calls/cap < best_calls/best_cap, compared exactly; earlier (priority, id) wins ties
+    if best == -1 or calls * best_cap < best_calls * cap then
+      best, best_calls, best_cap = i, calls, cap
+    end
+  end
+  return best
 end
 
--- The strategies other than load_balanced (and stickiness): made by the first call of
--- more_pickers(), so a script call that only decides load_balanced groups creates none of them.
+-- Free `session`'s slot of `agent` (a string); keeps the batch's cached count in step.
+local function free_slot(agent, session)
+  if call('ZREM', base .. 'active:' .. agent, session) == 1 then
+    local cached = active_cache[agent]
+    if cached ~= nil then active_cache[agent] = cached - 1 end
+  end
+end
+
+
+-- The strategies other than load_balanced (and stickiness), choose_in and the trace's codes_of: made
+-- by the first call of more_pickers(), so a script call that only makes first choices in unlimited
+-- load_balanced groups creates none of them.
 local pick_priority, pick_sticky, seed, pick_weighted, pick_least_active, pick_round_robin
+local codes_of, choose_in
+local scratch = nil
 local seeded = false
 local function more_pickers()
   if pick_priority then return end
@@ -660,85 +682,68 @@ local function more_pickers()
     end
     return -1
   end
-end
 
-local function pick_load_balanced(e, n, tried, wh)
-  -- Relative to capacity only when capacities differ; an unlimited member (0) counts as large as
-  -- the largest finite capacity among the candidates.
-  local differ = false
-  local maxcap = 0
-  local cap1 = e[9]
-  for i = 1, n do
-    local cap = e[6 + 3 * i]
-    if cap > maxcap then maxcap = cap end
-    if cap ~= cap1 then differ = true end
-  end
-  if maxcap == 0 then maxcap = 1 end
-  local windows = windows_for(wh)
-  local eligible, missing = {}, {}
-  for i = 1, n do
-    local o = 4 + 3 * i
-    local agent = e[o]
-    if available(agent, e[o + 2], tried) then
-      eligible[#eligible + 1] = i
-      if windows[agent] == nil then missing[#missing + 1] = agent end
+  -- The trace of target e (n candidates) right after a choice in it (idx, -1 = none), from what the
+  -- choice left known (no Redis call): per candidate 'c' chosen, 't' tried by the call, 'e' ejected,
+  -- 'f' full, '.' free, '-' unknown (a capacity the choice did not need to count).
+  function codes_of(e, n, idx, tried)
+    local t = scratch
+    if t == nil then t = {}; scratch = t end
+    for i = 1, n do
+      local o = 4 + 3 * i
+      local agent = e[o]
+      local code
+      if i == idx then
+        code = 'c'
+      elseif tried ~= ',' and find(tried, ',' .. agent .. ',', 1, true) then
+        code = 't'
+      else
+        local u = cur_ej and cur_ej[agent]
+        if u and u > now_ms then
+          code = 'e'
+        else
+          local cap = e[o + 2]
+          if cap == 0 then
+            code = '.'
+          else
+            local act = active_cache[agent]
+            if act == nil then code = '-' elseif act < cap then code = '.' else code = 'f' end
+          end
+        end
+      end
+      t[i] = code
     end
+    return table.concat(t, '', 1, n)
   end
-  if #missing > 0 then load_windows(missing, wh, windows) end
-  local best, best_calls, best_cap = -1, 0, 1
-  for k = 1, #eligible do
-    local i = eligible[k]
-    local o = 4 + 3 * i
-    local calls = windows[e[o]]
-    local cap = 1
-    if differ then
-      cap = e[o + 2]
-      if cap == 0 then cap = maxcap end
-    end
-    -- calls/cap < best_calls/best_cap, compared exactly; earlier (priority, id) wins ties
-    if best == -1 or calls * best_cap < best_calls * cap then
-      best, best_calls, best_cap = i, calls, cap
-    end
-  end
-  return best
-end
 
--- Free `session`'s slot of `agent` (a string); keeps the batch's cached count in step.
-local function free_slot(agent, session)
-  if call('ZREM', base .. 'active:' .. agent, session) == 1 then
-    local cached = active_cache[agent]
-    if cached ~= nil then active_cache[agent] = cached - 1 end
+  -- A choice in target e (n candidates) by its stickiness and strategy -> index (-1 = none), the
+  -- stickiness key (nil unless sticky), whether the strategy chose, whether a priority level rotated.
+  function choose_in(e, n, tried, from, opts)
+    local strategy, group = e[1], e[2]
+    local idx, skey, level = -1, nil, false
+    if strategy == 'load_balanced' and not opts.sticky_s then
+      return pick_load_balanced(e, n, tried, e[3]), nil, true, false
+    end
+    if opts.sticky_s and from ~= '' then
+      skey = base .. 'st:' .. group .. ':' .. from
+      idx = pick_sticky(e, n, tried, skey)
+      if idx > 0 then return idx, skey, false, false end
+    end
+    if strategy == 'load_balanced' then
+      idx = pick_load_balanced(e, n, tried, e[3])
+    elseif strategy == 'round_robin' then
+      idx = pick_round_robin(e, n, tried, base .. 'rr:' .. group)
+    elseif strategy == 'weighted' then
+      idx = pick_weighted(e, n, tried, opts)
+    elseif strategy == 'least_active' then
+      idx = pick_least_active(e, n, tried, opts)
+    elseif strategy == 'priority' then
+      idx, level = pick_priority(e, n, tried, opts.rotate ~= false, base .. 'pr:' .. group)
+    else -- single (one candidate)
+      idx = pick_priority(e, n, tried, false, nil)
+    end
+    return idx, skey, true, level
   end
-end
-
--- A choice in target e (n candidates) by its stickiness and strategy -> index (-1 = none), the
--- stickiness key (nil unless sticky), whether the strategy chose, whether a priority level rotated.
-local function choose_in(e, n, tried, from, opts)
-  local strategy, group = e[1], e[2]
-  local idx, skey, level = -1, nil, false
-  if strategy == 'load_balanced' and not opts.sticky_s then
-    return pick_load_balanced(e, n, tried, e[3]), nil, true, false
-  end
-  more_pickers()
-  if opts.sticky_s and from ~= '' then
-    skey = base .. 'st:' .. group .. ':' .. from
-    idx = pick_sticky(e, n, tried, skey)
-    if idx > 0 then return idx, skey, false, false end
-  end
-  if strategy == 'load_balanced' then
-    idx = pick_load_balanced(e, n, tried, e[3])
-  elseif strategy == 'round_robin' then
-    idx = pick_round_robin(e, n, tried, base .. 'rr:' .. group)
-  elseif strategy == 'weighted' then
-    idx = pick_weighted(e, n, tried, opts)
-  elseif strategy == 'least_active' then
-    idx = pick_least_active(e, n, tried, opts)
-  elseif strategy == 'priority' then
-    idx, level = pick_priority(e, n, tried, opts.rotate ~= false, base .. 'pr:' .. group)
-  else -- single (one candidate)
-    idx = pick_priority(e, n, tried, false, nil)
-  end
-  return idx, skey, true, level
 end
 
 local out = {}
@@ -817,16 +822,23 @@ while batch[pos] do
     else
       trace = ''
       if n > 0 then
-        idx, skey, by_strategy, level = choose_in(e, n, tried, from, opts)
+        if strategy == 'load_balanced' and not opts.sticky_s then
+          idx = pick_load_balanced(e, n, tried, wh)
+        else
+          more_pickers()
+          idx, skey, by_strategy, level = choose_in(e, n, tried, from, opts)
+        end
         if tried == ',' and not cur_ej and opts.unl and idx > 0 then
           trace = '*' -- every member unlimited, none tried or ejected: all free, one chosen
         else
+          more_pickers()
           trace = codes_of(e, n, idx, tried)
         end
       end
       local ovf = opts.ovf
       if idx < 0 and ovf then
         -- settings.overflow: the steps after the group, in order, with the call's tried-set
+        more_pickers()
         for k = 1, #ovf do
           local s = ovf[k]
           if type(s) == 'table' then
@@ -863,7 +875,8 @@ while batch[pos] do
     local agent = '0'
     local cxml
     if idx > 0 then
-      local e, n, group, strategy, sticky_s = sel, sel[6], sel[2], sel[1], sel[#sel].sticky_s
+      local so = sel[#sel]
+      local e, n, group, strategy, sticky_s = sel, sel[6], sel[2], sel[1], so.sticky_s
       local o = 4 + 3 * idx
       agent = e[o]
       local ak = base .. 'active:' .. agent
@@ -895,8 +908,15 @@ while batch[pos] do
       tried = tried .. agent .. ','
       local a = 5 + 3 * n + 2 * idx
       local head, tail = e[a], e[a + 1]
-      if tail == '' then cxml = head else cxml = head .. caller .. tail end
-      ol_cfg, group_sel = sel[#sel].ol_cfg, group
+      local hp = so.hp
+      if hp then
+        if tail == '' then cxml = hp .. head else cxml = hp .. head .. caller .. tail end
+      elseif tail == '' then
+        cxml = head
+      else
+        cxml = head .. caller .. tail
+      end
+      ol_cfg, group_sel = so.ol_cfg, group
     elseif step_cxml then
       -- a number or an announcement: the call holds no agent slot from here on
       if cur ~= '' then free_slot(cur, session); cur = '' end

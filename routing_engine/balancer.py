@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import os
 import random
 import time
 from collections import OrderedDict, deque
@@ -39,6 +40,8 @@ logger = structlog.get_logger(__name__)
 SCRIPT = files("routing_engine").joinpath("balancer.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
+# The shortest common start of a target's heads worth sending once (balancer.lua's opts.hp).
+HEAD_PREFIX_MIN = 16
 # Decisions per script call at most: bounds how long one script holds Redis under a burst.
 MAX_BATCH = 64
 # Longest wait for one script call before the local view decides (redis-py's default retry policy
@@ -203,6 +206,7 @@ def pack_target(req: DecideRequest) -> PackedTarget:
     (the same 3 values per candidate as before weights existed: the target stays within the 64 array
     slots Lua's unpacking sizes it to for 10 candidates). opts (always last, read as ``e[#e]``) a map
     with only the keys that apply: ``sticky_s``, ``w`` (weighted: the weights in candidate order),
+    ``hp`` (the start every head shares, sent once: the heads hold the rest),
     ``rotate`` (False only), ``unl`` (every candidate's capacity is unlimited: the trace of a first
     choice is "*"), ``ovf`` (settings.overflow: per step the group's own target array,
     inline, or an answer string) and the ``ol_*`` keys of settings.outlier. The compiled targets'
@@ -217,8 +221,13 @@ def pack_target(req: DecideRequest) -> PackedTarget:
     ]
     for c in req.candidates:
         target += (str(c.agent_id), c.priority, c.capacity)
+    # The heads share their start (the answer's opening up to the dial action's agent id): sent once.
+    prefix = os.path.commonprefix([h for h, _ in req.answers]) if len(req.answers) > 1 else ""  # noqa: RUF071 (characters wanted)
+    if len(prefix) < HEAD_PREFIX_MIN:
+        prefix = ""
+    cut = len(prefix)
     for head, tail in req.answers:
-        target += (head, tail)
+        target += (head[cut:], tail)
     is_random = req.strategy in RANDOM_STRATEGIES
     weighted = req.strategy == "weighted"
     opts: dict[str, Any] = req.opts
@@ -229,8 +238,11 @@ def pack_target(req: DecideRequest) -> PackedTarget:
         or req.overflow
         or unlimited
         or weighted
+        or prefix
     ):
         opts = dict(opts)
+        if prefix:
+            opts["hp"] = prefix
         if unlimited:
             opts["unl"] = 1
         if weighted:

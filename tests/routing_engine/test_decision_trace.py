@@ -69,6 +69,16 @@ async def test_codes_name_full_tried_free_and_unknown(redis_client: aioredis.Red
     # a group whose members are all unlimited: '*' (all free, the event's agent chosen)
     free = await b.decide(request(1501, "t3", (0, 0, 0)))
     assert (free.agent_id, free.trace) == (1, "*")
+    # heads sent with their shared start once are answered whole, caller id in place
+    heads = tuple(
+        (f'<Response><Dial action="https://e/x?agent={a}"', f"><Sip>{a}</Sip></Dial></Response>")
+        for a in (1, 2)
+    )
+    whole = await b.decide(request(1502, "t4", (0, 0), answers=heads, caller=' callerId="+1555"'))
+    assert (
+        whole.cxml
+        == '<Response><Dial action="https://e/x?agent=1" callerId="+1555"><Sip>1</Sip></Dial></Response>'
+    )
 
 
 def test_packed_targets_splice_into_batches() -> None:
@@ -82,6 +92,15 @@ def test_packed_targets_splice_into_batches() -> None:
     assert out[2][:6] == ["priority", 3, 24, 3, True, 2]
     assert out[2][6:12] == ["1", 1, 0, "2", 2, 0]  # agent, priority, capacity per candidate
     assert out[2][-1] == {"unl": 1}
+    long = request(
+        1,
+        "h",
+        (0, 0),
+        answers=(("<Response><Dial action=x?agent=1", "t1"), ("<Response><Dial action=x?agent=2", "t2")),
+    )
+    packed_long = msgspec.msgpack.decode(encode_batch([long]))[2]
+    assert packed_long[-1]["hp"] == "<Response><Dial action=x?agent="  # sent once
+    assert packed_long[12:16] == ["1", "t1", "2", "t2"]
     weighted = msgspec.msgpack.decode(encode_batch([request(1, "w", (0, 5), strategy="weighted")]))
     assert weighted[1] != 0  # a seed: the weighted choice draws
     assert weighted[2][-1]["w"] == [100, 100]
