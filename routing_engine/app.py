@@ -606,6 +606,8 @@ class EngineApp:
                 metrics.inc(metrics.REPLAYS)
             if decision.degraded:
                 metrics.inc(metrics.DEGRADED)
+            if decision.trace is not None:
+                metrics.note_trace(decision.trace)
         latency_us = int(elapsed * 1_000_000)
         webhook_log.info(
             "webhook",
@@ -658,6 +660,7 @@ class EngineApp:
                     if decision is not None and decision.overflow_step
                     else None
                 ),
+                decision=decision.trace if decision is not None else None,
                 outcome=outcome,
                 status=req.dial_call_status,
                 snapshot_version=tenant.version,

@@ -6,18 +6,23 @@
 --
 -- decide  ARGV[2] idempotency TTL (s), ARGV[3] active-slot TTL (ms), ARGV[4] the batch, one flat
 --         msgpack array built by encode_batch in balancer.py:
---           {k, target_1, ..., target_k, session, stage, target, failed, caller, from, fstatus, session, ...}
+--           {k, seed, target_1, ..., target_k, session, stage, target, failed, caller, from, fstatus,
+--            session, ...}
+--         seed: seeds math.random (once per script call, when a weighted / least_active choice draws)
+--         or 0 (no target of the batch draws)
 --         target = {strategy, group, window_hours, max_attempts, fallback, n,
---                   agent, priority, capacity, weight (n times, agent a string), head, tail (n times),
+--                   agent, priority, capacity (n times, agent a string), head, tail (n times),
 --                   no_agent, opts}
 --         opts (always the target's LAST element, read as e[#e]): a map, keys only when they apply:
 --           sticky_s  caller stickiness (s): the agent a caller last reached in this group, kept in
 --                     `st:<group>:<from>` for that long, is chosen again when it can take the call
+--           w         weighted: the members' weights, in order
+--           unl       every member's capacity is unlimited (the trace of a first choice is '*')
+--           hp        what every member's head starts with (sent once; the heads carry the rest)
 --           rotate    false: the priority strategy keeps equal priorities in id order (default: it
 --                     rotates among them, the last chosen per level in the hash `pr:<group>`)
---           seed      weighted / least_active: seeds math.random (once per script call)
---           ovf       settings.overflow, flattened: per step a target index of this batch (another
---                     group, chosen by its own strategy with the call's tried-set) or an answer string,
+--           ovf       settings.overflow, flattened: per step another group's target (inline, chosen
+--                     by its own strategy with the call's tried-set) or an answer string,
 --                     'N<cxml>' (a number, dialled once per call: mark 's<k>' in `tried`) or 'A<cxml>'
 --                     (an announcement); walked when the target itself finds nobody
 --           ol_*, ol_cfg  settings.outlier (ol_cfg: the same as one string, kept in the call's hash
@@ -29,7 +34,13 @@
 --         otherwise).
 --         Decides each in turn and returns a flat array of
 --         index, agent (0 = none), attempt, cxml, replay (0/1), outlier note ('' for none), overflow
---         step (0 = none) per request. The decision of a
+--         step (0 = none), trace per request. The trace explains the choice (no extra Redis work:
+--         what the choice looked at anyway): one character per candidate of the target, in order,
+--         'c' chosen, '.' free (another was chosen), 't' tried by the call, 'e' ejected, 'f' full, '-'
+--         not looked at; then per overflow step walked '/' and its group's characters, or 'c' (the
+--         number / announcement answered) or 't' (the number was dialled before). '!E' (the call is
+--         over), '!M' (max_attempts reached) or '!F' (no fallback) when nothing was looked at; ''
+--         for a replay. The decision of a
 --         (session, stage) is kept in the call's hash (field d:<stage>) for as long as the hash
 --         lives (at least the idempotency TTL): a repeat returns it and moves nothing.
 --         ARGV[5] how long a new window bucket lives (s): the longest window and a margin.
@@ -163,107 +174,112 @@ local function bump(key, agent, ttl)
   if call('HINCRBY', key, agent, 1) == 1 then call('EXPIRE', key, ttl) end
 end
 
--- Outlier ejection (see the header). A group's ejections, agent -> until (ms), read once per script.
+-- Outlier ejection (see the header). Its functions are made by the first call of outlier_fns(), which
+-- only a group with settings.outlier makes: a script call for other groups creates none of them.
 local OL_TTL = 7 * 86400
-local ej_cache = {}
-local function ej_of(group)
-  local m = ej_cache[group]
-  if m == nil then
-    m = {}
-    local flat = call('HGETALL', base .. 'olx:' .. group)
-    for i = 1, #flat, 2 do m[flat[i]] = tonumber(string.match(flat[i + 1], '^(%d+)')) end
-    ej_cache[group] = m
-  end
-  return m
-end
-
--- ol_cfg "n|rate|window_s|min_calls|base_s|max_s|pct|short_s|allow_all|members" as a table.
-local function parse_cfg(s)
-  local v = {}
-  for x in string.gmatch(s, '[^|]+') do v[#v + 1] = tonumber(x) end
-  return {n = v[1], rate = v[2], win = v[3], min = v[4], base = v[5], max = v[6], pct = v[7],
-    short = v[8], all = v[9], members = v[10]}
-end
-
--- Count one judged call of `agent` in its failure-rate window -> failures, calls in the window.
-local function ol_window(sk, agent, c, failed)
-  if c.rate <= 0 then return 0, 0 end
-  local f = 'w:' .. agent
-  local w = call('HGET', sk, f)
-  local start, fails, total = now_ms, 0, 0
-  if w then
-    local a, b, d = string.match(w, '^(%d+):(%d+):(%d+)$')
-    a = tonumber(a)
-    if a and now_ms - a < c.win * 1000 then start, fails, total = a, tonumber(b), tonumber(d) end
-  end
-  total = total + 1
-  if failed then fails = fails + 1 end
-  call('HSET', sk, f, string.format('%d:%d:%d', start, fails, total))
-  return fails, total
-end
-
--- A failure (`kind`: busy | failed | no_answer | short_call) of `agent` in `group` during `session`:
--- counts it, and ejects the agent when its streak, its failure rate or its probation says so and the
--- guards allow -> the note 'e|group|agent|until|k|reason|backoff_s', or ''.
-local function ol_fail(group, c, agent, kind, session, ej)
-  local sk = base .. 'ol:' .. group
-  local xk = base .. 'olx:' .. group
-  local streak = call('HINCRBY', sk, 's:' .. agent, 1)
-  local fails, total = ol_window(sk, agent, c, true)
-  call('EXPIRE', sk, OL_TTL)
-  local rec = call('HGET', xk, agent)
-  local k = 0
-  local trigger
-  if rec then
-    local u, kk = string.match(rec, '^(%d+)|(%d+)|')
-    if tonumber(u) > now_ms then return '' end -- already out (dialled before it was ejected)
-    k = tonumber(kk)
-    trigger = 'probation'
-  elseif streak >= c.n then
-    trigger = 'consecutive'
-  elseif c.rate > 0 and total >= c.min and fails > c.rate * total then
-    trigger = 'failure_rate'
-  else
-    return ''
-  end
-  -- never more than pct % of the group out, never its last agent unless allowed
-  local out_now = 0
-  for a, u in pairs(ej) do
-    if u > now_ms and a ~= agent then out_now = out_now + 1 end
-  end
-  if (c.all ~= 1 and out_now + 1 >= c.members) or (out_now + 1) * 100 > c.pct * c.members then
-    return ''
-  end
-  k = k + 1
-  local backoff = c.max
-  if k <= 30 then backoff = math.min(c.base * 2 ^ (k - 1), c.max) end
-  local until_ms = now_ms + backoff * 1000
-  local reason = trigger .. ':' .. kind
-  call('HSET', xk, agent, string.format('%d|%d|%s|%d|%s', until_ms, k, reason, now_ms, session))
-  call('EXPIRE', xk, OL_TTL)
-  call('HDEL', sk, 's:' .. agent, 'w:' .. agent)
-  ej[agent] = until_ms
-  return string.format('e|%s|%s|%d|%d|%s|%d', group, agent, until_ms, k, reason, backoff)
-end
-
--- A success of `agent` in `group`: resets its streak; ends its probation -> note 'r|...' or ''.
-local function ol_success(group, c, agent)
-  local sk = base .. 'ol:' .. group
-  call('HDEL', sk, 's:' .. agent)
-  if c.rate > 0 then
-    ol_window(sk, agent, c, false)
-    call('EXPIRE', sk, OL_TTL)
-  end
-  local xk = base .. 'olx:' .. group
-  local rec = call('HGET', xk, agent)
-  if rec then
-    local u, kk = string.match(rec, '^(%d+)|(%d+)|')
-    if tonumber(u) <= now_ms then
-      call('HDEL', xk, agent)
-      return string.format('r|%s|%s|0|%s|probation_passed|0', group, agent, kk)
+local ej_cache, ej_of, parse_cfg, ol_fail, ol_success
+local function outlier_fns()
+  if ej_of then return end
+  ej_cache = {}
+  function ej_of(group)
+    local m = ej_cache[group]
+    if m == nil then
+      m = {}
+      local flat = call('HGETALL', base .. 'olx:' .. group)
+      for i = 1, #flat, 2 do m[flat[i]] = tonumber(string.match(flat[i + 1], '^(%d+)')) end
+      ej_cache[group] = m
     end
+    return m
   end
-  return ''
+
+  -- ol_cfg "n|rate|window_s|min_calls|base_s|max_s|pct|short_s|allow_all|members" as a table.
+  function parse_cfg(s)
+    local v = {}
+    for x in string.gmatch(s, '[^|]+') do v[#v + 1] = tonumber(x) end
+    return {n = v[1], rate = v[2], win = v[3], min = v[4], base = v[5], max = v[6], pct = v[7],
+      short = v[8], all = v[9], members = v[10]}
+  end
+
+  -- Count one judged call of `agent` in its failure-rate window -> failures, calls in the window.
+  local function ol_window(sk, agent, c, failed)
+    if c.rate <= 0 then return 0, 0 end
+    local f = 'w:' .. agent
+    local w = call('HGET', sk, f)
+    local start, fails, total = now_ms, 0, 0
+    if w then
+      local a, b, d = string.match(w, '^(%d+):(%d+):(%d+)$')
+      a = tonumber(a)
+      if a and now_ms - a < c.win * 1000 then start, fails, total = a, tonumber(b), tonumber(d) end
+    end
+    total = total + 1
+    if failed then fails = fails + 1 end
+    call('HSET', sk, f, string.format('%d:%d:%d', start, fails, total))
+    return fails, total
+  end
+
+  -- A failure (`kind`: busy | failed | no_answer | short_call) of `agent` in `group` during `session`:
+  -- counts it, and ejects the agent when its streak, its failure rate or its probation says so and the
+  -- guards allow -> the note 'e|group|agent|until|k|reason|backoff_s', or ''.
+  function ol_fail(group, c, agent, kind, session, ej)
+    local sk = base .. 'ol:' .. group
+    local xk = base .. 'olx:' .. group
+    local streak = call('HINCRBY', sk, 's:' .. agent, 1)
+    local fails, total = ol_window(sk, agent, c, true)
+    call('EXPIRE', sk, OL_TTL)
+    local rec = call('HGET', xk, agent)
+    local k = 0
+    local trigger
+    if rec then
+      local u, kk = string.match(rec, '^(%d+)|(%d+)|')
+      if tonumber(u) > now_ms then return '' end -- already out (dialled before it was ejected)
+      k = tonumber(kk)
+      trigger = 'probation'
+    elseif streak >= c.n then
+      trigger = 'consecutive'
+    elseif c.rate > 0 and total >= c.min and fails > c.rate * total then
+      trigger = 'failure_rate'
+    else
+      return ''
+    end
+    -- never more than pct % of the group out, never its last agent unless allowed
+    local out_now = 0
+    for a, u in pairs(ej) do
+      if u > now_ms and a ~= agent then out_now = out_now + 1 end
+    end
+    if (c.all ~= 1 and out_now + 1 >= c.members) or (out_now + 1) * 100 > c.pct * c.members then
+      return ''
+    end
+    k = k + 1
+    local backoff = c.max
+    if k <= 30 then backoff = math.min(c.base * 2 ^ (k - 1), c.max) end
+    local until_ms = now_ms + backoff * 1000
+    local reason = trigger .. ':' .. kind
+    call('HSET', xk, agent, string.format('%d|%d|%s|%d|%s', until_ms, k, reason, now_ms, session))
+    call('EXPIRE', xk, OL_TTL)
+    call('HDEL', sk, 's:' .. agent, 'w:' .. agent)
+    ej[agent] = until_ms
+    return string.format('e|%s|%s|%d|%d|%s|%d', group, agent, until_ms, k, reason, backoff)
+  end
+
+  -- A success of `agent` in `group`: resets its streak; ends its probation -> note 'r|...' or ''.
+  function ol_success(group, c, agent)
+    local sk = base .. 'ol:' .. group
+    call('HDEL', sk, 's:' .. agent)
+    if c.rate > 0 then
+      ol_window(sk, agent, c, false)
+      call('EXPIRE', sk, OL_TTL)
+    end
+    local xk = base .. 'olx:' .. group
+    local rec = call('HGET', xk, agent)
+    if rec then
+      local u, kk = string.match(rec, '^(%d+)|(%d+)|')
+      if tonumber(u) <= now_ms then
+        call('HDEL', xk, agent)
+        return string.format('r|%s|%s|0|%s|probation_passed|0', group, agent, kk)
+      end
+    end
+    return ''
+  end
 end
 
 if mode == 'release' then
@@ -290,6 +306,7 @@ if mode == 'release' then
   end
   local note = ''
   if olg and olo then
+    outlier_fns()
     local c = parse_cfg(olo)
     local kind, rest = string.match(outcome, '^(%a):(.*)$')
     olf = olf or ','
@@ -449,162 +466,7 @@ local function available(agent, cap, tried)
   return cap == 0 or active_of(agent) < cap
 end
 
--- The lowest priority with a free member; among several members of that priority, the next (by id)
--- after the one last chosen at that level (hash `pr:<group>`, field = priority), unless `rotate` is
--- false. A level of one member reads and writes nothing. -> index, and whether the level rotates
--- (then the caller records the choice).
-local function pick_priority(e, n, tried, rotate, prkey)
-  for i = 1, n do
-    local o = 3 + 4 * i
-    if available(e[o], e[o + 2], tried) then
-      local p = e[o + 1]
-      if not rotate then return i, false end
-      -- the level's members: e is in (priority, id) order, so they surround i
-      local first, last = i, i
-      while first > 1 and e[3 + 4 * (first - 1) + 1] == p do first = first - 1 end
-      while last < n and e[3 + 4 * (last + 1) + 1] == p do last = last + 1 end
-      if first == last then return i, false end
-      local prev = call('HGET', prkey, p)
-      if not prev then return i, true end
-      prev = tonumber(prev)
-      local start = first
-      for j = first, last do
-        if tonumber(e[3 + 4 * j]) > prev then start = j; break end
-      end
-      local size = last - first + 1
-      for k = 0, size - 1 do
-        local j = first + (start - first + k) % size
-        local oj = 3 + 4 * j
-        if j == i or available(e[oj], e[oj + 2], tried) then return j, true end
-      end
-      return i, true
-    end
-  end
-  return -1, false
-end
 
--- Stickiness: the agent `skey` names (the one this caller last reached in the group), when it is
--- still a member and can take the call; else -1.
-local function pick_sticky(e, n, tried, skey)
-  local agent = call('GET', skey)
-  if not agent then return -1 end
-  for i = 1, n do
-    local o = 3 + 4 * i
-    if e[o] == agent then
-      if available(agent, e[o + 2], tried) then return i end
-      return -1
-    end
-  end
-  return -1
-end
-
-local seeded = false
-local function seed(opts)
-  if not seeded then
-    seeded = true
-    if opts.seed then math.randomseed(opts.seed) end
-  end
-end
-
--- Random among the free members in proportion to their weight.
-local function pick_weighted(e, n, tried, opts)
-  local eligible, total = {}, 0
-  for i = 1, n do
-    local o = 3 + 4 * i
-    if available(e[o], e[o + 2], tried) then
-      eligible[#eligible + 1] = i
-      total = total + e[o + 3]
-    end
-  end
-  if #eligible == 0 then return -1 end
-  if #eligible == 1 or total < 1 then return eligible[1] end
-  seed(opts)
-  local x = math.random(total)
-  for k = 1, #eligible do
-    local i = eligible[k]
-    x = x - e[3 + 4 * i + 3]
-    if x <= 0 then return i end
-  end
-  return eligible[#eligible]
-end
-
--- The fewest active calls relative to capacity (an unlimited member counts as large as the largest
--- finite capacity; relative only when capacities differ); among equals, two random choices: the one
--- with more free slots, else the first drawn.
-local function pick_least_active(e, n, tried, opts)
-  local differ = false
-  local maxcap = 0
-  local cap1 = e[9]
-  for i = 1, n do
-    local cap = e[5 + 4 * i]
-    if cap > maxcap then maxcap = cap end
-    if cap ~= cap1 then differ = true end
-  end
-  if maxcap == 0 then maxcap = 1 end
-  local ties, best_act, best_cap = {}, 0, 1
-  for i = 1, n do
-    local o = 3 + 4 * i
-    local agent = e[o]
-    if available(agent, e[o + 2], tried) then
-      local act = active_of(agent)
-      local cap = 1
-      if differ then
-        cap = e[o + 2]
-        if cap == 0 then cap = maxcap end
-      end
-      if #ties == 0 or act * best_cap < best_act * cap then
-        ties = {i}
-        best_act, best_cap = act, cap
-      elseif act * best_cap == best_act * cap then
-        ties[#ties + 1] = i
-      end
-    end
-  end
-  local m = #ties
-  if m == 0 then return -1 end
-  if m == 1 then return ties[1] end
-  seed(opts)
-  local a = math.random(m)
-  local b = math.random(m - 1)
-  if b >= a then b = b + 1 end
-  local ia, ib = ties[a], ties[b]
-  local function room(i)
-    local cap = e[5 + 4 * i]
-    if cap == 0 then return math.huge end
-    return cap - active_of(e[3 + 4 * i])
-  end
-  if room(ib) > room(ia) then return ib end
-  return ia
-end
-
-local function pick_round_robin(e, n, tried, rrkey)
-  local start = 1
-  local last = call('GET', rrkey)
-  if last then
-    local lp, la = string.match(last, '^(%-?%d+):(%d+)$')
-    lp = tonumber(lp)
-    la = tonumber(la)
-    if lp then
-      -- the first member after (lp, la) in (priority, id) order; wraps to the first
-      start = n + 1
-      for i = 1, n do
-        local o = 3 + 4 * i
-        local p = e[o + 1]
-        if p > lp or (p == lp and tonumber(e[o]) > la) then
-          start = i
-          break
-        end
-      end
-      if start > n then start = 1 end
-    end
-  end
-  for k = 0, n - 1 do
-    local i = (start - 1 + k) % n + 1
-    local o = 3 + 4 * i
-    if available(e[o], e[o + 2], tried) then return i end
-  end
-  return -1
-end
 
 local function pick_load_balanced(e, n, tried, wh)
   -- Relative to capacity only when capacities differ; an unlimited member (0) counts as large as
@@ -613,7 +475,7 @@ local function pick_load_balanced(e, n, tried, wh)
   local maxcap = 0
   local cap1 = e[9]
   for i = 1, n do
-    local cap = e[5 + 4 * i]
+    local cap = e[6 + 3 * i]
     if cap > maxcap then maxcap = cap end
     if cap ~= cap1 then differ = true end
   end
@@ -621,7 +483,7 @@ local function pick_load_balanced(e, n, tried, wh)
   local windows = windows_for(wh)
   local eligible, missing = {}, {}
   for i = 1, n do
-    local o = 3 + 4 * i
+    local o = 4 + 3 * i
     local agent = e[o]
     if available(agent, e[o + 2], tried) then
       eligible[#eligible + 1] = i
@@ -632,7 +494,7 @@ local function pick_load_balanced(e, n, tried, wh)
   local best, best_calls, best_cap = -1, 0, 1
   for k = 1, #eligible do
     local i = eligible[k]
-    local o = 3 + 4 * i
+    local o = 4 + 3 * i
     local calls = windows[e[o]]
     local cap = 1
     if differ then
@@ -655,39 +517,242 @@ local function free_slot(agent, session)
   end
 end
 
--- A choice in target e (n candidates) by its stickiness and strategy -> index (-1 = none), the
--- stickiness key (nil unless sticky), whether the strategy chose, whether a priority level rotated.
-local function choose_in(e, n, tried, from, opts)
-  local strategy, group = e[1], e[2]
-  local idx, skey, level = -1, nil, false
-  if opts.sticky_s and from ~= '' then
-    skey = base .. 'st:' .. group .. ':' .. from
-    idx = pick_sticky(e, n, tried, skey)
-    if idx > 0 then return idx, skey, false, false end
+
+-- The strategies other than load_balanced (and stickiness), choose_in and the trace's codes_of: made
+-- by the first call of more_pickers(), so a script call that only makes first choices in unlimited
+-- load_balanced groups creates none of them.
+local pick_priority, pick_sticky, seed, pick_weighted, pick_least_active, pick_round_robin
+local codes_of, choose_in
+local scratch = nil
+local seeded = false
+local function more_pickers()
+  if pick_priority then return end
+  -- The lowest priority with a free member; among several members of that priority, the next (by id)
+  -- after the one last chosen at that level (hash `pr:<group>`, field = priority), unless `rotate` is
+  -- false. A level of one member reads and writes nothing. -> index, and whether the level rotates
+  -- (then the caller records the choice).
+  function pick_priority(e, n, tried, rotate, prkey)
+    for i = 1, n do
+      local o = 4 + 3 * i
+      if available(e[o], e[o + 2], tried) then
+        local p = e[o + 1]
+        if not rotate then return i, false end
+        -- the level's members: e is in (priority, id) order, so they surround i
+        local first, last = i, i
+        while first > 1 and e[4 + 3 * (first - 1) + 1] == p do first = first - 1 end
+        while last < n and e[4 + 3 * (last + 1) + 1] == p do last = last + 1 end
+        if first == last then return i, false end
+        local prev = call('HGET', prkey, p)
+        if not prev then return i, true end
+        prev = tonumber(prev)
+        local start = first
+        for j = first, last do
+          if tonumber(e[4 + 3 * j]) > prev then start = j; break end
+        end
+        local size = last - first + 1
+        for k = 0, size - 1 do
+          local j = first + (start - first + k) % size
+          local oj = 4 + 3 * j
+          if j == i or available(e[oj], e[oj + 2], tried) then return j, true end
+        end
+        return i, true
+      end
+    end
+    return -1, false
   end
-  if strategy == 'load_balanced' then
-    idx = pick_load_balanced(e, n, tried, e[3])
-  elseif strategy == 'round_robin' then
-    idx = pick_round_robin(e, n, tried, base .. 'rr:' .. group)
-  elseif strategy == 'weighted' then
-    idx = pick_weighted(e, n, tried, opts)
-  elseif strategy == 'least_active' then
-    idx = pick_least_active(e, n, tried, opts)
-  elseif strategy == 'priority' then
-    idx, level = pick_priority(e, n, tried, opts.rotate ~= false, base .. 'pr:' .. group)
-  else -- single (one candidate)
-    idx = pick_priority(e, n, tried, false, nil)
+
+  -- Stickiness: the agent `skey` names (the one this caller last reached in the group), when it is
+  -- still a member and can take the call; else -1.
+  function pick_sticky(e, n, tried, skey)
+    local agent = call('GET', skey)
+    if not agent then return -1 end
+    for i = 1, n do
+      local o = 4 + 3 * i
+      if e[o] == agent then
+        if available(agent, e[o + 2], tried) then return i end
+        return -1
+      end
+    end
+    return -1
   end
-  return idx, skey, true, level
+
+  function seed()
+    if not seeded then
+      seeded = true
+      if batch[2] ~= 0 then math.randomseed(batch[2]) end
+    end
+  end
+
+  -- Random among the free members in proportion to their weight.
+  function pick_weighted(e, n, tried, opts)
+    local eligible, total = {}, 0
+    for i = 1, n do
+      local o = 4 + 3 * i
+      if available(e[o], e[o + 2], tried) then
+        eligible[#eligible + 1] = i
+        total = total + opts.w[i]
+      end
+    end
+    if #eligible == 0 then return -1 end
+    if #eligible == 1 or total < 1 then return eligible[1] end
+    seed()
+    local x = math.random(total)
+    for k = 1, #eligible do
+      local i = eligible[k]
+      x = x - opts.w[i]
+      if x <= 0 then return i end
+    end
+    return eligible[#eligible]
+  end
+
+  -- The fewest active calls relative to capacity (an unlimited member counts as large as the largest
+  -- finite capacity; relative only when capacities differ); among equals, two random choices: the one
+  -- with more free slots, else the first drawn.
+  function pick_least_active(e, n, tried, opts)
+    local differ = false
+    local maxcap = 0
+    local cap1 = e[9]
+    for i = 1, n do
+      local cap = e[6 + 3 * i]
+      if cap > maxcap then maxcap = cap end
+      if cap ~= cap1 then differ = true end
+    end
+    if maxcap == 0 then maxcap = 1 end
+    local ties, best_act, best_cap = {}, 0, 1
+    for i = 1, n do
+      local o = 4 + 3 * i
+      local agent = e[o]
+      if available(agent, e[o + 2], tried) then
+        local act = active_of(agent)
+        local cap = 1
+        if differ then
+          cap = e[o + 2]
+          if cap == 0 then cap = maxcap end
+        end
+        if #ties == 0 or act * best_cap < best_act * cap then
+          ties = {i}
+          best_act, best_cap = act, cap
+        elseif act * best_cap == best_act * cap then
+          ties[#ties + 1] = i
+        end
+      end
+    end
+    local m = #ties
+    if m == 0 then return -1 end
+    if m == 1 then return ties[1] end
+    seed()
+    local a = math.random(m)
+    local b = math.random(m - 1)
+    if b >= a then b = b + 1 end
+    local ia, ib = ties[a], ties[b]
+    local function room(i)
+      local cap = e[6 + 3 * i]
+      if cap == 0 then return math.huge end
+      return cap - active_of(e[4 + 3 * i])
+    end
+    if room(ib) > room(ia) then return ib end
+    return ia
+  end
+
+  function pick_round_robin(e, n, tried, rrkey)
+    local start = 1
+    local last = call('GET', rrkey)
+    if last then
+      local lp, la = string.match(last, '^(%-?%d+):(%d+)$')
+      lp = tonumber(lp)
+      la = tonumber(la)
+      if lp then
+        -- the first member after (lp, la) in (priority, id) order; wraps to the first
+        start = n + 1
+        for i = 1, n do
+          local o = 4 + 3 * i
+          local p = e[o + 1]
+          if p > lp or (p == lp and tonumber(e[o]) > la) then
+            start = i
+            break
+          end
+        end
+        if start > n then start = 1 end
+      end
+    end
+    for k = 0, n - 1 do
+      local i = (start - 1 + k) % n + 1
+      local o = 4 + 3 * i
+      if available(e[o], e[o + 2], tried) then return i end
+    end
+    return -1
+  end
+
+  -- The trace of target e (n candidates) right after a choice in it (idx, -1 = none), from what the
+  -- choice left known (no Redis call): per candidate 'c' chosen, 't' tried by the call, 'e' ejected,
+  -- 'f' full, '.' free, '-' unknown (a capacity the choice did not need to count).
+  function codes_of(e, n, idx, tried)
+    local t = scratch
+    if t == nil then t = {}; scratch = t end
+    for i = 1, n do
+      local o = 4 + 3 * i
+      local agent = e[o]
+      local code
+      if i == idx then
+        code = 'c'
+      elseif tried ~= ',' and find(tried, ',' .. agent .. ',', 1, true) then
+        code = 't'
+      else
+        local u = cur_ej and cur_ej[agent]
+        if u and u > now_ms then
+          code = 'e'
+        else
+          local cap = e[o + 2]
+          if cap == 0 then
+            code = '.'
+          else
+            local act = active_cache[agent]
+            if act == nil then code = '-' elseif act < cap then code = '.' else code = 'f' end
+          end
+        end
+      end
+      t[i] = code
+    end
+    return table.concat(t, '', 1, n)
+  end
+
+  -- A choice in target e (n candidates) by its stickiness and strategy -> index (-1 = none), the
+  -- stickiness key (nil unless sticky), whether the strategy chose, whether a priority level rotated.
+  function choose_in(e, n, tried, from, opts)
+    local strategy, group = e[1], e[2]
+    local idx, skey, level = -1, nil, false
+    if strategy == 'load_balanced' and not opts.sticky_s then
+      return pick_load_balanced(e, n, tried, e[3]), nil, true, false
+    end
+    if opts.sticky_s and from ~= '' then
+      skey = base .. 'st:' .. group .. ':' .. from
+      idx = pick_sticky(e, n, tried, skey)
+      if idx > 0 then return idx, skey, false, false end
+    end
+    if strategy == 'load_balanced' then
+      idx = pick_load_balanced(e, n, tried, e[3])
+    elseif strategy == 'round_robin' then
+      idx = pick_round_robin(e, n, tried, base .. 'rr:' .. group)
+    elseif strategy == 'weighted' then
+      idx = pick_weighted(e, n, tried, opts)
+    elseif strategy == 'least_active' then
+      idx = pick_least_active(e, n, tried, opts)
+    elseif strategy == 'priority' then
+      idx, level = pick_priority(e, n, tried, opts.rotate ~= false, base .. 'pr:' .. group)
+    else -- single (one candidate)
+      idx = pick_priority(e, n, tried, false, nil)
+    end
+    return idx, skey, true, level
+  end
 end
 
 local out = {}
-local pos = batch[1] + 2
+local pos = batch[1] + 3
 local r = 0
 while batch[pos] do
   local session, stage, failed, caller = batch[pos], batch[pos + 1], batch[pos + 3], batch[pos + 4]
   local from, fstatus = batch[pos + 5], batch[pos + 6]
-  local e = batch[1 + batch[pos + 2]]
+  local e = batch[2 + batch[pos + 2]]
   pos = pos + 7
   r = r + 1
   local strategy, group, wh, max_attempts, fallback, n = e[1], e[2], e[3], e[4], e[5], e[6]
@@ -706,6 +771,7 @@ while batch[pos] do
     out[#out + 1] = 1
     out[#out + 1] = ''
     out[#out + 1] = tonumber(ostep or '0')
+    out[#out + 1] = ''
   else
     local attempt = 1
     local is_dial = stage ~= 'app'
@@ -716,6 +782,7 @@ while batch[pos] do
     local note = ''
     cur_ej = nil
     if opts.ol_cfg then
+      outlier_fns()
       olc = opts.olc
       if olc == nil then
         olc = parse_cfg(opts.ol_cfg)
@@ -726,7 +793,7 @@ while batch[pos] do
       if fstatus ~= '' and failed ~= '' then
         -- only the group's own members (an overflow group's agent is not judged here)
         for i = 1, n do
-          if e[3 + 4 * i] == failed then member = true; break end
+          if e[4 + 3 * i] == failed then member = true; break end
         end
       end
       if member and find(tried, ',' .. failed .. ',', 1, true) then
@@ -745,34 +812,62 @@ while batch[pos] do
     local idx, skey, by_strategy, level = -1, nil, true, false
     local ol_cfg, group_sel = nil, group
     local sel, step, step_cxml = e, 0, nil
-    if not ended and attempt <= max_attempts and not (is_dial and not fallback) then
-      if n > 0 then idx, skey, by_strategy, level = choose_in(e, n, tried, from, opts) end
+    local trace
+    if ended then
+      trace = '!E'
+    elseif attempt > max_attempts then
+      trace = '!M'
+    elseif is_dial and not fallback then
+      trace = '!F'
+    else
+      trace = ''
+      if n > 0 then
+        if strategy == 'load_balanced' and not opts.sticky_s then
+          idx = pick_load_balanced(e, n, tried, wh)
+        else
+          more_pickers()
+          idx, skey, by_strategy, level = choose_in(e, n, tried, from, opts)
+        end
+        if tried == ',' and not cur_ej and opts.unl and idx > 0 then
+          trace = '*' -- every member unlimited, none tried or ejected: all free, one chosen
+        else
+          more_pickers()
+          trace = codes_of(e, n, idx, tried)
+        end
+      end
       local ovf = opts.ovf
       if idx < 0 and ovf then
         -- settings.overflow: the steps after the group, in order, with the call's tried-set
+        more_pickers()
         for k = 1, #ovf do
           local s = ovf[k]
-          if type(s) == 'number' then
-            local e2 = batch[1 + s]
+          if type(s) == 'table' then
+            local e2 = s
             local o2 = e2[#e2]
             cur_ej = nil
-            if o2.ol_cfg then cur_ej = ej_of(e2[2]) end
+            if o2.ol_cfg then outlier_fns(); cur_ej = ej_of(e2[2]) end
             if e2[6] > 0 then
               idx, skey, by_strategy, level = choose_in(e2, e2[6], tried, from, o2)
+              trace = trace .. '/' .. codes_of(e2, e2[6], idx, tried)
               if idx > 0 then sel, step = e2, k; break end
+            else
+              trace = trace .. '/'
             end
           else
             local mark = 's' .. k
             local kind = string.sub(s, 1, 1)
             if kind == 'A' then
               step, step_cxml = k, string.sub(s, 2)
+              trace = trace .. '/c'
               break
             elseif not find(tried, ',' .. mark .. ',', 1, true) then
               -- a number: dialled once per call (its mark joins the tried-set)
               step, step_cxml = k, string.sub(s, 2)
               tried = tried .. mark .. ','
+              trace = trace .. '/c'
               break
             end
+            trace = trace .. '/t'
           end
         end
       end
@@ -780,8 +875,9 @@ while batch[pos] do
     local agent = '0'
     local cxml
     if idx > 0 then
-      local e, n, group, strategy, sticky_s = sel, sel[6], sel[2], sel[1], sel[#sel].sticky_s
-      local o = 3 + 4 * idx
+      local so = sel[#sel]
+      local e, n, group, strategy, sticky_s = sel, sel[6], sel[2], sel[1], so.sticky_s
+      local o = 4 + 3 * idx
       agent = e[o]
       local ak = base .. 'active:' .. agent
       -- Slots past their expiry are not counted (ZCOUNT from now); removing them is housekeeping,
@@ -810,22 +906,32 @@ while batch[pos] do
       if cur ~= '' and cur ~= agent then free_slot(cur, session) end
       cur = agent
       tried = tried .. agent .. ','
-      local a = 5 + 4 * n + 2 * idx
+      local a = 5 + 3 * n + 2 * idx
       local head, tail = e[a], e[a + 1]
-      if tail == '' then cxml = head else cxml = head .. caller .. tail end
-      ol_cfg, group_sel = sel[#sel].ol_cfg, group
+      local hp = so.hp
+      if hp then
+        if tail == '' then cxml = hp .. head else cxml = hp .. head .. caller .. tail end
+      elseif tail == '' then
+        cxml = head
+      else
+        cxml = head .. caller .. tail
+      end
+      ol_cfg, group_sel = so.ol_cfg, group
     elseif step_cxml then
       -- a number or an announcement: the call holds no agent slot from here on
       if cur ~= '' then free_slot(cur, session); cur = '' end
       cxml = step_cxml
     else
-      cxml = e[7 + 6 * n]
+      cxml = e[7 + 5 * n]
     end
     local zidx = idx - 1
     if idx < 0 then zidx = -1 end
-    local dval = zidx .. '|' .. agent .. '|' .. attempt .. '|'
-    if step > 0 then dval = dval .. 'o' .. step .. '|' end
-    dval = dval .. cxml
+    local dval
+    if step > 0 then
+      dval = zidx .. '|' .. agent .. '|' .. attempt .. '|o' .. step .. '|' .. cxml
+    else
+      dval = zidx .. '|' .. agent .. '|' .. attempt .. '|' .. cxml
+    end
     -- The decision stays in the call's hash (field d:<stage>) for replays, as long as the hash.
     if ol_cfg and idx > 0 then
       -- what a release needs to judge this call's end for the group's outlier settings
@@ -842,6 +948,7 @@ while batch[pos] do
     out[#out + 1] = 0
     out[#out + 1] = note
     out[#out + 1] = step
+    out[#out + 1] = trace
   end
 end
 return out

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import os
 import random
 import time
 from collections import OrderedDict, deque
@@ -39,6 +40,8 @@ logger = structlog.get_logger(__name__)
 SCRIPT = files("routing_engine").joinpath("balancer.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
+# The shortest common start of a target's heads worth sending once (balancer.lua's opts.hp).
+HEAD_PREFIX_MIN = 16
 # Decisions per script call at most: bounds how long one script holds Redis under a burst.
 MAX_BATCH = 64
 # Longest wait for one script call before the local view decides (redis-py's default retry policy
@@ -51,8 +54,9 @@ LOCAL_CALLS_LIMIT = 100_000
 # How long a new window bucket lives (the script's decide ARGV[5]).
 BUCKET_TTL = str(WINDOW_BUCKET_TTL_S)
 # Replies of the decide script: index, agent (0 = none), attempt, cxml, replay, outlier note, overflow
-# step (1-based index into settings.overflow's flattened chain; 0 = the group itself or no answer).
-REPLY_FIELDS = 7
+# step (1-based index into settings.overflow's flattened chain; 0 = the group itself or no answer),
+# trace (the per-candidate codes, balancer.lua's header).
+REPLY_FIELDS = 8
 # Options of a target that has none.
 NO_OPTS: dict[str, Any] = {}
 # A dial-status that counts as the agent's failure (settings.outlier) -> the reason it is noted as;
@@ -68,6 +72,18 @@ AGENT_FAILURES = {
 ADOPT_BATCH = 500
 # What "Redis is unreachable" looks like (redis-py wraps most socket errors; OSError for the rest).
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+
+
+class PackedTarget:
+    """A routing target as balancer.lua reads it, msgpack-encoded once (``pack_target``) and spliced
+    into every batch that names it; ``random``: it (or a group of its overflow chain) draws random
+    numbers. Hashed by identity: a batch lists each one once."""
+
+    __slots__ = ("random", "raw")
+
+    def __init__(self, raw: msgspec.Raw, random: bool) -> None:
+        self.raw = raw
+        self.random = random
 
 
 class Candidate(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -108,6 +124,9 @@ class DecideRequest(msgspec.Struct, frozen=True, gc=False):
     # are used) or an answer string, "N<cxml>" (a number: dialled once per call) or "A<cxml>" (an
     # announcement). Tried in order when the target's own candidates are exhausted.
     overflow: tuple[Any, ...] = ()
+    # The target fields above packed for the script (pack_target), made once per compiled target and
+    # rendering; None: encode_batch packs them itself.
+    packed: PackedTarget | None = None
 
     def answer(self, index: int) -> str:
         """The answer for candidate ``index`` (-1: the no-agent answer)."""
@@ -125,6 +144,9 @@ class DecideResult(msgspec.Struct, frozen=True, gc=False):
     replay: bool  # (tenant, session, stage) was decided before: nothing moved
     degraded: bool  # Redis was unreachable and the local view decided
     overflow_step: int = 0  # the settings.overflow step that answered (1-based), 0 = none
+    # Why each candidate was or was not chosen, one code per candidate (balancer.lua's header; shared
+    # TRACE_CODES); "" for a replay or a decision of the local view.
+    trace: str = ""
 
 
 class OutlierNote(msgspec.Struct, frozen=True, gc=False):
@@ -169,86 +191,125 @@ class AgentCounters(msgspec.Struct, frozen=True, gc=False):
 _ENCODE = msgspec.msgpack.Encoder().encode
 
 
-# Strategies that draw random numbers in the script: their targets carry a seed (Redis 6 seeds a
-# script's math.random identically on every call).
+# Strategies that draw random numbers in the script: a batch with one of them carries a seed (Redis 6
+# seeds a script's math.random identically on every call).
 RANDOM_STRATEGIES = frozenset({"weighted", "least_active"})
 _seeds = random.Random()
 
 
+def pack_target(req: DecideRequest) -> PackedTarget:
+    """``req``'s target fields as the script's target array:
+
+        [strategy, group, window_hours, max_attempts, fallback, n, agent, priority, capacity
+        (n times; agent as a string, as the keys use it), head, tail (n times), no_agent, opts]
+
+    (the same 3 values per candidate as before weights existed: the target stays within the 64 array
+    slots Lua's unpacking sizes it to for 10 candidates). opts (always last, read as ``e[#e]``) a map
+    with only the keys that apply: ``sticky_s``, ``w`` (weighted: the weights in candidate order),
+    ``hp`` (the start every head shares, sent once: the heads hold the rest),
+    ``rotate`` (False only), ``unl`` (every candidate's capacity is unlimited: the trace of a first
+    choice is "*"), ``ovf`` (settings.overflow: per step the group's own target array,
+    inline, or an answer string) and the ``ol_*`` keys of settings.outlier. The compiled targets'
+    packs are made once per rendering (decide.py); this is what they cost, once."""
+    target: list[Any] = [
+        req.strategy,
+        req.group_id,
+        req.window_hours,
+        req.max_attempts,
+        req.fallback_enabled,
+        len(req.candidates),
+    ]
+    for c in req.candidates:
+        target += (str(c.agent_id), c.priority, c.capacity)
+    # The heads share their start (the answer's opening up to the dial action's agent id): sent once.
+    prefix = os.path.commonprefix([h for h, _ in req.answers]) if len(req.answers) > 1 else ""  # noqa: RUF071 (characters wanted)
+    if len(prefix) < HEAD_PREFIX_MIN:
+        prefix = ""
+    cut = len(prefix)
+    for head, tail in req.answers:
+        target += (head[cut:], tail)
+    is_random = req.strategy in RANDOM_STRATEGIES
+    weighted = req.strategy == "weighted"
+    opts: dict[str, Any] = req.opts
+    unlimited = bool(req.candidates) and all(c.capacity == 0 for c in req.candidates)
+    if (
+        req.sticky_s
+        or (not req.rotate and req.strategy == "priority")
+        or req.overflow
+        or unlimited
+        or weighted
+        or prefix
+    ):
+        opts = dict(opts)
+        if prefix:
+            opts["hp"] = prefix
+        if unlimited:
+            opts["unl"] = 1
+        if weighted:
+            opts["w"] = [c.weight for c in req.candidates]
+        if req.sticky_s:
+            opts["sticky_s"] = req.sticky_s
+        if not req.rotate and req.strategy == "priority":
+            opts["rotate"] = False
+        if req.overflow:
+            steps: list[Any] = []
+            for step in req.overflow:
+                if isinstance(step, str):
+                    steps.append(step)
+                else:
+                    packed = step.packed or pack_target(step)
+                    is_random = is_random or packed.random
+                    steps.append(packed.raw)
+            opts["ovf"] = steps
+    target += (req.no_agent, opts)
+    return PackedTarget(msgspec.Raw(_ENCODE(target)), is_random)
+
+
 def encode_batch(requests: Sequence[DecideRequest], rng: random.Random | None = None) -> bytes:
     """The ``decide`` payload of balancer.lua: one flat msgpack array (Lua builds a table per array,
-    and tables are what its unpacking costs), the routing targets of the batch once each:
+    and tables are what its unpacking costs), the routing targets of the batch once each, packed
+    (``pack_target``; a request's own ``packed`` when it has one):
 
-        [k, target_1, ..., target_k, session, stage, target, failed, caller, from, fstatus, session, ...]
+        [k, seed, target_1, ..., target_k, session, stage, target, failed, caller, from, fstatus, session, ...]
 
-    target = [strategy, group, window_hours, max_attempts, fallback, n, agent, priority, capacity,
-    weight (n times; agent as a string, as the keys use it), head, tail (n times), no_agent, opts];
-    opts (always last, read as ``e[#e]``) a map with only the keys that apply: ``sticky_s``,
-    ``rotate`` (False only), ``seed`` (random strategies; from ``rng``) and the ``ol_*`` keys of
-    settings.outlier. Per request ``target`` is its 1-based index, ``failed`` the failed agent as a
-    string ("" for none), ``from`` the caller's number for a sticky group ("" otherwise), ``fstatus``
-    the failed dial's reason when it counts against the agent ("" otherwise)."""
-    targets: dict[tuple[Any, ...], int] = {}
-    out: list[Any] = [0]
+    ``seed`` seeds the script's math.random when a target draws random numbers (from ``rng``), else 0.
+    Per request ``target`` is its 1-based index, ``failed`` the failed agent as a string ("" for
+    none), ``from`` the caller's number for a sticky group ("" otherwise), ``fstatus`` the failed
+    dial's reason when it counts against the agent ("" otherwise)."""
+    targets: dict[PackedTarget, int] = {}
+    out: list[Any] = [0, 0]
     rows: list[Any] = []
-
-    def target_index(req: DecideRequest) -> int:
-        # Requests of one routing target share these objects (the compiled snapshot's), and every one
-        # of them lives as long as `requests`, so their ids cannot be reused meanwhile.
-        key = (
-            req.strategy,
-            req.group_id,
-            req.sticky_s,
-            req.rotate,
-            req.window_hours,
-            req.max_attempts,
-            req.fallback_enabled,
-            id(req.candidates),
-            id(req.answers),
-            id(req.no_agent),
-            id(req.opts),
-            id(req.overflow),
-        )
-        index = targets.get(key)
-        if index is not None:
-            return index
-        # overflow groups first: the target names them by index
-        steps = [s if isinstance(s, str) else target_index(s) for s in req.overflow]
-        index = targets[key] = len(targets) + 1
-        target: list[Any] = [
-            req.strategy,
-            req.group_id,
-            req.window_hours,
-            req.max_attempts,
-            req.fallback_enabled,
-            len(req.candidates),
-        ]
-        for c in req.candidates:
-            target += (str(c.agent_id), c.priority, c.capacity, c.weight)
-        for head, tail in req.answers:
-            target += (head, tail)
-        opts: dict[str, Any] = req.opts
-        if (
-            req.sticky_s
-            or req.strategy in RANDOM_STRATEGIES
-            or (not req.rotate and req.strategy == "priority")
-            or steps
-        ):
-            opts = dict(opts)
-            if req.sticky_s:
-                opts["sticky_s"] = req.sticky_s
-            if not req.rotate and req.strategy == "priority":
-                opts["rotate"] = False
-            if req.strategy in RANDOM_STRATEGIES:
-                opts["seed"] = (rng or _seeds).getrandbits(31)
-            if steps:
-                opts["ovf"] = steps
-        target += (req.no_agent, opts)
-        out.append(target)
-        return index
-
+    adhoc: dict[tuple[Any, ...], PackedTarget] | None = None
+    is_random = False
     for req in requests:
-        index = target_index(req)
+        packed = req.packed
+        if packed is None:
+            # a request made without its pack (tests, benchmarks): requests of one target share these
+            # objects, and each lives as long as `requests`, so their ids cannot be reused meanwhile
+            key = (
+                req.strategy,
+                req.group_id,
+                req.sticky_s,
+                req.rotate,
+                req.window_hours,
+                req.max_attempts,
+                req.fallback_enabled,
+                id(req.candidates),
+                id(req.answers),
+                id(req.no_agent),
+                id(req.opts),
+                id(req.overflow),
+            )
+            if adhoc is None:
+                adhoc = {}
+            packed = adhoc.get(key)
+            if packed is None:
+                packed = adhoc[key] = pack_target(req)
+        index = targets.get(packed)
+        if index is None:
+            index = targets[packed] = len(targets) + 1
+            out.append(packed.raw)
+            is_random = is_random or packed.random
         failed = req.failed_agent
         rows += (
             req.session,
@@ -260,6 +321,8 @@ def encode_batch(requests: Sequence[DecideRequest], rng: random.Random | None = 
             req.fail_status,
         )
     out[0] = len(targets)
+    if is_random:
+        out[1] = (rng or _seeds).getrandbits(31) or 1
     out += rows
     return _ENCODE(out)
 
@@ -707,6 +770,7 @@ class Balancer:
                     replay=replay,
                     degraded=False,
                     overflow_step=int(reply[i + 6]),
+                    trace=_text(reply[i + 7]),
                 )
             )
         return results

@@ -11,9 +11,10 @@ from typing import Any
 import msgspec
 
 from routing_engine import cxml
-from routing_engine.balancer import AGENT_FAILURES, Balancer, DecideRequest
+from routing_engine.balancer import AGENT_FAILURES, Balancer, DecideRequest, pack_target
 from routing_engine.rules import CompiledDomain, CompiledTarget, CompiledTenant, OutboundRoute
 from routing_engine.webhooks import VoiceRequest
+from shared.events import DecisionTrace
 from shared.routing import normalize_number
 from shared.snapshot import InboundRuleSnap
 
@@ -39,12 +40,20 @@ class Decision(msgspec.Struct, kw_only=True, gc=False):
     # 1-based index in the flattened chain
     overflow_step: str | None = None
     overflow_index: int | None = None
+    trace: DecisionTrace | None = None  # how it was chosen (explained decisions); None for a replay
 
 
 def _inbound_rule(
     tenant: CompiledTenant, domain: CompiledDomain, req: VoiceRequest
-) -> InboundRuleSnap | None:
-    return tenant.inbound.first_match(req.to_number, req.from_number, domain.id)
+) -> tuple[InboundRuleSnap | None, str]:
+    """The rule that takes the call, and the scheduled rules that matched but were closed
+    (DecisionTrace.rules_skipped)."""
+    table = tenant.inbound
+    if not table.scheduled:
+        return table.first_match(req.to_number, req.from_number, domain.id), ""
+    skipped: list[InboundRuleSnap] = []
+    rule = table.first_match(req.to_number, req.from_number, domain.id, skipped=skipped)
+    return rule, ",".join(f"{r.id}:s" for r in skipped)
 
 
 def _outbound(tenant: CompiledTenant, req: VoiceRequest) -> Decision:
@@ -69,71 +78,72 @@ def sticky_caller(from_number: str) -> str:
     return normalize_number(from_number)[:STICKY_CALLER_MAX] if from_number else ""
 
 
-# Distinct (domain, base URL, attempt) renderings kept per target; more only when requests name many
-# hosts (no VLB_ENGINE_PUBLIC_URL): then the cache starts over.
+# Distinct (domain, base URL, attempt, url_extra) renderings kept per target; more only when requests
+# name many hosts (no VLB_ENGINE_PUBLIC_URL): then the cache starts over.
 ANSWER_PARTS_KEPT = 64
 
 
-def _answer_parts(
+def _action(base_url: str, domain: CompiledDomain, attempt: int, url_extra: str) -> str:
+    """The dial-status URL of an attempt (escaped for an attribute), up to its ``agent=`` value."""
+    return f"{base_url}{domain.dial_status_path}?attempt={attempt}&amp;{url_extra}agent="
+
+
+def _rendered(
     target: CompiledTarget,
     domain: CompiledDomain,
     base_url: str,
     attempt: int,
     url_extra: str | None = None,
-) -> tuple[tuple[str, str], ...]:
-    """Per candidate, its answer (as if it were chosen) split where the caller id goes; ``url_extra``
-    (an overflow group's: the rule's that took the call) defaults to the target's."""
-    cache = target.answer_parts
+) -> DecideRequest:
+    """The target's request template for this rendering: per candidate its answer (as if it were
+    chosen) split where the caller id goes, the overflow chain rendered, and the whole target packed
+    for the script (balancer.pack_target), all made once and kept in the target. ``url_extra`` (an
+    overflow group's: the rule's that took the call) defaults to the target's. Per decision only the
+    call's own fields are filled in (``msgspec.structs.replace``)."""
     if url_extra is None:
         url_extra = target.url_extra
-    key = (
-        (domain.dial_status_path, base_url, attempt)
-        if url_extra == target.url_extra
-        else (
-            domain.dial_status_path,
-            base_url,
-            attempt,
-            url_extra,
-        )
-    )
-    parts = cache.get(key)
-    if parts is None:
+    cache = target.rendered
+    key = (domain.dial_status_path, base_url, attempt, url_extra)
+    template = cache.get(key)
+    if template is None:
         if len(cache) >= ANSWER_PARTS_KEPT:
             cache.clear()
-        action = f"{base_url}{domain.dial_status_path}?attempt={attempt}&amp;{url_extra}agent="
-        parts = cache[key] = tuple(
+        action = _action(base_url, domain, attempt, url_extra)
+        answers = tuple(
             cxml.agent_answer_parts(fragment, action + str(cand.agent_id), target.ring_timeout_s)
             for cand, fragment in zip(target.candidates, target.fragments, strict=True)
         )
-    return parts
+        template = DecideRequest(
+            tenant_id=0,
+            session="",
+            stage="app",
+            strategy=target.strategy,
+            group_id=target.group_id,
+            window_hours=target.window_hours,
+            max_attempts=target.max_attempts,
+            fallback_enabled=target.fallback_enabled,
+            candidates=target.candidates,
+            answers=answers,
+            no_agent=target.no_agent,
+            sticky_s=target.sticky_s,
+            rotate=target.rotate,
+            opts=target.opts,
+            overflow=_overflow(target, domain, base_url, attempt, url_extra) if target.overflow else (),
+        )
+        template = cache[key] = msgspec.structs.replace(template, packed=pack_target(template))
+    return template
 
 
-def _overflow(target: CompiledTarget, domain: CompiledDomain, base_url: str, attempt: int) -> tuple[Any, ...]:
-    """settings.overflow as balancer.lua takes it (DecideRequest.overflow) for this attempt."""
+def _overflow(
+    target: CompiledTarget, domain: CompiledDomain, base_url: str, attempt: int, url_extra: str
+) -> tuple[Any, ...]:
+    """settings.overflow as balancer.lua takes it (DecideRequest.overflow) for this rendering."""
     steps: list[Any] = []
     for kind, value in target.overflow:
         if kind == "group":
-            g: CompiledTarget = value
-            steps.append(
-                DecideRequest(
-                    tenant_id=0,
-                    session="",
-                    stage="app",
-                    strategy=g.strategy,
-                    group_id=g.group_id,
-                    window_hours=g.window_hours,
-                    max_attempts=g.max_attempts,
-                    fallback_enabled=g.fallback_enabled,
-                    candidates=g.candidates,
-                    answers=_answer_parts(g, domain, base_url, attempt, target.url_extra),
-                    no_agent=g.no_agent,
-                    sticky_s=g.sticky_s,
-                    rotate=g.rotate,
-                    opts=g.opts,
-                )
-            )
+            steps.append(_rendered(value, domain, base_url, attempt, url_extra))
         elif kind == "number":
-            action = f"{base_url}{domain.dial_status_path}?attempt={attempt}&amp;{target.url_extra}agent="
+            action = _action(base_url, domain, attempt, url_extra)
             steps.append("N" + cxml.number_answer(value, action, target.ring_timeout_s))
         else:
             steps.append("A" + value)
@@ -157,28 +167,19 @@ class Decider:
         failed_agent: int | None,
         fail_status: str = "",
         split_target: str | None = None,
+        rules_skipped: str = "",
+        branches: str = "",
     ) -> Decision:
         result = await self.balancer.decide(
-            DecideRequest(
+            msgspec.structs.replace(
+                _rendered(target, domain, base_url, attempt),
                 tenant_id=tenant.tenant_id,
                 session=req.session,
                 stage=stage,
-                strategy=target.strategy,
-                group_id=target.group_id,
-                window_hours=target.window_hours,
-                max_attempts=target.max_attempts,
-                fallback_enabled=target.fallback_enabled,
-                candidates=target.candidates,
-                answers=_answer_parts(target, domain, base_url, attempt),
-                no_agent=target.no_agent,
                 caller=cxml.caller_attr(cxml.escape(req.from_number)),
                 failed_agent=failed_agent,
                 from_number=sticky_caller(req.from_number) if target.sticky_s else "",
-                sticky_s=target.sticky_s,
-                rotate=target.rotate,
                 fail_status=fail_status,
-                opts=target.opts,
-                overflow=_overflow(target, domain, base_url, attempt) if target.overflow else (),
             )
         )
         text = result.cxml
@@ -207,6 +208,15 @@ class Decider:
             split_target=split_target,
             overflow_step=overflow_step,
             overflow_index=result.overflow_step or None,
+            trace=None
+            if result.replay
+            else DecisionTrace(
+                members=target.trace_members,
+                codes=result.trace,
+                excluded=target.trace_excluded,
+                rules_skipped=rules_skipped,
+                branches=branches,
+            ),
         )
 
     async def voice(
@@ -216,17 +226,25 @@ class Decider:
         direction = req.direction
         if direction and direction != "inbound" and direction not in INBOUND_CAPABLE:
             direction = "inbound"  # unknown directions are treated as the common case
-        rule = _inbound_rule(tenant, domain, req)
+        rule, rules_skipped = _inbound_rule(tenant, domain, req)
         if rule is None:
             if direction in INBOUND_CAPABLE:
                 return _outbound(tenant, req)
-            return Decision(cxml=tenant.no_agent, outcome="no_route")
+            return Decision(
+                cxml=tenant.no_agent,
+                outcome="no_route",
+                trace=DecisionTrace(members="", codes="", rules_skipped=rules_skipped)
+                if rules_skipped
+                else None,
+            )
         split_target: str | None = None
+        branches = ""
         if tenant.inbound_splits and rule.targets:
             split = tenant.inbound_splits[rule.id]
             branch = split.pick(req.session)
             target = split.targets[branch]
             split_target = split.labels[branch]
+            branches = split.branches
         else:
             target = tenant.inbound_targets.get(rule.id)
         if target is None or not (target.candidates or target.overflow):
@@ -237,9 +255,27 @@ class Decider:
                 rule_id=rule.id,
                 strategy=target.strategy if target is not None else "",
                 split_target=split_target,
+                trace=DecisionTrace(
+                    members="",
+                    codes="",
+                    excluded=target.trace_excluded if target is not None else "",
+                    rules_skipped=rules_skipped,
+                    branches=branches,
+                ),
             )
         return await self._choose(
-            tenant, domain, req, rule, target, base_url, "app", 1, None, split_target=split_target
+            tenant,
+            domain,
+            req,
+            rule,
+            target,
+            base_url,
+            "app",
+            1,
+            None,
+            split_target=split_target,
+            rules_skipped=rules_skipped,
+            branches=branches,
         )
 
     async def dial_status(
@@ -256,14 +292,16 @@ class Decider:
                 cxml=cxml.HANGUP, outcome="ended", stage=stage, agent_id=req.agent_id, attempt=req.attempt
             )
         rule: InboundRuleSnap | None = None
+        rules_skipped = ""
         if req.rule_id is not None:
             # The scheduled or split rule that took the call: its retries stay with it (and its branch)
             # even when its schedule has closed since.
             rule = tenant.pinned_rules.get(req.rule_id)
         if rule is None:
-            rule = _inbound_rule(tenant, domain, req)
+            rule, rules_skipped = _inbound_rule(tenant, domain, req)
         target: CompiledTarget | None = None
         split_target: str | None = None
+        branches = ""
         if rule is not None:
             split = tenant.inbound_splits.get(rule.id) if rule.targets else None
             if split is not None:
@@ -272,6 +310,7 @@ class Decider:
                     branch = split.pick(req.session)
                 target = split.targets[branch]
                 split_target = split.labels[branch]
+                branches = split.branches
             else:
                 target = tenant.inbound_targets.get(rule.id)
         may_retry = (
@@ -297,6 +336,8 @@ class Decider:
                 req.agent_id,
                 AGENT_FAILURES.get(status, ""),
                 split_target=split_target,
+                rules_skipped=rules_skipped,
+                branches=branches,
             )
         failure = AGENT_FAILURES.get(status)
         # A failed dial that is not retried still counts against its agent (settings.outlier).
@@ -315,4 +356,26 @@ class Decider:
             group_id=(target.group_id or None) if target is not None else None,
             attempt=req.attempt,
             split_target=split_target,
+            trace=_stopped(target, req.attempt, status, rules_skipped, branches),
         )
+
+
+def _stopped(
+    target: CompiledTarget | None, attempt: int, status: str, rules_skipped: str, branches: str
+) -> DecisionTrace | None:
+    """The trace of a failed dial that is not retried: why no candidate was looked at."""
+    if target is None or status not in DIAL_FAILED:
+        return None
+    if not target.fallback_enabled:
+        codes = "!F"
+    elif attempt >= target.max_attempts:
+        codes = "!M"
+    else:  # nothing left to try (no candidate, no overflow)
+        codes = ""
+    return DecisionTrace(
+        members=target.trace_members,
+        codes=codes,
+        excluded=target.trace_excluded,
+        rules_skipped=rules_skipped,
+        branches=branches,
+    )

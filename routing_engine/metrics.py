@@ -26,6 +26,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from shared.events import CANDIDATE_CODES, RULE_CODES, DecisionTrace
+
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 # Seconds, from 50 µs: the engine's own work is tens of µs, a Redis round trip a few hundred.
@@ -132,6 +134,19 @@ def _outlier_gauge() -> None:
     OUTLIER_EJECTED.set(len(_EJECTED))
 
 
+CANDIDATES_SKIPPED = Counter(
+    "vlb_engine_candidates_skipped_total",
+    "Candidates a decision could not choose, by reason (full, ejected, tried, disabled, credentials, "
+    "group_disabled)",
+    ["reason"],
+)
+RULES_SKIPPED = Counter(
+    "vlb_engine_rules_skipped_total",
+    "Inbound rules and split branches a call matched but did not take, by reason (outside_schedule, "
+    "not_in_split_branch)",
+    ["reason"],
+)
+
 FLUSH_INTERVAL_S = 1.0
 
 _CHILDREN: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
@@ -151,6 +166,46 @@ def inc(metric: Counter, *labels: str) -> None:
     _COUNTS[key] = _COUNTS.get(key, 0) + 1
 
 
+# The decision traces seen since the last flush: (codes, excluded, rules_skipped, branches) -> times.
+# One dict update per decision; the characters are counted by reason at the flush.
+_TRACES: dict[tuple[str, str, str, str], int] = {}
+
+
+def note_trace(trace: DecisionTrace) -> None:
+    """Count a decision's skipped candidates and rules by reason (vlb_engine_candidates_skipped_total,
+    vlb_engine_rules_skipped_total) at the next ``flush``."""
+    key = (trace.codes, trace.excluded, trace.rules_skipped, trace.branches)
+    _TRACES[key] = _TRACES.get(key, 0) + 1
+
+
+def _fold_traces() -> None:
+    traces = list(_TRACES.items())
+    _TRACES.clear()
+    candidates: dict[str, int] = {}
+    rules: dict[str, int] = {}
+    for (codes, excluded, rules_skipped, branches), n in traces:
+        if not codes.startswith("!"):
+            for code in codes:
+                reason = CANDIDATE_CODES.get(code, ("", None))[1]
+                if reason is not None:
+                    candidates[reason] = candidates.get(reason, 0) + n
+        for item in excluded.split(",") if excluded else ():
+            reason = CANDIDATE_CODES.get(item.rpartition(":")[2], ("", None))[1]
+            if reason is not None:
+                candidates[reason] = candidates.get(reason, 0) + n
+        for item in rules_skipped.split(",") if rules_skipped else ():
+            rule_reason = RULE_CODES.get(item.rpartition(":")[2])
+            if rule_reason is not None:
+                rules[rule_reason] = rules.get(rule_reason, 0) + n
+        if branches:
+            rules["not_in_split_branch"] = rules.get("not_in_split_branch", 0) + n * branches.count(",")
+    for reason, n in candidates.items():
+        CANDIDATES_SKIPPED.labels(reason).inc(n)
+    for reason, n in rules.items():
+        if n:
+            RULES_SKIPPED.labels(reason).inc(n)
+
+
 def observe_decision(seconds: float) -> None:
     """One decision time for ``vlb_engine_decision_seconds``, at the next ``flush``."""
     if _BULK_HISTOGRAM:
@@ -164,6 +219,8 @@ def flush() -> None:
     """Fold the counts kept since the last flush into the prometheus metrics."""
     if _EJECTED or _EJECTED_SHOWN[0]:
         _outlier_gauge()
+    if _TRACES:
+        _fold_traces()
     if _COUNTS:
         counts = list(_COUNTS.items())
         _COUNTS.clear()

@@ -100,11 +100,15 @@ class CompiledTarget:
     # once, the chain ends at an announcement): ("group", CompiledTarget) | ("number", number) |
     # ("announcement", cxml).
     overflow: tuple[tuple[str, Any], ...] = ()
-    # (dial-status path, base URL, attempt) -> each candidate's answer split around the caller id
-    # (cxml.agent_answer_parts): what stays the same from call to call is rendered once.
-    answer_parts: dict[tuple[Any, ...], tuple[tuple[str, str], ...]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    # The decision trace's static parts (shared.events.DecisionTrace): the candidates in the order of
+    # the script's codes ("g5:11,12" for a group, "11" for an agent), the overflow chain's after them
+    # ("g5:11,12/g7:21,22/n/a"), and the members left out at compile time with why ("13:d,14:k").
+    trace_members: str = ""
+    trace_excluded: str = ""
+    # (dial-status path, base URL, attempt, url_extra) -> the balancer's request template for that
+    # rendering (decide._rendered: each candidate's answer split around the caller id, the overflow
+    # chain, the target packed for the script): what stays the same from call to call is made once.
+    rendered: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 # Sessions whose split branch each Split remembers (a repeated webhook of one call on this process keeps
@@ -129,6 +133,7 @@ class Split:
     weights: tuple[int, ...]
     total: int
     current: list[int]
+    branches: str = ""  # the labels in order, comma-separated (the decision trace's ``branches``)
     recent: dict[str, int] = field(default_factory=dict)
 
     def pick(self, session: str) -> int:
@@ -234,13 +239,16 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
 
     fragments: dict[int, cxml.AgentFragment] = {}
     secrets: dict[str, str] = {}
+    left_out: dict[int, str] = {}  # agent id -> why it is no candidate (a DecisionTrace code)
     for agent in snap.agents:
         if not agent.enabled:
+            left_out[agent.id] = "d"
             continue
         try:
             creds = cxml.decrypt_credentials(agent.credentials, fernet)
         except cxml.CredentialsError as exc:
             problems.append(f"agent {agent.id}: {exc}; left out of routing")
+            left_out[agent.id] = "k"
             continue
         fragments[agent.id] = cxml.agent_fragment(agent.provider, agent.service_value, creds, agent.id)
         if fragments[agent.id].secret:
@@ -256,6 +264,13 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
         )
         if not group.enabled:
             members = []
+            excluded = ",".join(f"{m.agent_id}:g" for m in group.members)
+        else:
+            excluded = ",".join(
+                f"{m.agent_id}:{left_out.get(m.agent_id, 'd')}"
+                for m in group.members
+                if m.agent_id not in fragments
+            )
         groups[group.id] = CompiledTarget(
             kind="group",
             target_id=group.id,
@@ -274,6 +289,8 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
             sticky_s=gs.sticky_hours * 3600,
             rotate=gs.rotate_same_priority,
             opts=outlier_opts(gs.outlier, len(members)) if gs.outlier is not None else NO_OPTS,
+            trace_members=f"g{group.id}:" + ",".join(str(m.agent_id) for m in members),
+            trace_excluded=excluded,
         )
 
     settings_of = {g.id: g.settings for g in snap.groups}
@@ -302,8 +319,22 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
         walk(group_id)
         return tuple(steps)
 
+    own_members = {gid: t.trace_members for gid, t in groups.items()}  # before any chain is added
+
+    def chain_members(target: CompiledTarget, steps: tuple[tuple[str, Any], ...]) -> str:
+        out = target.trace_members
+        for kind, value in steps:
+            if kind == "group":
+                out += "/" + own_members[value.group_id]
+            else:
+                out += "/n" if kind == "number" else "/a"
+        return out
+
     for gid in [g.id for g in snap.groups if g.settings.overflow]:
-        groups[gid] = dataclasses.replace(groups[gid], overflow=chain(gid))
+        steps = chain(gid)
+        groups[gid] = dataclasses.replace(
+            groups[gid], overflow=steps, trace_members=chain_members(groups[gid], steps)
+        )
 
     def agent_target(agent_id: int) -> CompiledTarget | None:
         fragment = fragments.get(agent_id)
@@ -322,6 +353,7 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
             candidates=(Candidate(agent_id=agent_id, priority=1, capacity=0),),
             fragments=(fragment,),
             no_agent=tenant_no_agent,
+            trace_members=str(agent_id),
         )
 
     def target_of(target_type: str, target_id: int) -> CompiledTarget | None:
@@ -331,7 +363,7 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
 
     def pinned(base: CompiledTarget | None, url_extra: str) -> CompiledTarget | None:
         # A copy that renders its own dial-status URL (and so keeps its own rendering cache).
-        return None if base is None else dataclasses.replace(base, url_extra=url_extra, answer_parts={})
+        return None if base is None else dataclasses.replace(base, url_extra=url_extra, rendered={})
 
     inbound_targets: dict[int, CompiledTarget | None] = {}
     inbound_splits: dict[int, Split] = {}
@@ -348,9 +380,11 @@ def compile_tenant(snap: TenantSnapshot, fernet: Fernet | None) -> CompiledTenan
                 base = target_of(branch.target_type.value, branch.target_id)
                 branches.append(pinned(base, f"rule={rule.id}&amp;branch={i}&amp;"))
             weights = tuple(b.percent for b in rule.targets)
+            labels = tuple(f"{b.target_type.value}:{b.target_id}" for b in rule.targets)
             inbound_splits[rule.id] = Split(
                 targets=tuple(branches),
-                labels=tuple(f"{b.target_type.value}:{b.target_id}" for b in rule.targets),
+                labels=labels,
+                branches=",".join(labels),
                 weights=weights,
                 total=sum(weights),
                 current=[0] * len(weights),

@@ -13,6 +13,45 @@ import msgspec
 
 from shared.enums import EventKind
 
+# Explained decisions (SPEC §5): what a code of a DecisionTrace means. Per candidate (``codes``,
+# ``excluded``): its result and, when skipped, why; per rule (``rules_skipped``) why it did not take the call.
+CANDIDATE_CODES: dict[str, tuple[str, str | None]] = {
+    "c": ("chosen", None),
+    ".": ("eligible", None),  # could have taken the call; the strategy chose another
+    "-": ("not_checked", None),  # the choice ended before it (priority order, stickiness, a choice made)
+    "t": ("skipped", "tried"),  # already dialled in this call
+    "e": ("skipped", "ejected"),  # out of its group's selection (settings.outlier)
+    "f": ("skipped", "full"),  # at capacity
+    "d": ("skipped", "disabled"),  # the agent is disabled
+    "k": ("skipped", "credentials"),  # the agent's credentials could not be read
+    "g": ("skipped", "group_disabled"),  # its group is disabled
+}
+RULE_CODES = {"s": "outside_schedule"}
+# Why no candidate was looked at (``codes`` starting with "!").
+STOP_CODES = {"E": "call_ended", "M": "max_attempts", "F": "fallback_disabled"}
+
+
+class DecisionTrace(msgspec.Struct, kw_only=True, frozen=True, gc=False, omit_defaults=True):
+    """How the engine chose, in a compact form (a few short strings, most of them the compiled
+    target's, so a decision costs the engine almost nothing to explain); the control plane decodes it
+    for the call's timeline. ``members``: the candidates in ``codes`` order, "<agent>,<agent>,..." for
+    the rule's target ("g<group>:<agent>,..." for a group, "<agent>" for an agent), then per
+    settings.overflow step ``/g<group>:<agent>,...`` (a group), ``/n`` (a number) or ``/a`` (an
+    announcement). ``codes``: per candidate one CANDIDATE_CODES character,
+    ``/``-separated segments as ``members`` for the steps walked ('c' or 't' for a number, 'c' for an
+    announcement); "*" when every candidate of the target was free and one was chosen (the event's
+    agent); "!" and a STOP_CODES character when the engine looked at no candidate; "" when not traced
+    (a decision made without Redis). ``excluded``: members left out of the target when the
+    snapshot was compiled, "<agent>:<code>,...". ``rules_skipped``: rules that would have matched but
+    were skipped, "<rule id>:<RULE_CODES code>,...", in order. ``branches``: a split rule's branch
+    labels in order, "group:<id>,agent:<id>" (the one taken is the event's ``split_target``)."""
+
+    members: str
+    codes: str
+    excluded: str = ""
+    rules_skipped: str = ""
+    branches: str = ""
+
 
 class CallEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     event_id: str  # dedupe id: stable for the same webhook delivery
@@ -35,6 +74,8 @@ class CallEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     # The settings.overflow step that answered: "<n>:group" | "<n>:number" | "<n>:announcement" (n its
     # 1-based index in the group's flattened chain); None when the rule's own target did.
     overflow_step: str | None = None
+    # How the engine chose (routed and dial-status decisions that looked at a target); None otherwise.
+    decision: DecisionTrace | None = None
     outcome: str | None = None  # routed | no_agent | no_route | replay | fallback | error | ...
     status: str | None = None  # raw Cloudonix status (session update / dial status), lower-cased
     disposition: str | None = None

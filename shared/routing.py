@@ -210,6 +210,7 @@ class RuleTable(Generic[R]):
     prefix: dict[str, list[int]] = field(default_factory=dict)
     prefix_lengths: list[int] = field(default_factory=list)
     always: list[int] = field(default_factory=list)  # catch-alls and regexes, in order
+    scheduled: bool = False  # some rule has a schedule (only then can a rule be skipped for it)
 
     @classmethod
     def build(
@@ -233,6 +234,8 @@ class RuleTable(Generic[R]):
                 schedule=schedule_of(rule) if schedule_of is not None else None,
             )
             table.entries.append(entry)
+            if entry.schedule is not None:
+                table.scheduled = True
             if number.kind == "literal":
                 table.literal.setdefault(number.value, []).append(index)
             elif number.kind == "prefix":
@@ -244,10 +247,16 @@ class RuleTable(Generic[R]):
         return table
 
     def first_match(
-        self, number: str, caller: str = "", domain_id: int | None = None, now: float | None = None
+        self,
+        number: str,
+        caller: str = "",
+        domain_id: int | None = None,
+        now: float | None = None,
+        skipped: list[R] | None = None,
     ) -> R | None:
         """The winning rule for a called ``number`` (raw or normalised) from ``caller``; a rule with a
-        schedule matches only while it is open at ``now`` (epoch seconds; the clock when None)."""
+        schedule matches only while it is open at ``now`` (epoch seconds; the clock when None). Each rule
+        that matched but was closed goes into ``skipped``, in order."""
         to = normalize_number(number)
         frm = normalize_number(caller)
         candidates: list[int] = list(self.literal.get(to, ()))
@@ -272,6 +281,8 @@ class RuleTable(Generic[R]):
                 if now is None:
                     now = time.time()
                 if not entry.schedule.is_open(now):
+                    if skipped is not None:
+                        skipped.append(entry.rule)
                     continue
             return entry.rule
         return None

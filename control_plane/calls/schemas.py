@@ -55,6 +55,50 @@ class CallStatistics(msgspec.Struct, kw_only=True):
     total_today: int
 
 
+class CandidateResult(msgspec.Struct, kw_only=True):
+    agent_id: int
+    group_id: int | None  # the group it was a member of (null for an agent target)
+    step: int  # 0: the rule's own target; n: the n-th settings.overflow step
+    # chosen | eligible (could have taken the call; another was chosen) | skipped | not_checked (the
+    # choice ended before it) | not_reached (an overflow step not walked)
+    result: str
+    # why it was skipped: full | ejected | tried | disabled | credentials | group_disabled
+    reason: str | None = None
+
+
+class OverflowStepResult(msgspec.Struct, kw_only=True):
+    step: int
+    kind: str  # number | announcement
+    result: str  # chosen | skipped | not_reached
+    reason: str | None = None  # tried (the number was dialled before in this call)
+
+
+class RuleSkipped(msgspec.Struct, kw_only=True):
+    rule_id: int
+    reason: str  # outside_schedule
+
+
+class BranchSkipped(msgspec.Struct, kw_only=True):
+    target: str  # "group:<id>" | "agent:<id>"
+    reason: str = "not_in_split_branch"
+
+
+class DecisionExplained(msgspec.Struct, kw_only=True):
+    """How the engine made this decision (SPEC §5, explained decisions)."""
+
+    rule_id: int | None
+    snapshot_version: int | None
+    traced: bool  # false: the engine decided without Redis and could not say why
+    stopped: str | None = None  # call_ended | max_attempts | fallback_disabled: no candidate looked at
+    candidates: list[CandidateResult]
+    overflow_steps: list[OverflowStepResult]
+    rules_skipped: list[RuleSkipped]
+    split_branch: str | None = None
+    branches_skipped: list[BranchSkipped]
+    chosen_agent_id: int | None = None
+    overflow_step: str | None = None  # "<n>:group" | "<n>:number" | "<n>:announcement"
+
+
 class TimelineEntry(msgspec.Struct, kw_only=True):
     id: int
     kind: str
@@ -67,6 +111,7 @@ class TimelineEntry(msgspec.Struct, kw_only=True):
     attempt: int | None
     latency_us: int | None
     payload: dict[str, Any] | None
+    decision: DecisionExplained | None = None  # routed and dial-status decisions
 
 
 class RoutingAttempt(msgspec.Struct, kw_only=True):
@@ -77,6 +122,7 @@ class RoutingAttempt(msgspec.Struct, kw_only=True):
     outcome: str | None
     dial_status: str | None  # how the <Dial> of this attempt ended, when known
     at: datetime.datetime
+    overflow_step: str | None = None  # the settings.overflow step that answered, when one did
 
 
 class CallDetail(CallRecordRead, kw_only=True):

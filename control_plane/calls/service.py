@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, Select, case, func, select, text
 from control_plane.analytics.aggregates import DURATION_COLUMNS, DURATION_EDGES
 from control_plane.analytics.sums import StatFilter, Sums, range_sums, whole_utc_days
 from control_plane.calls import filters
+from control_plane.calls.decisions import explain
 from control_plane.calls.schemas import (
     ActiveCall,
     CallDetail,
@@ -157,6 +158,7 @@ async def call_detail(scope: TenantScope, session_token: str) -> CallDetail:
             attempt=e.attempt,
             latency_us=e.latency_us,
             payload=e.payload,
+            decision=explain(e.decision, e.rule_id, e.agent_id) if e.decision else None,
         )
         for e in events
     ]
@@ -191,6 +193,7 @@ def routing_attempts(events: Any) -> list[RoutingAttempt]:
                 outcome=e.outcome,
                 dial_status=ended.get(e.attempt) if e.attempt is not None else None,
                 at=e.occurred_at,
+                overflow_step=(e.decision or {}).get("overflow_step"),
             )
         )
     return attempts

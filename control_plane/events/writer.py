@@ -129,6 +129,7 @@ EVENT_COLUMNS = (
     "disposition",
     "latency_us",
     "payload",
+    "decision",
 )
 AUDIT_COLUMNS = (
     "tenant_id",
@@ -161,6 +162,26 @@ CDR_COLUMNS = (
 )
 
 
+def _decision(event: CallEvent) -> dict[str, Any] | None:
+    """What call_events.decision keeps of an event: its DecisionTrace as sent (short strings) and the
+    decision's split branch, overflow step and snapshot version; None when the engine sent neither a
+    trace nor an overflow step."""
+    trace = event.decision
+    if trace is None and event.overflow_step is None:
+        return None
+    kept: dict[str, Any] = {}
+    if trace is not None:
+        kept = {k: v for k, v in msgspec.structs.asdict(trace).items() if v}
+        kept["codes"] = trace.codes  # "" (not traced) is kept: it says so
+    if event.split_target is not None:
+        kept["split_target"] = event.split_target[:40]
+    if event.overflow_step is not None:
+        kept["overflow_step"] = event.overflow_step[:40]
+    if event.snapshot_version is not None:
+        kept["snapshot_version"] = event.snapshot_version
+    return kept
+
+
 def _event_rows(event: CallEvent) -> tuple[list[Any], list[Any]]:
     """The event's timeline row and audit row (EVENT_COLUMNS, AUDIT_COLUMNS)."""
     event_id = event.event_id[:255]
@@ -184,6 +205,7 @@ def _event_rows(event: CallEvent) -> tuple[list[Any], list[Any]]:
         _cut(event.disposition, 16),
         event.latency_us,
         event.payload,
+        _decision(event),
     ]
     audit = [
         event.tenant_id,

@@ -270,6 +270,7 @@ async def test_a_full_call_becomes_one_record(
             "outcome": "routed",
             "dial_status": "completed",
             "at": timeline[1]["occurred_at"],
+            "overflow_step": None,
         }
     ]
 

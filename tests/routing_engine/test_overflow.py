@@ -235,7 +235,7 @@ def msgspec_without_overflow(snap: TenantSnapshot) -> bytes:
     return SNAPSHOT_ENCODER.encode(data)
 
 
-def test_overflow_groups_are_encoded_once_per_batch() -> None:
+def test_overflow_groups_are_packed_inline_once_per_batch() -> None:
     import msgspec
 
     from routing_engine.balancer import Candidate
@@ -274,10 +274,14 @@ def test_overflow_groups_are_encoded_once_per_batch() -> None:
         for i in range(3)
     ]
     out = msgspec.msgpack.decode(encode_batch(reqs))
-    assert out[0] == 2  # B first, then A naming it
-    assert out[1][1] == 2
+    assert out[0] == 1  # one target for the three requests, its overflow group inline
+    assert out[1] == 0  # no seed: nothing random
     assert out[2][1] == 1
-    assert out[2][-1]["ovf"] == [1, "A<r/>"]
+    ovf = out[2][-1]["ovf"]
+    assert ovf[0][1] == 2  # group B's own target: its group id
+    assert ovf[0][6] == "1"  # and its agent
+    assert ovf[1] == "A<r/>"
+    assert [out[3 + 7 * i + 2] for i in range(3)] == [1, 1, 1]
 
 
 async def test_two_engine_processes_share_the_chain_atomically(kv: KeyValue) -> None:

@@ -108,6 +108,9 @@ class CallTimelineEntry(IdMixin, TenantOwned, Base):
     disposition: Mapped[str | None] = mapped_column(String(16), nullable=True)
     latency_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    # The engine's explained decision, as it sent it (shared.events.DecisionTrace's fields, plus
+    # split_target, overflow_step and snapshot_version); decoded for the API by control_plane.calls.
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
 
 

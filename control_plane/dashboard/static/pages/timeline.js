@@ -59,6 +59,7 @@ export async function render({ params }) {
             h("time", { datetime: e.occurred_at }, fmtTime(e.occurred_at)),
             h("div", {}, h("strong", {}, e.kind), e.status ? [" → ", statusBadge(e.status)] : null, e.outcome ? ` · ${e.outcome}` : "", e.disposition ? ` · ${e.disposition}` : ""),
             h("div", { class: "muted" }, [e.source ? `seen by ${e.source}` : null, e.attempt ? `attempt ${e.attempt}` : null, e.agent_id ? `agent ${agentName(e.agent_id)}` : null, e.latency_us !== null && e.latency_us !== undefined ? `${(e.latency_us / 1000).toFixed(2)} ms` : null].filter(Boolean).join(" · ")),
+            e.decision ? h("details", {}, h("summary", {}, "decision"), h("pre", { class: "json" }, JSON.stringify(e.decision, null, 2))) : null,
             e.payload ? h("details", {}, h("summary", {}, "payload"), h("pre", { class: "json" }, JSON.stringify(e.payload, null, 2))) : null,
           ),
         ),
