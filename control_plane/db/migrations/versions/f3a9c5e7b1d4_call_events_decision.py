@@ -1,7 +1,7 @@
 """call_events.decision: the engine's explained decision (compact trace) per routed / dial-status event
 
 Revision ID: f3a9c5e7b1d4
-Revises: e5f1b3d7a9c2
+Revises: f7a3c9e1b5d4
 Create Date: 2026-12-01 23:50:00.000000
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "f3a9c5e7b1d4"
-down_revision: str | None = "e5f1b3d7a9c2"
+down_revision: str | None = "f7a3c9e1b5d4"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
