@@ -527,8 +527,10 @@ async def _count_by_duration(scope: TenantScope, f: RecordFilters, where: StatFi
 async def records_page(
     scope: TenantScope, f: RecordFilters, page: int, per_page: int
 ) -> Page[CallRecordRead]:
-    total, counted = await count_records(scope, f)
     offset = (page - 1) * per_page
+    if _number_candidates(f) is not None:
+        return await _searched_page(scope, f, page, per_page, offset)
+    total, counted = await count_records(scope, f)
     if counted and offset >= total:
         # Nothing to read (a search that matched nothing, a page past the end): the count just read
         # every candidate record, a page query would read them all again.
@@ -539,6 +541,19 @@ async def records_page(
         await scope.session.execute(text("SET LOCAL enable_bitmapscan = off"))
     stmt = records_stmt(scope, f).limit(per_page).offset(offset)
     rows = (await scope.session.scalars(stmt)).all()
+    return Page(data=[record_read(r) for r in rows], meta=page_meta(page, per_page, total, len(rows)))
+
+
+async def _searched_page(
+    scope: TenantScope, f: RecordFilters, page: int, per_page: int, offset: int
+) -> Page[CallRecordRead]:
+    """A long number search's page and its exact total in one statement (``count(*) OVER ()`` over the
+    few records its tail lookup found): the lookup is most of the cost, and a separate count would
+    run it twice. A page past the end has no row to carry the total: it is counted then."""
+    stmt = records_stmt(scope, f).add_columns(func.count().over()).limit(per_page).offset(offset)
+    found = (await scope.session.execute(stmt)).all()
+    total = int(found[0][1]) if found else (0 if offset == 0 else await _count_of_records(scope, f))
+    rows = [r[0] for r in found]
     return Page(data=[record_read(r) for r in rows], meta=page_meta(page, per_page, total, len(rows)))
 
 

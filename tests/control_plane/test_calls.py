@@ -401,3 +401,20 @@ async def test_long_number_searches_match_the_whole_search_and_only_the_tenants_
     )
     assert exported.status_code == 200, exported.text
     assert [json.loads(line)["session_token"] for line in exported.text.splitlines()] == [mine]
+
+
+async def test_a_long_number_search_pages_with_its_total(account: Account, db: AsyncEngine) -> None:
+    """Page and total of a long search come from one statement; a page past the end still says the
+    total."""
+    now = time.time()
+    tokens = [uuid.uuid4().hex for _ in range(5)]
+    for i, token in enumerate(tokens):
+        await store(db, _calling_from(answered(account.tenant_id, token, now - 100 + i, 10), "+14155550777"))
+    newest_first = tokens[::-1]
+    for page, expected in ((1, newest_first[:2]), (2, newest_first[2:4]), (3, newest_first[4:]), (4, [])):
+        body = (
+            await account.get("/api/call-records", params={"from": "4155550777", "per_page": 2, "page": page})
+        ).json()
+        assert [r["session_token"] for r in body["data"]] == expected, page
+        assert body["meta"]["total"] == 5, page
+        assert body["meta"]["last_page"] == 3
