@@ -16,16 +16,18 @@ import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.routing_engine.harness import free_port, load_fixture, wait_port
+from control_plane.settings import ControlPlaneSettings
+from tests.routing_engine.harness import free_port, granian_engine, load_fixture, wait_port
 
 PASSWORD = "correct horse battery"
 INBOUND = load_fixture("application-inbound.json")
@@ -322,3 +324,31 @@ async def whole_call(engine: httpx.AsyncClient, t: LiveTenant) -> tuple[str, dic
     response = await webhook(engine, t, "cdr", cdr(t, session))
     assert response.status_code == 204, response.text
     return session, sent
+
+
+def served_fixtures(env: dict[str, str] | None = None) -> tuple[Any, Any, Any, Any]:
+    """A test module's fixtures for a control plane and an engine served as production serves them:
+    ``plane, engine_url, api, engine = served_fixtures(env)`` (both processes once per module, on the
+    test database, Redis and NATS; an HTTP client of each per test)."""
+
+    @pytest.fixture(scope="module")
+    def plane(cp_settings: ControlPlaneSettings) -> Iterator[ServedPlane]:
+        with granian_control_plane(env=env) as served:
+            yield served
+
+    @pytest.fixture(scope="module")
+    def engine_url(cp_settings: ControlPlaneSettings) -> Iterator[str]:
+        with granian_engine(workers=1) as url:
+            yield url
+
+    @pytest.fixture
+    async def api(plane: ServedPlane) -> AsyncIterator[httpx.AsyncClient]:
+        async with httpx.AsyncClient(base_url=plane.url, timeout=10) as client:
+            yield client
+
+    @pytest.fixture
+    async def engine(engine_url: str) -> AsyncIterator[httpx.AsyncClient]:
+        async with httpx.AsyncClient(base_url=engine_url, timeout=10) as client:
+            yield client
+
+    return plane, engine_url, api, engine

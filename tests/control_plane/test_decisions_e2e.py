@@ -10,51 +10,26 @@ import asyncio
 import datetime
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from control_plane.settings import ControlPlaneSettings
 from tests.control_plane.live_harness import (
     INBOUND,
     LiveTenant,
-    ServedPlane,
-    granian_control_plane,
     register,
     routable_tenant,
+    served_fixtures,
     webhook,
 )
-from tests.routing_engine.harness import granian_engine
 
 pytestmark = pytest.mark.slow
 
 AGENT = re.compile(r"agent=(\d+)")
 
 
-@pytest.fixture(scope="module")
-def plane(cp_settings: ControlPlaneSettings) -> Iterator[ServedPlane]:
-    with granian_control_plane() as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def engine_url(cp_settings: ControlPlaneSettings) -> Iterator[str]:
-    with granian_engine(workers=1) as url:
-        yield url
-
-
-@pytest.fixture
-async def api(plane: ServedPlane) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=plane.url, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-async def engine(engine_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=engine_url, timeout=10) as client:
-        yield client
+plane, engine_url, api, engine = served_fixtures()
 
 
 async def traced_tenant(

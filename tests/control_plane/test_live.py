@@ -13,7 +13,6 @@ import contextlib
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -40,12 +39,13 @@ from tests.control_plane.live_harness import (
     register,
     routable_tenant,
     route_call,
+    served_fixtures,
     small_buffer_socket,
     webhook,
     whole_call,
     ws_url,
 )
-from tests.routing_engine.harness import PrivateServer, granian_engine
+from tests.routing_engine.harness import PrivateServer
 
 pytestmark = pytest.mark.slow
 
@@ -66,28 +66,7 @@ FRAME_KIND = {
 LONG_NUMBER = "+1" + "5" * 1000
 
 
-@pytest.fixture(scope="module")
-def plane(cp_settings: ControlPlaneSettings) -> Iterator[ServedPlane]:
-    with granian_control_plane(env=LIVE_ENV) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def engine_url(cp_settings: ControlPlaneSettings) -> Iterator[str]:
-    with granian_engine(workers=1) as url:
-        yield url
-
-
-@pytest.fixture
-async def api(plane: ServedPlane) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=plane.url, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-async def engine(engine_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=engine_url, timeout=10) as client:
-        yield client
+plane, engine_url, api, engine = served_fixtures(LIVE_ENV)
 
 
 def percentile(values: list[float], p: float) -> float:

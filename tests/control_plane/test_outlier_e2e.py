@@ -8,49 +8,24 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 
-from control_plane.settings import ControlPlaneSettings
 from tests.control_plane.live_harness import (
     INBOUND,
-    ServedPlane,
-    granian_control_plane,
     open_live,
     routable_tenant,
+    served_fixtures,
     webhook,
 )
-from tests.routing_engine.harness import granian_engine
 
 pytestmark = pytest.mark.slow
 
 AGENT = re.compile(r"agent=(\d+)")
 
 
-@pytest.fixture(scope="module")
-def plane(cp_settings: ControlPlaneSettings) -> Iterator[ServedPlane]:
-    with granian_control_plane(env={"VLB_LIVE_STATS_INTERVAL_S": "0.5"}) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def engine_url(cp_settings: ControlPlaneSettings) -> Iterator[str]:
-    with granian_engine(workers=1) as url:
-        yield url
-
-
-@pytest.fixture
-async def api(plane: ServedPlane) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=plane.url, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-async def engine(engine_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=engine_url, timeout=10) as client:
-        yield client
+plane, engine_url, api, engine = served_fixtures({"VLB_LIVE_STATS_INTERVAL_S": "0.5"})
 
 
 async def test_ejection_reaches_feed_timeline_stats_and_is_lifted(
