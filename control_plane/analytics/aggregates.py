@@ -473,6 +473,34 @@ _FRESH_COLS = f"{', '.join(KEY)}, {', '.join(COLUMNS)}"  # the temporary table's
 _ADD_BUCKETS = ", ".join(f"ADD COLUMN {c} bigint NOT NULL DEFAULT 0" for c in DURATION_COLUMNS)
 
 
+async def _swap_in(
+    session: AsyncSession,
+    params: dict[str, int],
+    table: str,
+    columns: tuple[str, ...],
+    fresh: str,
+    fresh_rows: str,
+    stored: str,
+) -> tuple[int, int]:
+    """Compare one rollup's ``stored`` rows with the ``fresh`` ones (both SELECTs), then replace the
+    tenant's rows in ``table`` with the fresh ones. ``fresh_rows`` is what the fresh rows are counted
+    FROM. Returns (rows written, rows that were missing, extra or different before)."""
+    counts = (
+        await session.execute(
+            text(
+                f"""SELECT (SELECT count(*) FROM {fresh_rows}),
+                    (SELECT count(*) FROM ({stored} EXCEPT ALL {fresh}) a)
+                    + (SELECT count(*) FROM ({fresh} EXCEPT ALL {stored}) b)"""  # noqa: S608
+            ),
+            params,
+        )
+    ).one()
+    await session.execute(text(f"DELETE FROM {table} WHERE tenant_id = :tenant_id"), params)  # noqa: S608
+    await session.execute(text(f"INSERT INTO {table} ({', '.join(columns)}) {fresh}"))
+    rows, drifted = (int(v) for v in counts)
+    return rows, drifted
+
+
 async def rebuild_report(session: AsyncSession, tenant_id: int) -> RebuildReport:
     """Recompute one tenant's aggregates from its call records, in the caller's transaction, and say
     what changed.
@@ -506,35 +534,25 @@ async def rebuild_report(session: AsyncSession, tenant_id: int) -> RebuildReport
     # call_stats_tenant: the fresh rows summed (the duration buckets too), compared with the stored
     # ones, swapped in.
     fresh_t = _TENANT_OF.format(key=TENANT_KEY_SQL, sums=_SUMS, rows=f"SELECT {_FRESH_COLS} FROM {_FRESH}")  # noqa: S608
-    tenant_counts = (
-        await session.execute(
-            text(
-                f"""SELECT (SELECT count(*) FROM ({fresh_t}) n),
-                    (SELECT count(*) FROM ({_TENANT_STORED_SQL} EXCEPT ALL {fresh_t}) a)
-                    + (SELECT count(*) FROM ({fresh_t} EXCEPT ALL {_TENANT_STORED_SQL}) b)"""  # noqa: S608
-            ),
-            params,
-        )
-    ).one()
-    await session.execute(text("DELETE FROM call_stats_tenant WHERE tenant_id = :tenant_id"), params)
-    await session.execute(
-        text(f"INSERT INTO call_stats_tenant ({', '.join(TENANT_KEY)}, {', '.join(COLUMNS)}) {fresh_t}")
+    tenant_rows, tenant_drifted = await _swap_in(
+        session,
+        params,
+        "call_stats_tenant",
+        (*TENANT_KEY, *COLUMNS),
+        fresh_t,
+        f"({fresh_t}) n",
+        _TENANT_STORED_SQL,
     )
     # call_stats_day: the fresh rows summed per UTC day over directions, the same way.
     fresh_d = _DAY_OF.format(key=DAY_KEY_SQL, sums=_STATS_SUMS, rows=f"SELECT {_COLS} FROM {_FRESH}")  # noqa: S608
-    day_counts = (
-        await session.execute(
-            text(
-                f"""SELECT (SELECT count(*) FROM ({fresh_d}) n),
-                    (SELECT count(*) FROM ({_DAY_STORED_SQL} EXCEPT ALL {fresh_d}) a)
-                    + (SELECT count(*) FROM ({fresh_d} EXCEPT ALL {_DAY_STORED_SQL}) b)"""  # noqa: S608
-            ),
-            params,
-        )
-    ).one()
-    await session.execute(text("DELETE FROM call_stats_day WHERE tenant_id = :tenant_id"), params)
-    await session.execute(
-        text(f"INSERT INTO call_stats_day ({', '.join(DAY_KEY)}, {', '.join(STATS_COLUMNS)}) {fresh_d}")
+    day_rows, day_drifted = await _swap_in(
+        session,
+        params,
+        "call_stats_day",
+        (*DAY_KEY, *STATS_COLUMNS),
+        fresh_d,
+        f"({fresh_d}) n",
+        _DAY_STORED_SQL,
     )
     await session.execute(text(f"DROP TABLE {_FRESH}"))
     # call_stats_duration: recomputed from the records (a second read of them: the histogram's key is
@@ -543,25 +561,17 @@ async def rebuild_report(session: AsyncSession, tenant_id: int) -> RebuildReport
         text(f"CREATE TEMPORARY TABLE {_FRESH_DURATIONS} ON COMMIT DROP AS {DURATION_RECOMPUTE_SQL}"), params
     )
     fresh_u = f"SELECT {', '.join(DURATION_KEY)}, calls FROM {_FRESH_DURATIONS}"  # noqa: S608
-    duration_counts = (
-        await session.execute(
-            text(
-                f"""SELECT (SELECT count(*) FROM {_FRESH_DURATIONS}),
-                    (SELECT count(*) FROM ({_DURATION_STORED_SQL} EXCEPT ALL {fresh_u}) a)
-                    + (SELECT count(*) FROM ({fresh_u} EXCEPT ALL {_DURATION_STORED_SQL}) b)"""  # noqa: S608
-            ),
-            params,
-        )
-    ).one()
-    await session.execute(text("DELETE FROM call_stats_duration WHERE tenant_id = :tenant_id"), params)
-    await session.execute(
-        text(f"INSERT INTO call_stats_duration ({', '.join(DURATION_KEY)}, calls) {fresh_u}")
+    duration_rows, duration_drifted = await _swap_in(
+        session,
+        params,
+        "call_stats_duration",
+        (*DURATION_KEY, "calls"),
+        fresh_u,
+        _FRESH_DURATIONS,
+        _DURATION_STORED_SQL,
     )
     await session.execute(text(f"DROP TABLE {_FRESH_DURATIONS}"))
-    duration_rows, duration_drifted = (int(v) for v in duration_counts)
-    day_rows, day_drifted = (int(v) for v in day_counts)
     rows_before, rows, records, drifted = (int(v) for v in counts)
-    tenant_rows, tenant_drifted = (int(v) for v in tenant_counts)
     return RebuildReport(
         tenant_id,
         records,

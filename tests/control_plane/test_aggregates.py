@@ -275,6 +275,64 @@ async def records_of(db: AsyncEngine, tenant_id: int) -> int:
         return int(found or 0)
 
 
+async def duration_records(db: AsyncEngine, tenant_id: int) -> list[Any]:
+    """A tenant's records with the columns the duration filters read."""
+    async with db.connect() as conn:
+        return list(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT duration, start_time, direction, agent_id, group_id FROM call_records"
+                        " WHERE tenant_id = :t"
+                    ),
+                    {"t": tenant_id},
+                )
+            ).all()
+        )
+
+
+def with_bounds(params: dict[str, Any], low: int | None, high: int | None) -> dict[str, Any]:
+    """``params`` plus ``min_duration``/``max_duration`` where a bound is given."""
+    query = dict(params)
+    if low is not None:
+        query["min_duration"] = low
+    if high is not None:
+        query["max_duration"] = high
+    return query
+
+
+def count_within(records: list[Any], low: int | None, high: int | None, keep: Any) -> int:
+    """The records with a duration in [low, high] (either open) that ``keep`` keeps, counted here."""
+    return sum(
+        1
+        for r in records
+        if r.duration is not None
+        and (low is None or r.duration >= low)
+        and (high is None or r.duration <= high)
+        and keep(r)
+    )
+
+
+async def totals_checked(
+    account: Account,
+    records: list[Any],
+    bounds: list[tuple[int | None, int | None]],
+    extras: list[tuple[dict[str, Any], Any]],
+) -> int:
+    """``meta.total`` of the records list under every bound pair with every filter equals the count
+    made here; returns how many of those counts were not zero."""
+    checked = 0
+    for low, high in bounds:
+        for params, keep in extras:
+            query = with_bounds({**params, "per_page": 1}, low, high)
+            expected = count_within(records, low, high, keep)
+            response = await account.get("/api/call-records", params=query)
+            assert response.status_code == 200, response.text
+            assert response.json()["meta"]["total"] == expected, query
+            checked += expected > 0
+    return checked
+
+
 async def test_maintained_aggregates_equal_a_rebuild(
     account: Account, other_account: Account, db: AsyncEngine
 ) -> None:
@@ -560,16 +618,7 @@ async def test_duration_totals_from_the_buckets_equal_the_records(
     for batch in delivery(rng, events):
         async with AsyncSession(db) as session, session.begin():
             await write_events(session, batch)
-    async with db.connect() as conn:
-        records = (
-            await conn.execute(
-                text(
-                    "SELECT duration, start_time, direction, agent_id, group_id FROM call_records"
-                    " WHERE tenant_id = :t"
-                ),
-                {"t": account.tenant_id},
-            )
-        ).all()
+    records = await duration_records(db, account.tenant_id)
     assert len({r.duration for r in records}) > 50
     base = datetime.datetime.fromtimestamp(BASE_MS / 1000, datetime.UTC)
     since, until = base + datetime.timedelta(minutes=75), base + datetime.timedelta(hours=4, minutes=20)
@@ -585,27 +634,7 @@ async def test_duration_totals_from_the_buckets_equal_the_records(
             lambda r: since <= r.start_time < until,
         ),
     ]
-    checked = 0
-    for low, high in bounds:
-        for params, keep in extras:
-            query = {**params, "per_page": 1}
-            if low is not None:
-                query["min_duration"] = low
-            if high is not None:
-                query["max_duration"] = high
-            expected = sum(
-                1
-                for r in records
-                if r.duration is not None
-                and (low is None or r.duration >= low)
-                and (high is None or r.duration <= high)
-                and keep(r)
-            )
-            response = await account.get("/api/call-records", params=query)
-            assert response.status_code == 200, response.text
-            assert response.json()["meta"]["total"] == expected, query
-            checked += expected > 0
-    assert checked > 30
+    assert await totals_checked(account, records, bounds, extras) > 30
 
 
 def test_duration_questions_count_what_the_bounds_select() -> None:
@@ -691,21 +720,7 @@ async def test_duration_totals_between_edges_over_days_equal_the_records(
         assert report.duration_drifted == 0
         assert await duration_rows(db, t) == kept
 
-    async def records_of_tenant(tenant_id: int) -> list[Any]:
-        async with db.connect() as conn:
-            return list(
-                (
-                    await conn.execute(
-                        text(
-                            "SELECT duration, start_time, direction, agent_id, group_id FROM call_records"
-                            " WHERE tenant_id = :t"
-                        ),
-                        {"t": tenant_id},
-                    )
-                ).all()
-            )
-
-    records = await records_of_tenant(account.tenant_id)
+    records = await duration_records(db, account.tenant_id)
     assert len({r.start_time.astimezone(datetime.UTC).date() for r in records}) >= 5
     utc = datetime.UTC
     ny = datetime.timezone(datetime.timedelta(hours=-5))  # New York's offset in early March (no DST yet)
@@ -739,39 +754,11 @@ async def test_duration_totals_between_edges_over_days_equal_the_records(
     ]
     bounds = [(300, None), (305, None), (None, 299), (None, 296), (245, 295), (61, 599), (15, 17)]
     bounds += [(1801, None), (3601, None), (None, 3599), (250, 250), (None, 7), (7, 8), (596, 604)]
-    checked = 0
-    for low, high in bounds:
-        for params, keep in extras:
-            query = {**params, "per_page": 1}
-            if low is not None:
-                query["min_duration"] = low
-            if high is not None:
-                query["max_duration"] = high
-            expected = sum(
-                1
-                for r in records
-                if r.duration is not None
-                and (low is None or r.duration >= low)
-                and (high is None or r.duration <= high)
-                and keep(r)
-            )
-            response = await account.get("/api/call-records", params=query)
-            assert response.status_code == 200, response.text
-            assert response.json()["meta"]["total"] == expected, query
-            checked += expected > 0
-    assert checked > 100
+    assert await totals_checked(account, records, bounds, extras) > 100
     # The other tenant sees its own totals only.
-    others = await records_of_tenant(other_account.tenant_id)
+    others = await duration_records(db, other_account.tenant_id)
     for low, high in ((305, None), (245, 295), (None, 296)):
-        query = {"min_duration": low, "max_duration": high, "start_date": since.isoformat()}
-        query = {k: v for k, v in query.items() if v is not None}
-        expected = sum(
-            1
-            for r in others
-            if r.duration is not None
-            and (low is None or r.duration >= low)
-            and (high is None or r.duration <= high)
-            and since <= r.start_time
-        )
+        query = with_bounds({"start_date": since.isoformat()}, low, high)
+        expected = count_within(others, low, high, lambda r: since <= r.start_time)
         response = await other_account.get("/api/call-records", params=query)
         assert response.json()["meta"]["total"] == expected > 0, query

@@ -7,5 +7,6 @@ from tests.routing_engine.harness import (  # noqa: F401
     nats_client,
     private_nats,
     private_redis,
+    redis_client,
     tenant,
 )

@@ -26,6 +26,7 @@ import httpx
 import msgspec
 import nats
 import pytest
+import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 from nats.aio.client import Client as NATS
 from nats.js.errors import BucketNotFoundError
@@ -51,6 +52,7 @@ from shared.snapshot import (
 )
 
 NATS_URL = os.environ.get("VLB_NATS_URL", "nats://127.0.0.1:4222")
+REDIS_URL = os.environ.get("VLB_REDIS_URL", "redis://127.0.0.1:6379/0")
 # The team's fixtures (../shared beside the checkout) when present, else the copy vendored in tests/.
 _REPO = Path(__file__).resolve().parents[2]
 FIXTURES = _REPO.parent / "shared" / "fixtures" / "cloudonix"
@@ -381,6 +383,17 @@ def private_nats() -> Iterator[PrivateServer]:
     server.start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="module")
+async def redis_client() -> AsyncIterator[aioredis.Redis]:
+    """A client of the shared Redis for a test module; at its end, the keys under this run's prefix go."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    yield client
+    prefix = os.environ["VLB_REDIS_PREFIX"]
+    async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        await client.unlink(key)
+    await client.aclose()
 
 
 # --- the shared engine for a test session ---------------------------------------------------------

@@ -7,7 +7,6 @@ import itertools
 import os
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,19 +15,8 @@ from control_plane.groups.counters import reset_group_counters
 from routing_engine.balancer import Balancer, Candidate, DecideRequest
 from shared.redis_keys import MAX_WINDOW_HOURS, TenantKeys
 
-REDIS_URL = os.environ.get("VLB_REDIS_URL", "redis://127.0.0.1:6379/0")
 _tenants = itertools.count(1000)
 _sessions = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-async def redis_client() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    yield client
-    prefix = os.environ["VLB_REDIS_PREFIX"]
-    async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        await client.unlink(key)
-    await client.aclose()
 
 
 @pytest.fixture

@@ -4,28 +4,14 @@ decision (real Redis), the engine's counters by reason, and the control plane's 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
 from control_plane.calls.decisions import explain
 from routing_engine import metrics
 from routing_engine.balancer import Balancer, Candidate, DecideRequest, encode_batch, pack_target
 from shared.events import DecisionTrace
-
-REDIS_URL = os.environ.get("VLB_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture(scope="module")
-async def redis_client() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    yield client
-    prefix = os.environ["VLB_REDIS_PREFIX"]
-    async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        await client.unlink(key)
-    await client.aclose()
 
 
 def request(tenant: int, session: str, caps: tuple[int, ...], **kw: Any) -> DecideRequest:

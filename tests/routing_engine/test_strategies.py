@@ -14,7 +14,6 @@ import sys
 import time
 from asyncio.subprocess import PIPE
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -144,16 +143,6 @@ async def two_engines(spec: dict[str, Any], rounds: int = 1, gap_s: float = 0.6)
         rows += json.loads(out)
     assert not any(row[3] for row in rows)  # Redis decided every one
     return rows
-
-
-@pytest.fixture(scope="module")
-async def redis_client() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    yield client
-    prefix = os.environ["VLB_REDIS_PREFIX"]
-    async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        await client.unlink(key)
-    await client.aclose()
 
 
 @pytest.fixture
