@@ -270,6 +270,10 @@ class ExportWorker:
         if not finished:  # the lease went to another worker meanwhile: its file is the one kept
             await objects.purge_chunks(js, bucket, chunk_token(job.id, job.created_at, job.attempts))
             raise LeaseLost
+        # Again now that the file is kept: a worker that lost its lease to this attempt may have
+        # written a chunk after the purge at the start, before it noticed.
+        for earlier in range(1, job.attempts):
+            await objects.purge_chunks(js, bucket, chunk_token(job.id, job.created_at, earlier))
         return stream.rows, writer.size
 
     async def _query(self, job: ExportJob) -> ExportQuery:
