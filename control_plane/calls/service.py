@@ -464,35 +464,19 @@ _PARTS_SQL = """
         ) r
     ) u
 """
-_FIRST_DAY, _LAST_DAY = datetime.date(1, 1, 1), datetime.date(9999, 12, 31)
-
-
-def _midnight(moment: datetime.datetime) -> datetime.datetime:
-    """The UTC midnight at or before ``moment``."""
-    return moment.astimezone(datetime.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _days_and_edges(
     since: datetime.datetime | None, until: datetime.datetime | None
 ) -> tuple[datetime.date, datetime.date, list[tuple[datetime.datetime, datetime.datetime]]]:
-    """``[since, until)`` (either open) as whole UTC days ``[first, last)`` and the edges around them
-    (a range holding no whole UTC day is all edge)."""
-    if since is not None and until is not None:
-        days = whole_utc_days(since, until)
-        if days is None:
-            return _FIRST_DAY, _FIRST_DAY, [(since, until)]
-        first, last = days
-        edges = [(since, first), (last, until)]
-        return first.date(), last.date(), [(a, b) for a, b in edges if a < b]
-    if since is not None:
-        first = _midnight(since)
-        if first < since:
-            first += datetime.timedelta(days=1)
-        return first.date(), _LAST_DAY, [(since, first)] if since < first else []
-    if until is not None:
-        last = _midnight(until)
-        return _FIRST_DAY, last.date(), [(last, until)] if last < until else []
-    return _FIRST_DAY, _LAST_DAY, []
+    """``[since, until)`` (either open: EARLIEST, LATEST) as whole UTC days ``[first, last)`` and the
+    edges around them (a range holding no whole UTC day is all edge)."""
+    since, until = since or EARLIEST, until or LATEST
+    days = whole_utc_days(since, until)
+    if days is None:
+        return EARLIEST.date(), EARLIEST.date(), [(since, until)]
+    first, last = days
+    return first.date(), last.date(), [(a, b) for a, b in ((since, first), (last, until)) if a < b]
 
 
 async def _count_by_duration(scope: TenantScope, f: RecordFilters, where: StatFilter) -> int:
