@@ -234,8 +234,7 @@ class ExportWorker:
         assert self.engine is not None
         js, _ = await self._ensure_store()
         bucket = self.settings.exports_bucket
-        for earlier in range(1, job.attempts):  # what an attempt that died half-way left behind
-            await objects.purge_chunks(js, bucket, chunk_token(job.id, job.created_at, earlier))
+        await _purge_earlier_attempts(js, bucket, job)  # what an attempt that died half-way left behind
         query = await self._query(job)
         stamp = int(job.created_at.timestamp() * 1_000_000)  # unique across databases, as chunk_token
         name = f"t{job.tenant_id}/{job.id}-{stamp}/{file_name(job)}"
@@ -272,8 +271,7 @@ class ExportWorker:
             raise LeaseLost
         # Again now that the file is kept: a worker that lost its lease to this attempt may have
         # written a chunk after the purge at the start, before it noticed.
-        for earlier in range(1, job.attempts):
-            await objects.purge_chunks(js, bucket, chunk_token(job.id, job.created_at, earlier))
+        await _purge_earlier_attempts(js, bucket, job)
         return stream.rows, writer.size
 
     async def _query(self, job: ExportJob) -> ExportQuery:
@@ -331,6 +329,12 @@ class ExportWorker:
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()
+
+
+async def _purge_earlier_attempts(js: JetStreamContext, bucket: str, job: ExportJob) -> None:
+    """Remove the chunks every earlier attempt at ``job`` wrote (``chunk_token``)."""
+    for earlier in range(1, job.attempts):
+        await objects.purge_chunks(js, bucket, chunk_token(job.id, job.created_at, earlier))
 
 
 def chunk_token(job_id: int, created_at: datetime.datetime, attempt: int) -> str:
