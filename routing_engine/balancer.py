@@ -145,7 +145,7 @@ class DecideResult(msgspec.Struct, frozen=True, gc=False):
     degraded: bool  # Redis was unreachable and the local view decided
     overflow_step: int = 0  # the settings.overflow step that answered (1-based), 0 = none
     # Why each candidate was or was not chosen, one code per candidate (balancer.lua's header; shared
-    # TRACE_CODES); "" for a replay or a decision of the local view.
+    # CANDIDATE_CODES); "" for a replay or a decision of the local view.
     trace: str = ""
 
 

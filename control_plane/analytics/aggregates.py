@@ -240,9 +240,14 @@ class DurationKey(NamedTuple):
     direction: str
 
 
+def utc_day(bucket: datetime.datetime) -> datetime.date:
+    """The UTC day of a ``call_stats`` bucket (a UTC hour)."""
+    return bucket.astimezone(datetime.UTC).date()
+
+
 def day_key(key: StatKey) -> DayKey:
-    """The ``call_stats_day`` row a ``call_stats`` row adds to (its bucket is a UTC hour)."""
-    return DayKey(key.tenant_id, key.bucket.astimezone(datetime.UTC).date(), key.agent_id, key.group_id)
+    """The ``call_stats_day`` row a ``call_stats`` row adds to."""
+    return DayKey(key.tenant_id, utc_day(key.bucket), key.agent_id, key.group_id)
 
 
 class StatDeltas:
@@ -264,9 +269,7 @@ class StatDeltas:
             for i, v in enumerate(values):
                 row[i] += sign * v
         if duration is not None:
-            dkey = DurationKey(
-                key.tenant_id, duration, key.bucket.astimezone(datetime.UTC).date(), key.direction
-            )
+            dkey = DurationKey(key.tenant_id, duration, utc_day(key.bucket), key.direction)
             self.durations[dkey] = self.durations.get(dkey, 0) + sign
 
     def per_duration(self) -> list[tuple[DurationKey, list[int]]]:
