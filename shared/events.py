@@ -18,7 +18,8 @@ from shared.enums import EventKind
 CANDIDATE_CODES: dict[str, tuple[str, str | None]] = {
     "c": ("chosen", None),
     ".": ("eligible", None),  # could have taken the call; the strategy chose another
-    "-": ("not_checked", None),  # the choice ended before it (priority order, stickiness, a choice made)
+    # the choice ended before it (priority order, stickiness, a choice made; round_robin: outside its walk)
+    "-": ("not_checked", None),
     "t": ("skipped", "tried"),  # already dialled in this call
     "e": ("skipped", "ejected"),  # out of its group's selection (settings.outlier)
     "f": ("skipped", "full"),  # at capacity

@@ -1,7 +1,9 @@
 """Issue 14 part 5, short form: loadtests/soak.py for 20 s at 5 calls/s — 2 engines, 2 control
 planes, a 3-node NATS cluster (R3) and a Redis Cluster (3 masters + 3 replicas), the demo group on
-round_robin with capacity 2 per agent: no error, no capacity violation, a record (and one CDR) per
-call and each event stored once, every process still running, RSS sampled for every process."""
+round_robin over 4 agents with capacity 2 each: no error, no capacity violation, a record (and one
+CDR) per call and each event stored once, every process still running, RSS sampled for every process;
+and the rotation, from every decision's trace, exact: each agent's turns (chosen or walked past as
+full or tried) within 1 of the others', no free agent passed over."""
 
 from __future__ import annotations
 
@@ -28,6 +30,13 @@ def test_short_soak() -> None:
     assert db["cdrs"] == db["records_with_cdr"] == s.calls_sent
     assert db["events"] == db["distinct_events"]
     assert s.outcomes["no_agent"] > 0, "capacity 2 per agent should turn some calls away"
+    rr = db["round_robin"]
+    assert rr["decisions"] >= s.calls_sent
+    assert rr["untraced"] == 0
+    assert len(rr["turns"]) == 4
+    assert rr["turns_spread"] <= 1, rr
+    assert rr["free_passed_over"] == 0, rr
+    assert rr["walked_past"].get("f", 0) > 0, "capacity 2 per agent should make the rotation skip"
     assert not result.settings["exited_during_run"]
     assert all(len(p.rss_mb) >= 4 for p in result.series)
 

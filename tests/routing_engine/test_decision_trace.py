@@ -67,6 +67,33 @@ async def test_codes_name_full_tried_free_and_unknown(redis_client: aioredis.Red
     )
 
 
+async def test_round_robin_codes_show_its_walk(redis_client: aioredis.Redis) -> None:
+    """A round_robin trace marks exactly the candidates its rotation walked past ('f', 't', 'e') up to
+    the one chosen, from where the rotation stood; the others are '-' even when known full or tried,
+    so consecutive traces tile the rotation (loadtests/soak.py counts turns from them)."""
+    b = Balancer(redis_client, prefix=os.environ["VLB_REDIS_PREFIX"])
+    caps = (1, 1, 1, 1)
+
+    async def rr(session: str, **kw: Any) -> tuple[int | None, str]:
+        got = await b.decide(request(1503, session, caps, strategy="round_robin", **kw))
+        return got.agent_id, got.trace
+
+    assert await rr("r1") == (1, "c---")
+    assert await rr("r2") == (2, "-c--")
+    assert await rr("r3") == (3, "--c-")
+    assert await rr("r4") == (4, "---c")
+    # every member full: the walk went all the way round (the rotation stays after agent 4)
+    assert await rr("r5") == (None, "ffff")
+    assert await b.release(1503, "r2".rjust(32, "0"), reason="test", ended=True)
+    # from agent 1 (after 4): 1 full, 2 chosen; 3 and 4 (full) were not looked at
+    assert await rr("r6") == (2, "fc--")
+    # r6's dial of agent 2 failed: its slot is free again but tried; from agent 3 round to 2
+    assert await rr("r6", stage="dial-1", failed_agent=2) == (None, "ftff")
+    assert await b.release(1503, "r4".rjust(32, "0"), reason="test", ended=True)
+    # the walk wraps: from agent 3 (after 2), 3 full, 4 chosen; 1 and 2 not looked at
+    assert await rr("r7") == (4, "--fc")
+
+
 def test_packed_targets_splice_into_batches() -> None:
     import msgspec
 
