@@ -206,7 +206,7 @@ def configure_group(cp: str, login: dict[str, str], capacity: int, agents: int =
         client.patch(f"/api/agent-groups/{gid}", json={"strategy": "round_robin"}).raise_for_status()
         for k in range(len(group["members"]), agents):
             made = client.post(
-                "/api/agents",
+                "/api/voice-agents",
                 json={"name": f"Soak agent {k + 1}", "provider": "vapi", "service_value": f"+1415555{k:04d}"},
             )
             made.raise_for_status()
