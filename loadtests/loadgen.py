@@ -47,6 +47,9 @@ from routing_engine.simulate import _action_of, inbound_payload
 
 _REPO = Path(__file__).resolve().parents[1]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# The engines' connections: POOLS httpx clients of POOL_SIZE each, requests spread over them in turn.
+POOLS = 16
+POOL_SIZE = 16
 # How a call ends (shares of all calls): answered at once, answered after a busy or an unanswered
 # first agent (the engine's fallback picks another), nobody answers, the caller hangs up while ringing.
 OUTCOME_MIX = (
@@ -276,7 +279,11 @@ class LoadGen:
         self._next_engine = 0
         self._in_flight = 0
         self._window_start: dict[int, int] = {}
-        self._client: httpx.AsyncClient | None = None
+        # Several small pools instead of one large one: httpcore hands a freed connection to a waiting
+        # request by scanning the pool's connections and queue, so one pool of 256 spent the
+        # generator's CPU in that scan as soon as requests queued (the soak's first limit).
+        self._clients: list[httpx.AsyncClient] = []
+        self._next_client = 0
 
     # --- time and randomness ---
 
@@ -306,10 +313,10 @@ class LoadGen:
     async def _post(
         self, kind: str, url: str, body: dict[str, Any], headers: dict[str, str]
     ) -> httpx.Response | None:
-        assert self._client is not None
         self.summary.requests[kind] += 1
+        self._next_client = (self._next_client + 1) % len(self._clients)
         try:
-            response = await self._client.post(url, json=body, headers=headers)
+            response = await self._clients[self._next_client].post(url, json=body, headers=headers)
         except httpx.TimeoutException:
             self.summary.errors[f"{kind} timeout"] += 1
             return None
@@ -519,7 +526,7 @@ class LoadGen:
         )
 
     async def run(self) -> Summary:
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
         cp = await self._cp_client()
         stop = asyncio.Event()
         watcher: asyncio.Task[None] | None = None
@@ -529,8 +536,10 @@ class LoadGen:
         tasks: set[asyncio.Task[None]] = set()
         started = time.monotonic()
         next_progress = started + 1.0
-        async with httpx.AsyncClient(timeout=self.c.timeout_s, limits=limits) as client:
-            self._client = client
+        async with contextlib.AsyncExitStack() as pools:
+            for _ in range(POOLS):
+                client = httpx.AsyncClient(timeout=self.c.timeout_s, limits=limits)
+                self._clients.append(await pools.enter_async_context(client))
             total = int(self.c.rate * self.c.duration)
             for n in range(total):
                 due = started + n / self.c.rate
