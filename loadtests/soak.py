@@ -158,13 +158,14 @@ def drop_database(admin_url: str, name: str) -> None:
 
 def wait_http(url: str, child: ChildProcess, within_s: float = 60.0) -> None:
     deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if not child.running():
-            raise RuntimeError(f"{child.name} exited: {log_tail(child.log_path)}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.2)
+    with httpx.Client(timeout=1.0) as client:  # one client: each new one builds an SSL context (~50 ms)
+        while time.monotonic() < deadline:
+            if not child.running():
+                raise RuntimeError(f"{child.name} exited: {log_tail(child.log_path)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(url).status_code == 200:
+                    return
+            time.sleep(0.2)
     raise RuntimeError(f"{child.name} not ready at {url}: {log_tail(child.log_path)}")
 
 
@@ -241,7 +242,7 @@ def wait_routable(engines: list[str], login: dict[str, str], within_s: float = 6
                     json=call.update("busy"),
                     headers=call.headers,
                 )
-                status = httpx.get(f"{engine}/status", timeout=5.0).text
+                status = client.get(f"{engine}/status").text
                 if answer.status_code == 200 and "<Dial" in answer.text and "round_robin" in status:
                     break
                 if "<Dial" in answer.text and time.monotonic() > deadline - within_s / 2:
