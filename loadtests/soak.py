@@ -258,7 +258,8 @@ def rotation(traces: list[tuple[str, str]]) -> dict[str, Any]:
     up to the one chosen ('c') and '-' for the rest (balancer.lua), so the walks of all decisions tile
     the rotation and every member's turns (chosen or walked past) stay within 1 of each other, however
     often capacity or a failed dial made it skip. A '.' inside a walk would be a free member passed
-    over. Counts only the target's own segment (no overflow steps here)."""
+    over. Counts only the target's own segment (no overflow steps here) of a group without
+    stickiness (a sticky choice is no turn of the rotation)."""
     chosen: dict[int, int] = {}
     turns: dict[int, int] = {}
     walked_past: dict[str, int] = {}
