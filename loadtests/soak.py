@@ -45,10 +45,12 @@ import psycopg
 from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
+from control_plane.calls.decisions import _segment
 from launcher.planes import granian_argv
 from launcher.process import ChildProcess, log_tail, spawn
 from loadtests.loadgen import Config, LoadGen, Summary
 from loadtests.natscluster import NatsCluster, free_port, port_open
+from shared.events import CANDIDATE_CODES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -271,18 +273,18 @@ def rotation(traces: list[tuple[str, str]]) -> dict[str, Any]:
         if codes.startswith("!"):
             stopped += 1  # nothing looked at (call over, attempts used up, no fallback)
             continue
-        segment = members.split("/", 1)[0]
-        agents = [int(a) for a in segment.partition(":")[2].split(",") if a]
+        _, agents = _segment(members.split("/", 1)[0])
         for agent in agents:
             turns.setdefault(agent, 0)
             chosen.setdefault(agent, 0)
         for agent, code in zip(agents, codes.split("/", 1)[0], strict=False):
-            if code == "-":
+            result = CANDIDATE_CODES.get(code, ("not_checked", None))[0]
+            if result == "not_checked":
                 continue
             turns[agent] += 1
-            if code == "c":
+            if result == "chosen":
                 chosen[agent] += 1
-            elif code == ".":
+            elif result == "eligible":
                 free_passed += 1
             else:
                 walked_past[code] = walked_past.get(code, 0) + 1

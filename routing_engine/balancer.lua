@@ -733,7 +733,6 @@ local function more_pickers()
   function choose_in(e, n, tried, from, opts)
     local strategy, group = e[1], e[2]
     local idx, skey, level = -1, nil, false
-    rr_from = nil
     if strategy == 'load_balanced' and not opts.sticky_s then
       return pick_load_balanced(e, n, tried, e[3]), nil, true, false
     end
